@@ -1,0 +1,6 @@
+//! netlens: eBPF network observability.
+//!
+//! Collection (BPF programs and maps, under [`conn`]) is kept apart from
+//! presentation (under [`output`]); both meet in the types of [`model`].
+
+pub mod model;
