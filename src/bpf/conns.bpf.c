@@ -1,0 +1,453 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* TCP connection tracing from tracepoints only (no kprobe, no fentry):
+ * lifecycle events go through a ring buffer, per-connection counters are
+ * copied from struct tcp_sock into a hash map that user space reads on its
+ * own tick. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "conns.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define SEND_SHUTDOWN 2
+#define MSG_PEEK 2
+
+/* Set by user space before load. */
+const volatile bool filter_loopback = true;
+/* Wake the reader only once this much data is queued; below it the reader
+ * picks events up on its own timer (waking per event is what makes peer
+ * tools expensive at high connection rates). */
+const volatile __u64 wakeup_bytes = 1 << 20;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536); /* -m/--map-size overrides this */
+	__type(key, __u64);         /* struct sock * */
+	__type(value, struct conn_value);
+} conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LOSS_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} losses SEC(".maps");
+
+/* Put the shared types into BTF so libbpf-cargo generates them for Rust. */
+struct conn_event _conn_event = {};
+struct seed_record _seed_record = {};
+enum conn_flag _conn_flag;
+enum conn_event_type _conn_event_type;
+enum loss_counter _loss_counter;
+
+__u64 next_id = 1;
+
+static __always_inline void count_loss(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&losses, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline bool v4_loopback(__u32 addr_be)
+{
+	return (addr_be & 0xff) == 127; /* 127.0.0.0/8, network byte order */
+}
+
+static __always_inline bool v6_loopback(const __u8 *a)
+{
+	__u64 hi, lo;
+
+	__builtin_memcpy(&hi, a, 8);
+	__builtin_memcpy(&lo, a + 8, 8);
+	if (hi != 0)
+		return false;
+	/* ::1 */
+	if (lo == 0x0100000000000000ULL)
+		return true;
+	/* ::ffff:127.x.y.z (IPv4-mapped loopback, which NetTracer missed) */
+	return a[8] == 0 && a[9] == 0 && a[10] == 0xff && a[11] == 0xff && a[12] == 127;
+}
+
+/* Addresses, ports, family and netns of a socket. */
+static __always_inline void read_tuple(const struct sock *sk, struct conn_value *v)
+{
+	const struct sock_common *skc = &sk->__sk_common;
+
+	v->family = BPF_CORE_READ(skc, skc_family);
+	v->sport = BPF_CORE_READ(skc, skc_num);
+	v->dport = __builtin_bswap16(BPF_CORE_READ(skc, skc_dport));
+	v->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	if (v->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&v->saddr, skc, skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&v->daddr, skc, skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		__u32 s = BPF_CORE_READ(skc, skc_rcv_saddr);
+		__u32 d = BPF_CORE_READ(skc, skc_daddr);
+
+		__builtin_memcpy(v->saddr, &s, 4);
+		__builtin_memcpy(v->daddr, &d, 4);
+	}
+}
+
+static __always_inline bool is_loopback(const struct conn_value *v)
+{
+	if (v->family == AF_INET6)
+		return v6_loopback(v->saddr) || v6_loopback(v->daddr);
+	__u32 s, d;
+
+	__builtin_memcpy(&s, v->saddr, 4);
+	__builtin_memcpy(&d, v->daddr, 4);
+	return v4_loopback(s) || v4_loopback(d);
+}
+
+static __always_inline bool dst_is_loopback(const struct conn_value *v)
+{
+	__u32 d;
+
+	if (v->family == AF_INET6)
+		return v6_loopback(v->daddr);
+	__builtin_memcpy(&d, v->daddr, 4);
+	return v4_loopback(d);
+}
+
+static __always_inline void set_owner(struct conn_value *v)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	v->pid = bpf_get_current_pid_tgid() >> 32;
+	/* The process name, not the name of the thread that made the call. */
+	BPF_CORE_READ_STR_INTO(&v->comm, task, group_leader, comm);
+}
+
+/* Copy the kernel's per-socket counters. tcp_sock keeps them in odd units
+ * and with the handshake in them:
+ *  - bytes_acked counts the SYN on the active side (snd_una starts at the
+ *    ISN there, at ISN+1 on the passive side) and the FIN once it is acked;
+ *  - bytes_received counts the peer's FIN (rcv_nxt moves past it);
+ *  - srtt_us is 8x the smoothed RTT, mdev_us 4x its variance (as TCP_INFO). */
+static __always_inline void read_counters(struct tcp_sock *tp, struct conn_value *v)
+{
+	struct sock *sk = (struct sock *)tp;
+	__u64 acked = tp->bytes_acked;
+	__u64 received = tp->bytes_received;
+	__u64 unique_sent = tp->bytes_sent - tp->bytes_retrans;
+	bool fin_acked = (sk->sk_shutdown & SEND_SHUTDOWN) && tp->snd_una == tp->write_seq;
+	/* SOCK_DONE is set by tcp_fin() when the peer's FIN arrives, and by
+	 * nothing else before the socket reaches TCP_CLOSE. */
+	bool fin_received = sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE));
+
+	if (fin_acked && acked > 0)
+		acked -= 1;
+	if (v->flags & CONN_ACTIVE) {
+		if (acked > 0)
+			acked -= 1;
+	} else if (v->flags & CONN_SEEDED) {
+		/* Direction unknown: acked payload never exceeds the payload sent
+		 * once, so a surplus can only be the SYN. */
+		if (acked > unique_sent)
+			acked = unique_sent;
+	}
+	if (fin_received && received > 0)
+		received -= 1;
+
+	v->bytes_sent = acked;
+	v->bytes_received = received;
+	v->segs_out = tp->segs_out;
+	v->segs_in = tp->segs_in;
+	v->retrans = tp->total_retrans;
+	v->srtt_us = tp->srtt_us >> 3;
+	v->rttvar_us = tp->mdev_us >> 2;
+}
+
+static __always_inline void refresh(const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct conn_value *v = bpf_map_lookup_elem(&conns, &key);
+	struct tcp_sock *tp;
+
+	if (!v || !(v->flags & CONN_ESTABLISHED))
+		return;
+	tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (tp)
+		read_counters(tp, v);
+}
+
+static __always_inline void emit(__u64 sk, __u32 type, __s32 err, const struct conn_value *v)
+{
+	struct conn_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		count_loss(LOSS_EVENTS);
+		return;
+	}
+	e->sk = sk;
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->type = type;
+	e->err = err;
+	__builtin_memcpy(&e->conn, v, sizeof(*v));
+	bpf_ringbuf_submit(e, bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
+				      ? BPF_RB_FORCE_WAKEUP
+				      : BPF_RB_NO_WAKEUP);
+}
+
+static __always_inline void on_active_start(const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct conn_value v = {};
+
+	/* The source port may still be 0 here (chosen after SYN_SENT is set);
+	 * the tuple is read when the handshake ends. */
+	read_tuple(sk, &v);
+	if (filter_loopback && dst_is_loopback(&v))
+		return;
+	v.flags = CONN_ACTIVE | CONN_OWNED;
+	set_owner(&v);
+	if (bpf_map_update_elem(&conns, &key, &v, BPF_ANY))
+		count_loss(LOSS_MAP_FULL);
+}
+
+static __always_inline void on_established(const struct sock *sk, int oldstate)
+{
+	__u64 key = (__u64)sk;
+	struct conn_value *v = bpf_map_lookup_elem(&conns, &key);
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+
+	if (!tp)
+		return;
+	if (oldstate == TCP_SYN_SENT) {
+		if (!v)
+			return;
+		read_tuple(sk, v);
+		v->flags |= CONN_ESTABLISHED;
+		v->start_ns = bpf_ktime_get_boot_ns();
+		v->id = __sync_fetch_and_add(&next_id, 1);
+		read_counters(tp, v);
+		emit(key, EV_CONNECT, 0, v);
+		return;
+	}
+	if (oldstate != TCP_SYN_RECV || v)
+		return;
+
+	/* Passive open, in softirq: the current task is unrelated, so the
+	 * owner stays unknown until a process accept()s this socket. */
+	struct conn_value nv = {};
+
+	read_tuple(sk, &nv);
+	if (filter_loopback && is_loopback(&nv))
+		return;
+	nv.flags = CONN_PASSIVE | CONN_ESTABLISHED;
+	nv.start_ns = bpf_ktime_get_boot_ns();
+	nv.id = __sync_fetch_and_add(&next_id, 1);
+	read_counters(tp, &nv);
+	if (bpf_map_update_elem(&conns, &key, &nv, BPF_NOEXIST))
+		count_loss(LOSS_MAP_FULL);
+}
+
+static __always_inline void on_close(const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct conn_value *v = bpf_map_lookup_elem(&conns, &key);
+	struct conn_value final;
+	struct tcp_sock *tp;
+
+	if (!v)
+		return;
+	if (!(v->flags & CONN_ESTABLISHED)) {
+		read_tuple(sk, v);
+		v->start_ns = bpf_ktime_get_boot_ns();
+		v->id = __sync_fetch_and_add(&next_id, 1);
+		__builtin_memcpy(&final, v, sizeof(final));
+		bpf_map_delete_elem(&conns, &key);
+		emit(key, EV_CONNECT_FAILED, BPF_CORE_READ(sk, sk_err), &final);
+		return;
+	}
+	tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (tp)
+		read_counters(tp, v);
+	__builtin_memcpy(&final, v, sizeof(final));
+	/* Delete before the event is visible, so a reader that has seen the
+	 * close never finds the connection in the map afterwards. */
+	bpf_map_delete_elem(&conns, &key);
+	if ((final.flags & (CONN_PASSIVE | CONN_OWNED)) == CONN_PASSIVE)
+		emit(key, EV_ACCEPT, 0, &final); /* never accepted: pid 0 says so */
+	emit(key, EV_CLOSE, 0, &final);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	switch (newstate) {
+	case TCP_SYN_SENT:
+		if (oldstate == TCP_CLOSE)
+			on_active_start(sk);
+		break;
+	case TCP_ESTABLISHED:
+		on_established(sk, oldstate);
+		break;
+	case TCP_CLOSE:
+		on_close(sk);
+		break;
+	}
+	return 0;
+}
+
+/* Process context: the first send or receive on a passive connection whose
+ * accept() was not seen (io_uring, or accepted before netlens started)
+ * names its owner. */
+static __always_inline void on_sock_io(const struct sock *sk, int ret, int flags)
+{
+	__u64 key = (__u64)sk;
+	struct conn_value *v;
+
+	if (ret <= 0 || sk->sk_protocol != IPPROTO_TCP)
+		return;
+	v = bpf_map_lookup_elem(&conns, &key);
+	if (!v)
+		return;
+	if (!(v->flags & CONN_OWNED) && (v->flags & CONN_ESTABLISHED)) {
+		v->flags |= CONN_OWNED;
+		set_owner(v);
+		if (v->flags & CONN_PASSIVE)
+			emit(key, EV_ACCEPT, 0, v);
+	}
+	refresh(sk);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(on_send_length, struct sock *sk, int ret, int flags)
+{
+	on_sock_io(sk, ret, flags);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(on_recv_length, struct sock *sk, int ret, int flags)
+{
+	if (flags & MSG_PEEK)
+		return 0;
+	on_sock_io(sk, ret, flags);
+	return 0;
+}
+
+/* Every received segment (data or ACK) of an established connection. */
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(on_tcp_probe, struct sock *sk, const struct sk_buff *skb)
+{
+	refresh(sk);
+	return 0;
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(on_retransmit, const struct sock *sk)
+{
+	refresh(sk);
+	return 0;
+}
+
+/* accept() returned a new socket: resolve the fd to its struct sock and
+ * name the accepting process as the owner. */
+static __always_inline void on_accept_exit(long ret)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file **fds;
+	struct file *file = NULL;
+	struct socket *sock;
+	struct sock *sk;
+	unsigned int max_fds;
+	__u64 key;
+	struct conn_value *v;
+
+	if (ret < 0)
+		return;
+	fds = BPF_CORE_READ(task, files, fdt, fd);
+	max_fds = BPF_CORE_READ(task, files, fdt, max_fds);
+	if ((unsigned long)ret >= max_fds)
+		return;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[ret]);
+	if (!file)
+		return;
+	sock = BPF_CORE_READ(file, private_data);
+	if (!sock)
+		return;
+	sk = BPF_CORE_READ(sock, sk);
+	key = (__u64)sk;
+	v = bpf_map_lookup_elem(&conns, &key);
+	if (!v || (v->flags & CONN_OWNED) || !(v->flags & CONN_PASSIVE))
+		return;
+	v->flags |= CONN_OWNED;
+	set_owner(v);
+	emit(key, EV_ACCEPT, 0, v);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int on_accept4_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	on_accept_exit(ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int on_accept_exit_tp(struct trace_event_raw_sys_exit *ctx)
+{
+	on_accept_exit(ctx->ret);
+	return 0;
+}
+
+/* Seeding: walk the TCP sockets of the network namespace this iterator was
+ * created in; track every connected one that the hooks do not track yet. */
+SEC("iter/tcp")
+int seed_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct seq_file *seq = ctx->meta->seq;
+	struct seed_record rec = {};
+	struct tcp_sock *tp;
+	struct sock *sk;
+	int state, err;
+
+	if (!skc)
+		return 0;
+	state = skc->skc_state;
+	if (state == TCP_LISTEN) {
+		rec.is_listener = 1;
+	} else if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_TIME_WAIT ||
+		   state == TCP_NEW_SYN_RECV || state == TCP_CLOSE) {
+		return 0;
+	}
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;
+	sk = (struct sock *)tp;
+	rec.sk = (__u64)sk;
+	read_tuple(sk, &rec.conn);
+	if (filter_loopback && is_loopback(&rec.conn))
+		return 0;
+	rec.ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+	if (!rec.is_listener) {
+		rec.conn.flags = CONN_SEEDED | CONN_ESTABLISHED;
+		rec.conn.start_ns = bpf_ktime_get_boot_ns();
+		rec.conn.id = __sync_fetch_and_add(&next_id, 1);
+		read_counters(tp, &rec.conn);
+		err = bpf_map_update_elem(&conns, &rec.sk, &rec.conn, BPF_NOEXIST);
+		if (err == 0)
+			rec.tracked = 1;
+		else if (err != -17 /* EEXIST: the hooks track it already */)
+			count_loss(LOSS_SEED_MAP_FULL);
+	}
+	bpf_seq_write(seq, &rec, sizeof(rec));
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

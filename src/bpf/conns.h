@@ -1,0 +1,76 @@
+/* Layouts shared by conns.bpf.c and Rust (libbpf-cargo generates the Rust
+ * types from BTF, so nothing here is mirrored by hand). */
+#ifndef NETLENS_CONNS_H
+#define NETLENS_CONNS_H
+
+#define NL_COMM_LEN 16
+
+/* conn_value.flags */
+enum conn_flag {
+	CONN_ACTIVE = 1,      /* opened by connect() on this host */
+	CONN_PASSIVE = 2,     /* opened by a local listener */
+	CONN_SEEDED = 4,      /* already established when netlens started */
+	CONN_ESTABLISHED = 8, /* handshake completed */
+	CONN_OWNED = 16,      /* pid/comm name the owner (connect/accept seen) */
+};
+
+/* conn_event.type */
+enum conn_event_type {
+	EV_CONNECT = 1,
+	EV_ACCEPT = 2,
+	EV_CLOSE = 3,
+	EV_CONNECT_FAILED = 4,
+};
+
+/* Indices of the per-CPU loss counters. */
+enum loss_counter {
+	LOSS_EVENTS = 0,   /* ring buffer full: an event was dropped */
+	LOSS_MAP_FULL = 1, /* connection map full: a connection is not tracked */
+	LOSS_SEED_MAP_FULL = 2,
+	LOSS_MAX = 3,
+};
+
+/* One tracked connection, keyed by its kernel socket address. Counters are
+ * copies of struct tcp_sock fields, already corrected to payload bytes
+ * (SYN and FIN sequence numbers removed) and to microseconds. */
+struct conn_value {
+	__u64 id;       /* unique per connection, assigned at establishment */
+	__u64 start_ns; /* CLOCK_BOOTTIME at establishment (or at seeding) */
+	__u8 saddr[16]; /* IPv4 in the first 4 bytes when family == AF_INET */
+	__u8 daddr[16];
+	__u16 sport; /* host byte order */
+	__u16 dport; /* host byte order */
+	__u16 family;
+	__u16 flags;
+	__u32 pid; /* thread group id of the owner, 0 if none known */
+	__u32 netns;
+	char comm[NL_COMM_LEN];
+	__u64 bytes_sent;
+	__u64 bytes_received;
+	__u64 segs_out;
+	__u64 segs_in;
+	__u64 retrans;
+	__u32 srtt_us;
+	__u32 rttvar_us;
+};
+
+struct conn_event {
+	__u64 sk;
+	__u64 ts_ns; /* CLOCK_BOOTTIME */
+	__u32 type;
+	__s32 err; /* sk_err for EV_CONNECT_FAILED */
+	struct conn_value conn;
+};
+
+/* What the seeding iterator writes for every connected TCP socket of a
+ * network namespace (and for every listener, with is_listener set, so user
+ * space can tell inbound from outbound). */
+struct seed_record {
+	__u64 sk;
+	__u64 ino; /* socket inode, to find the owning process in /proc */
+	__u32 is_listener;
+	__u32 tracked; /* 1 if inserted into the map by this walk */
+	struct conn_value conn;
+};
+
+#endif

@@ -1,0 +1,342 @@
+//! The user-space view of tracked connections: turns BPF records into model
+//! values, remembers what only user space knows (owners of connections that
+//! existed before netlens started, the last printed counters for deltas) and
+//! applies the user's filters. Pure logic, no BPF calls.
+
+use std::collections::HashMap;
+
+use super::decode::{self, CONN_ACTIVE, CONN_OWNED, CONN_PASSIVE, CONN_SEEDED};
+use super::decode::{EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_CONNECT_FAILED};
+use super::skel::types;
+use crate::model::{
+    ConnEvent, ConnInfo, ConnRow, Direction, EventKind, FailReason, Metrics, UnixNanos,
+};
+
+/// Converts the BPF side's CLOCK_BOOTTIME stamps to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// realtime - boottime, in nanoseconds, taken once at start.
+    offset_ns: i128,
+}
+
+impl Clock {
+    pub fn new(offset_ns: i128) -> Clock {
+        Clock { offset_ns }
+    }
+
+    /// Reads both clocks now.
+    pub fn system() -> Clock {
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        let boot = clock_ns(libc::CLOCK_BOOTTIME);
+        Clock::new(real - boot)
+    }
+
+    pub fn to_unix(&self, boot_ns: u64) -> UnixNanos {
+        (boot_ns as i128 + self.offset_ns).max(0) as UnixNanos
+    }
+
+    pub fn now_unix(&self) -> UnixNanos {
+        clock_ns(libc::CLOCK_REALTIME).max(0) as UnixNanos
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec; both clock ids exist on every
+    // kernel netlens runs on (CLOCK_BOOTTIME since 2.6.39).
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+/// What user space found out about a connection that existed before
+/// netlens started (the BPF side never saw its connect or accept).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeedOwner {
+    pub pid: u32,
+    pub comm: String,
+    pub direction: Direction,
+}
+
+/// Which connections the user wants to see. Empty lists match everything.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub pids: Vec<u32>,
+    /// Matches the local or the remote port.
+    pub ports: Vec<u16>,
+    pub netns: Vec<u32>,
+}
+
+impl Filter {
+    pub fn matches(&self, c: &ConnInfo) -> bool {
+        (self.pids.is_empty() || self.pids.contains(&c.pid))
+            && (self.ports.is_empty()
+                || self.ports.contains(&c.tuple.local_port)
+                || self.ports.contains(&c.tuple.remote_port))
+            && (self.netns.is_empty() || self.netns.contains(&c.netns))
+    }
+}
+
+#[derive(Default)]
+pub struct ConnTable {
+    /// Owners of seeded connections, by kernel socket address.
+    seeds: HashMap<u64, SeedOwner>,
+    /// Counters as last printed, by connection id (incremental mode).
+    last_printed: HashMap<u64, Metrics>,
+}
+
+impl ConnTable {
+    pub fn new() -> ConnTable {
+        ConnTable::default()
+    }
+
+    pub fn add_seed(&mut self, sk: u64, owner: SeedOwner) {
+        self.seeds.insert(sk, owner);
+    }
+
+    pub fn seed_count(&self) -> usize {
+        self.seeds.len()
+    }
+
+    /// Identity and owner of a connection as the BPF side recorded it,
+    /// completed with what user space knows.
+    pub fn conn_info(&self, sk: u64, v: &types::conn_value, clock: &Clock) -> ConnInfo {
+        let seed = self.seeds.get(&sk).filter(|_| v.flags & CONN_SEEDED != 0);
+        let direction = if v.flags & CONN_ACTIVE != 0 {
+            Direction::Outbound
+        } else if v.flags & CONN_PASSIVE != 0 {
+            Direction::Inbound
+        } else {
+            seed.map_or(Direction::Unknown, |s| s.direction)
+        };
+        let (pid, comm) = if v.flags & CONN_OWNED != 0 {
+            (v.pid, decode::comm(&v.comm))
+        } else if let Some(s) = seed {
+            (s.pid, s.comm.clone())
+        } else {
+            (0, String::new())
+        };
+        ConnInfo {
+            id: v.id,
+            tuple: decode::tuple(v),
+            pid,
+            comm,
+            netns: v.netns,
+            direction,
+            start: clock.to_unix(v.start_ns),
+        }
+    }
+
+    /// Turns one ring-buffer record into an event; forgets what belonged to
+    /// a connection once it closed or failed.
+    pub fn event(&mut self, e: &types::conn_event, clock: &Clock) -> Option<ConnEvent> {
+        let kind = match e.r#type {
+            EV_CONNECT => EventKind::Connect,
+            EV_ACCEPT => EventKind::Accept,
+            EV_CLOSE => EventKind::Close,
+            EV_CONNECT_FAILED => EventKind::ConnectFailed(FailReason::from_errno(e.err)),
+            _ => return None,
+        };
+        let conn = self.conn_info(e.sk, &e.conn, clock);
+        let metrics = (kind == EventKind::Close).then(|| decode::metrics(&e.conn));
+        if matches!(kind, EventKind::Close | EventKind::ConnectFailed(_)) {
+            self.seeds.remove(&e.sk);
+            self.last_printed.remove(&e.conn.id);
+        }
+        Some(ConnEvent {
+            kind,
+            timestamp: clock.to_unix(e.ts_ns),
+            conn,
+            metrics,
+        })
+    }
+
+    /// Rows for the established connections among `entries` (the map's
+    /// content) that pass `filter`, oldest first; counters are deltas since
+    /// the previous call when `incremental` is set.
+    pub fn rows(
+        &mut self,
+        entries: &[(u64, types::conn_value)],
+        clock: &Clock,
+        filter: &Filter,
+        incremental: bool,
+    ) -> Vec<ConnRow> {
+        let established = types::conn_flag::CONN_ESTABLISHED.0 as u16;
+        let mut rows = Vec::with_capacity(entries.len());
+        let mut printed = HashMap::with_capacity(entries.len());
+        for (sk, v) in entries {
+            if v.flags & established == 0 {
+                continue;
+            }
+            let conn = self.conn_info(*sk, v, clock);
+            if !filter.matches(&conn) {
+                continue;
+            }
+            let total = decode::metrics(v);
+            let metrics = match (incremental, self.last_printed.get(&v.id)) {
+                (true, Some(prev)) => total.delta_since(prev),
+                _ => total,
+            };
+            printed.insert(v.id, total);
+            rows.push(ConnRow { conn, metrics });
+        }
+        // Connections that left the map are forgotten here too, so the table
+        // cannot grow when a close event was lost.
+        self.last_printed = printed;
+        rows.sort_by_key(|r| (r.conn.start, r.conn.id));
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::decode::AF_INET;
+
+    const ESTABLISHED: u16 = types::conn_flag::CONN_ESTABLISHED.0 as u16;
+
+    fn value(id: u64, flags: u16, pid: u32, sport: u16, bytes_sent: u64) -> types::conn_value {
+        let mut v = types::conn_value {
+            id,
+            start_ns: 1_000 * id,
+            family: AF_INET,
+            sport,
+            dport: 80,
+            flags,
+            pid,
+            netns: 4026531840,
+            bytes_sent,
+            srtt_us: 42,
+            ..Default::default()
+        };
+        v.saddr[..4].copy_from_slice(&[192, 0, 2, 1]);
+        v.daddr[..4].copy_from_slice(&[192, 0, 2, 2]);
+        v.comm[0] = b'x' as i8;
+        v
+    }
+
+    #[test]
+    fn clock_converts_boot_time() {
+        let c = Clock::new(1_000_000);
+        assert_eq!(c.to_unix(5), 1_000_005);
+        assert_eq!(Clock::new(-10).to_unix(5), 0);
+    }
+
+    #[test]
+    fn owner_comes_from_bpf_or_from_seeding() {
+        let mut t = ConnTable::new();
+        let clock = Clock::new(0);
+        let owned = value(1, ESTABLISHED | CONN_ACTIVE | CONN_OWNED, 77, 1000, 0);
+        let info = t.conn_info(0xa, &owned, &clock);
+        assert_eq!((info.pid, info.comm.as_str()), (77, "x"));
+        assert_eq!(info.direction, Direction::Outbound);
+
+        let unaccepted = value(2, ESTABLISHED | CONN_PASSIVE, 0, 80, 0);
+        let info = t.conn_info(0xb, &unaccepted, &clock);
+        assert_eq!((info.pid, info.comm.as_str()), (0, ""));
+        assert_eq!(info.direction, Direction::Inbound);
+
+        let seeded = value(3, ESTABLISHED | CONN_SEEDED, 0, 22, 0);
+        assert_eq!(t.conn_info(0xc, &seeded, &clock).direction, Direction::Unknown);
+        t.add_seed(
+            0xc,
+            SeedOwner {
+                pid: 500,
+                comm: "sshd".into(),
+                direction: Direction::Inbound,
+            },
+        );
+        let info = t.conn_info(0xc, &seeded, &clock);
+        assert_eq!((info.pid, info.comm.as_str()), (500, "sshd"));
+        assert_eq!(info.direction, Direction::Inbound);
+        // Once the BPF side saw the owner do I/O, its word wins.
+        let mut seen = seeded;
+        seen.flags |= CONN_OWNED;
+        seen.pid = 501;
+        assert_eq!(t.conn_info(0xc, &seen, &clock).pid, 501);
+    }
+
+    #[test]
+    fn rows_skip_pending_and_filtered_and_compute_deltas() {
+        let mut t = ConnTable::new();
+        let clock = Clock::new(0);
+        let flags = ESTABLISHED | CONN_ACTIVE | CONN_OWNED;
+        let mut entries = vec![
+            (1u64, value(2, flags, 10, 1001, 100)),
+            (2u64, value(1, flags, 11, 1002, 50)),
+            (3u64, value(3, CONN_ACTIVE | CONN_OWNED, 10, 1003, 0)), // SYN_SENT
+        ];
+        let rows = t.rows(&entries, &clock, &Filter::default(), true);
+        // Oldest first; the pending connect is not a row.
+        assert_eq!(rows.iter().map(|r| r.conn.id).collect::<Vec<_>>(), vec![1, 2]);
+        // First print of a connection shows its totals.
+        assert_eq!(rows[1].metrics.bytes_sent, 100);
+
+        entries[0].1.bytes_sent = 160;
+        let only_pid_10 = Filter {
+            pids: vec![10],
+            ..Filter::default()
+        };
+        let rows = t.rows(&entries, &clock, &only_pid_10, true);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].metrics.bytes_sent, 60);
+        assert_eq!(rows[0].metrics.rtt_us, 42);
+
+        let totals = t.rows(&entries, &clock, &Filter::default(), false);
+        assert_eq!(totals[1].metrics.bytes_sent, 160);
+    }
+
+    #[test]
+    fn filter_matches_ports_on_either_side_and_netns() {
+        let clock = Clock::new(0);
+        let t = ConnTable::new();
+        let info = t.conn_info(1, &value(1, ESTABLISHED, 5, 40000, 0), &clock);
+        let by_remote = Filter {
+            ports: vec![80],
+            ..Filter::default()
+        };
+        assert!(by_remote.matches(&info));
+        let other_ns = Filter {
+            netns: vec![1],
+            ..Filter::default()
+        };
+        assert!(!other_ns.matches(&info));
+    }
+
+    #[test]
+    fn close_event_carries_final_metrics_and_forgets_seed() {
+        let mut t = ConnTable::new();
+        let clock = Clock::new(0);
+        t.add_seed(
+            9,
+            SeedOwner {
+                pid: 1,
+                comm: "a".into(),
+                direction: Direction::Outbound,
+            },
+        );
+        let e = types::conn_event {
+            sk: 9,
+            ts_ns: 5,
+            r#type: EV_CLOSE,
+            err: 0,
+            conn: value(4, ESTABLISHED | CONN_SEEDED, 0, 1, 1234),
+        };
+        let ev = t.event(&e, &clock).unwrap();
+        assert_eq!(ev.kind, EventKind::Close);
+        assert_eq!(ev.metrics.unwrap().bytes_sent, 1234);
+        assert_eq!(ev.conn.pid, 1);
+        assert_eq!(t.seed_count(), 0);
+
+        let failed = types::conn_event {
+            r#type: EV_CONNECT_FAILED,
+            err: libc::ECONNREFUSED,
+            ..e
+        };
+        let ev = t.event(&failed, &clock).unwrap();
+        assert_eq!(ev.kind, EventKind::ConnectFailed(FailReason::Refused));
+        assert!(ev.metrics.is_none());
+    }
+}
