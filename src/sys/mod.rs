@@ -7,6 +7,7 @@
 //! sample input; the functions that touch the host are thin wrappers around
 //! them.
 
+pub mod caps;
 pub mod kernel;
 
 use thiserror::Error;
