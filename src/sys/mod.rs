@@ -9,6 +9,7 @@
 
 pub mod caps;
 pub mod kernel;
+pub mod netns;
 pub mod procfs;
 
 use thiserror::Error;
