@@ -8,6 +8,7 @@
 //! them.
 
 pub mod caps;
+pub mod check;
 pub mod kernel;
 pub mod netns;
 pub mod procfs;
