@@ -19,7 +19,10 @@ fn main() {
              `bpftool btf dump file /sys/kernel/btf/vmlinux format c > src/bpf/{arch}/vmlinux.h`"
         );
     }
-    println!("cargo:rerun-if-changed={}", vmlinux_dir.join("vmlinux.h").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        vmlinux_dir.join("vmlinux.h").display()
+    );
     println!("cargo:rerun-if-changed=src/bpf/conns.h");
 
     for (name, src) in PROGRAMS {

@@ -3,5 +3,6 @@
 //! Collection (BPF programs and maps, under [`conn`]) is kept apart from
 //! presentation (under [`output`]); both meet in the types of [`model`].
 
-pub mod model;
 pub mod conn;
+pub mod model;
+pub mod sys;

@@ -133,7 +133,9 @@ mod tests {
         let v = value(AF_INET, &[1, 2, 3, 4], &[5, 6, 7, 8]);
         let size = std::mem::size_of::<types::conn_value>();
         // SAFETY: conn_value is repr(C) plain data; viewing it as bytes is sound.
-        let bytes = unsafe { std::slice::from_raw_parts((&v as *const types::conn_value).cast::<u8>(), size) };
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&v as *const types::conn_value).cast::<u8>(), size)
+        };
         let back: types::conn_value = read_record(bytes).unwrap();
         assert_eq!(back.saddr, v.saddr);
         assert_eq!(back.sport, 40000);

@@ -239,7 +239,10 @@ mod tests {
         assert_eq!(info.direction, Direction::Inbound);
 
         let seeded = value(3, ESTABLISHED | CONN_SEEDED, 0, 22, 0);
-        assert_eq!(t.conn_info(0xc, &seeded, &clock).direction, Direction::Unknown);
+        assert_eq!(
+            t.conn_info(0xc, &seeded, &clock).direction,
+            Direction::Unknown
+        );
         t.add_seed(
             0xc,
             SeedOwner {
@@ -270,7 +273,10 @@ mod tests {
         ];
         let rows = t.rows(&entries, &clock, &Filter::default(), true);
         // Oldest first; the pending connect is not a row.
-        assert_eq!(rows.iter().map(|r| r.conn.id).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            rows.iter().map(|r| r.conn.id).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
         // First print of a connection shows its totals.
         assert_eq!(rows[1].metrics.bytes_sent, 100);
 

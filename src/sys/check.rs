@@ -1,0 +1,362 @@
+//! The pure part of `netlens check`: from what the host offers, which
+//! netlens features work, and a readable report of it.
+
+use std::fmt::Write as _;
+
+use super::caps;
+use super::kernel::{KernelVersion, VMLINUX_BTF};
+
+/// One line of the check report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feature {
+    pub name: String,
+    pub available: bool,
+    /// `netlens conns` cannot run without it; a missing optional feature
+    /// only costs some detail.
+    pub required: bool,
+    pub detail: String,
+}
+
+/// The oldest kernel `conns` runs on, and why: each entry is a kernel
+/// facility the BPF programs use.
+const KERNEL_NEEDS: [(u32, u32, &str); 3] = [
+    (5, 5, "tp_btf programs"),
+    (5, 8, "BPF ring buffer"),
+    (5, 9, "bpf_skc_to_tcp_sock in tracing programs"),
+];
+
+/// A tracepoint `conns` attaches to, and what is lost without it.
+struct Tracepoint {
+    category: &'static str,
+    name: &'static str,
+    required: bool,
+    /// What it gives when present.
+    gives: &'static str,
+    /// What netlens loses when it is absent.
+    without: &'static str,
+}
+
+const TRACEPOINTS: [Tracepoint; 7] = [
+    Tracepoint {
+        category: "sock",
+        name: "inet_sock_set_state",
+        required: true,
+        gives: "connection open, state changes and close",
+        without: "connections cannot be tracked at all",
+    },
+    Tracepoint {
+        category: "sock",
+        name: "sock_send_length",
+        required: false,
+        gives: "refresh on every send",
+        without: "sent counters refresh only on received segments",
+    },
+    Tracepoint {
+        category: "sock",
+        name: "sock_recv_length",
+        required: false,
+        gives: "refresh on every receive call",
+        without: "received counters refresh only when segments arrive, \
+                  not when the application reads",
+    },
+    Tracepoint {
+        category: "tcp",
+        name: "tcp_probe",
+        required: false,
+        gives: "refresh on every received segment (RTT, counters)",
+        without: "RTT and counters refresh only on send/receive calls and state changes",
+    },
+    Tracepoint {
+        category: "tcp",
+        name: "tcp_retransmit_skb",
+        required: false,
+        gives: "retransmissions as they happen",
+        without: "retransmissions show up only at the next refresh of the connection",
+    },
+    Tracepoint {
+        category: "syscalls",
+        name: "sys_exit_accept",
+        required: false,
+        gives: "owner of inbound connections accepted with accept()",
+        without: "inbound connections accepted with accept() get their owner \
+                  only from the /proc socket scan",
+    },
+    Tracepoint {
+        category: "syscalls",
+        name: "sys_exit_accept4",
+        required: false,
+        gives: "owner of inbound connections accepted with accept4()",
+        without: "inbound connections accepted with accept4() get their owner \
+                  only from the /proc socket scan",
+    },
+];
+
+fn kernel_feature(kernel: KernelVersion) -> Feature {
+    let lacking: Vec<String> = KERNEL_NEEDS
+        .iter()
+        .filter(|(major, minor, _)| !kernel.at_least(*major, *minor))
+        .map(|(major, minor, what)| format!("{what} (>= {major}.{minor})"))
+        .collect();
+    let detail = if lacking.is_empty() {
+        format!("{kernel} (conns needs >= 5.9)")
+    } else {
+        format!(
+            "{kernel} is too old for conns; lacks {}",
+            lacking.join(", ")
+        )
+    };
+    Feature {
+        name: "kernel".into(),
+        available: lacking.is_empty(),
+        required: true,
+        detail,
+    }
+}
+
+fn btf_feature(btf: bool) -> Feature {
+    let detail = if btf {
+        format!("{VMLINUX_BTF} present")
+    } else {
+        format!(
+            "{VMLINUX_BTF} missing: the kernel was built without \
+             CONFIG_DEBUG_INFO_BTF; BPF CO-RE and tp_btf programs need it"
+        )
+    };
+    Feature {
+        name: "BTF".into(),
+        available: btf,
+        required: true,
+        detail,
+    }
+}
+
+fn caps_feature(kernel: KernelVersion, caps_eff: u64) -> Feature {
+    let missing = caps::missing_for_tracing(caps_eff, kernel);
+    let detail = if missing.is_empty() {
+        "all needed capabilities held".to_owned()
+    } else {
+        format!(
+            "missing {}; run as root or grant them (setcap)",
+            missing.join(", ")
+        )
+    };
+    Feature {
+        name: "capabilities".into(),
+        available: missing.is_empty(),
+        required: true,
+        detail,
+    }
+}
+
+/// What the host offers `netlens conns`: kernel version, BTF, the
+/// capabilities in `caps_eff` (an effective capability mask), and each
+/// tracepoint as answered by `tracepoints(category, name)`.
+pub fn report(
+    kernel: KernelVersion,
+    btf: bool,
+    caps_eff: u64,
+    tracepoints: &dyn Fn(&str, &str) -> bool,
+) -> Vec<Feature> {
+    let mut features = vec![
+        kernel_feature(kernel),
+        btf_feature(btf),
+        caps_feature(kernel, caps_eff),
+    ];
+    features.extend(TRACEPOINTS.iter().map(|tp| {
+        let available = tracepoints(tp.category, tp.name);
+        Feature {
+            name: format!("tracepoint {}/{}", tp.category, tp.name),
+            available,
+            required: tp.required,
+            detail: if available {
+                tp.gives.to_owned()
+            } else {
+                format!("missing: {}", tp.without)
+            },
+        }
+    }));
+    features
+}
+
+/// True if every required feature is available.
+pub fn conns_can_run(features: &[Feature]) -> bool {
+    features.iter().all(|f| f.available || !f.required)
+}
+
+/// The report as text, one feature a line (`ok`, `FAIL` for a missing
+/// required feature, `warn` for a missing optional one), then a verdict.
+pub fn format_report(features: &[Feature]) -> String {
+    let width = features.iter().map(|f| f.name.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for f in features {
+        let mark = match (f.available, f.required) {
+            (true, _) => " ok ",
+            (false, true) => "FAIL",
+            (false, false) => "warn",
+        };
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "[{mark}] {:<width$}  {}", f.name, f.detail);
+    }
+    if conns_can_run(features) {
+        let degraded = features.iter().filter(|f| !f.available).count();
+        if degraded == 0 {
+            out.push_str("netlens conns: can run, with every feature\n");
+        } else {
+            let _ = writeln!(
+                out,
+                "netlens conns: can run, with less detail ({degraded} warning{})",
+                if degraded == 1 { "" } else { "s" }
+            );
+        }
+    } else {
+        out.push_str("netlens conns: cannot run; fix the FAIL lines above\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::caps::{CAP_BPF, CAP_DAC_READ_SEARCH, CAP_PERFMON, CAP_SYS_PTRACE};
+
+    const NEW: KernelVersion = KernelVersion::new(6, 18, 44);
+    const ALL_CAPS: u64 = u64::MAX;
+
+    fn all_tracepoints(_: &str, _: &str) -> bool {
+        true
+    }
+
+    fn find<'a>(features: &'a [Feature], name: &str) -> &'a Feature {
+        features
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("no feature {name}"))
+    }
+
+    #[test]
+    fn healthy_host_is_all_ok() {
+        let features = report(NEW, true, ALL_CAPS, &all_tracepoints);
+        assert_eq!(features.len(), 3 + TRACEPOINTS.len());
+        assert!(features.iter().all(|f| f.available));
+        assert!(conns_can_run(&features));
+        let text = format_report(&features);
+        assert!(!text.contains("FAIL") && !text.contains("warn"), "{text}");
+        assert!(text.contains("6.18.44"), "{text}");
+        assert!(text.ends_with("netlens conns: can run, with every feature\n"));
+    }
+
+    #[test]
+    fn kernel_thresholds() {
+        for (v, ok, lacks) in [
+            (KernelVersion::new(5, 9, 0), true, ""),
+            (KernelVersion::new(5, 8, 18), false, "bpf_skc_to_tcp_sock"),
+            (KernelVersion::new(5, 6, 0), false, "ring buffer"),
+            (KernelVersion::new(5, 4, 0), false, "tp_btf"),
+        ] {
+            let features = report(v, true, ALL_CAPS, &all_tracepoints);
+            let k = find(&features, "kernel");
+            assert_eq!(k.available, ok, "{v}");
+            assert!(k.detail.contains(lacks), "{v}: {}", k.detail);
+            assert_eq!(conns_can_run(&features), ok, "{v}");
+        }
+        let features = report(
+            KernelVersion::new(5, 4, 0),
+            true,
+            ALL_CAPS,
+            &all_tracepoints,
+        );
+        let detail = &find(&features, "kernel").detail;
+        assert!(detail.contains("ring buffer") && detail.contains("(>= 5.9)"));
+    }
+
+    #[test]
+    fn missing_btf_blocks_conns() {
+        let features = report(NEW, false, ALL_CAPS, &all_tracepoints);
+        let btf = find(&features, "BTF");
+        assert!(!btf.available && btf.detail.contains("CONFIG_DEBUG_INFO_BTF"));
+        assert!(!conns_can_run(&features));
+        assert!(format_report(&features).contains("[FAIL] BTF"));
+    }
+
+    #[test]
+    fn missing_capabilities_are_named() {
+        let eff = 1 << CAP_BPF | 1 << CAP_SYS_PTRACE | 1 << CAP_DAC_READ_SEARCH;
+        let features = report(NEW, true, eff, &all_tracepoints);
+        let caps = find(&features, "capabilities");
+        assert!(!caps.available);
+        assert!(caps.detail.contains("CAP_PERFMON"), "{}", caps.detail);
+        assert!(!caps.detail.contains("CAP_BPF"), "{}", caps.detail);
+        assert!(!conns_can_run(&features));
+
+        let eff = eff | 1 << CAP_PERFMON;
+        assert!(conns_can_run(&report(NEW, true, eff, &all_tracepoints)));
+    }
+
+    #[test]
+    fn optional_tracepoints_only_warn() {
+        let no_send = |cat: &str, name: &str| !(cat == "sock" && name == "sock_send_length");
+        let features = report(NEW, true, ALL_CAPS, &no_send);
+        let tp = find(&features, "tracepoint sock/sock_send_length");
+        assert!(!tp.available && !tp.required);
+        assert!(tp.detail.contains("refresh only on received segments"));
+        assert!(conns_can_run(&features));
+        let text = format_report(&features);
+        assert!(
+            text.contains("[warn] tracepoint sock/sock_send_length"),
+            "{text}"
+        );
+        assert!(
+            text.contains("can run, with less detail (1 warning)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn inet_sock_set_state_is_required() {
+        let none = |_: &str, _: &str| false;
+        let features = report(NEW, true, ALL_CAPS, &none);
+        assert!(!conns_can_run(&features));
+        let tp = find(&features, "tracepoint sock/inet_sock_set_state");
+        assert!(tp.required && !tp.available);
+        let syscalls = find(&features, "tracepoint syscalls/sys_exit_accept4");
+        assert!(syscalls.detail.contains("/proc socket scan"));
+        assert!(format_report(&features).ends_with("cannot run; fix the FAIL lines above\n"));
+    }
+
+    #[test]
+    fn asks_for_exactly_the_listed_tracepoints() {
+        let asked = std::cell::RefCell::new(Vec::new());
+        let record = |cat: &str, name: &str| {
+            asked.borrow_mut().push(format!("{cat}/{name}"));
+            true
+        };
+        report(NEW, true, ALL_CAPS, &record);
+        assert_eq!(
+            asked.into_inner(),
+            [
+                "sock/inet_sock_set_state",
+                "sock/sock_send_length",
+                "sock/sock_recv_length",
+                "tcp/tcp_probe",
+                "tcp/tcp_retransmit_skb",
+                "syscalls/sys_exit_accept",
+                "syscalls/sys_exit_accept4",
+            ]
+        );
+    }
+
+    #[test]
+    fn names_line_up() {
+        let features = report(NEW, true, ALL_CAPS, &all_tracepoints);
+        let text = format_report(&features);
+        let columns: Vec<usize> = text
+            .lines()
+            .filter(|l| l.starts_with('['))
+            .map(|l| {
+                let after_name = l[7..].find("  ").expect("gap") + 7;
+                after_name + l[after_name..].len() - l[after_name..].trim_start().len()
+            })
+            .collect();
+        assert!(columns.windows(2).all(|w| w[0] == w[1]), "{text}");
+    }
+}

@@ -1,0 +1,155 @@
+//! Running code inside another network namespace.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::thread;
+
+use anyhow::{anyhow, Context, Result};
+
+/// Runs `f` inside the network namespace at `path` (a `/proc/.../ns/net`
+/// link or a `/run/netns/<name>` bind mount) and returns its result.
+///
+/// A network namespace belongs to a thread, not a process, so `f` runs on a
+/// freshly spawned thread that enters the namespace first; the calling
+/// thread stays where it is, and the helper thread ends with `f`. Inside
+/// `f`, `/proc/thread-self/net` shows the target namespace while
+/// `/proc/self/net` still shows the main thread's. Sockets created in `f`
+/// stay in the target namespace. A panic in `f` is passed on to the caller.
+///
+/// Needs CAP_SYS_ADMIN (over the target namespace's user namespace).
+pub fn with_netns<T, F>(path: &Path, f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send,
+    T: Send,
+{
+    let ns = File::open(path)
+        .with_context(|| format!("opening network namespace {}", path.display()))?;
+    thread::scope(|scope| {
+        let worker = thread::Builder::new()
+            .name("netlens-netns".into())
+            .spawn_scoped(scope, || {
+                // SAFETY: `ns` is an open descriptor that outlives this call
+                // (it is borrowed from the enclosing scope); setns only
+                // affects the calling thread, which is this helper thread.
+                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                if rc != 0 {
+                    let err = io::Error::last_os_error();
+                    return Err(anyhow!(
+                        "setns(CLONE_NEWNET) into {} failed: {err} (errno {})",
+                        path.display(),
+                        err.raw_os_error().unwrap_or(0)
+                    ));
+                }
+                f()
+            })
+            .context("spawning a thread to enter a network namespace")?;
+        match worker.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::procfs;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    /// A namespace made with `ip netns add`, deleted again on drop.
+    struct TempNetns {
+        name: String,
+        path: PathBuf,
+    }
+
+    impl TempNetns {
+        fn create(tag: &str) -> TempNetns {
+            let name = format!("nlsys-test-{}{tag}", std::process::id());
+            let status = Command::new("ip")
+                .args(["netns", "add", &name])
+                .status()
+                .expect("run ip netns add");
+            assert!(status.success(), "ip netns add {name} failed: {status}");
+            let path = Path::new(procfs::RUN_NETNS).join(&name);
+            TempNetns { name, path }
+        }
+
+        fn inode(&self) -> u32 {
+            let meta = std::fs::metadata(&self.path).expect("stat netns");
+            u32::try_from(meta.ino()).expect("32-bit inode")
+        }
+    }
+
+    impl Drop for TempNetns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip")
+                .args(["netns", "delete", &self.name])
+                .status();
+        }
+    }
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid takes no arguments and cannot fail.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    #[test]
+    fn runs_inside_the_namespace_and_leaves_caller_alone() {
+        if !is_root() {
+            eprintln!("skipping with_netns test: needs root");
+            return;
+        }
+        let ns = TempNetns::create("");
+        let before = procfs::current_netns_inode().expect("own netns");
+        let target = ns.inode();
+        assert_ne!(before, target);
+
+        let inside = with_netns(&ns.path, procfs::current_netns_inode).expect("with_netns");
+        assert_eq!(inside, target);
+        assert_eq!(procfs::current_netns_inode().expect("own netns"), before);
+
+        let listed = procfs::network_namespaces();
+        let handle = listed
+            .iter()
+            .find(|h| h.inode == target)
+            .expect("new namespace listed");
+        assert_eq!(handle.path, ns.path, "the bind mount is the preferred path");
+    }
+
+    #[test]
+    fn closure_errors_and_borrows_pass_through() {
+        if !is_root() {
+            eprintln!("skipping with_netns test: needs root");
+            return;
+        }
+        let ns = TempNetns::create("-b");
+        let mut seen = Vec::new();
+        let r: Result<()> = with_netns(&ns.path, || {
+            seen.push(procfs::current_netns_inode()?);
+            Err(anyhow!("from inside"))
+        });
+        let err = r.expect_err("closure error");
+        assert_eq!(err.to_string(), "from inside");
+        assert_eq!(seen, [ns.inode()]);
+    }
+
+    #[test]
+    fn setns_on_a_non_namespace_names_the_path() {
+        let err = with_netns(Path::new("/proc/self/status"), || Ok(()))
+            .expect_err("a regular file is no namespace");
+        let msg = err.to_string();
+        assert!(msg.contains("/proc/self/status"), "{msg}");
+        assert!(msg.contains("errno"), "{msg}");
+    }
+
+    #[test]
+    fn missing_namespace_file_names_the_path() {
+        let err = with_netns(Path::new("/run/netns/nlsys-does-not-exist"), || Ok(()))
+            .expect_err("no such file");
+        assert!(format!("{err:#}").contains("nlsys-does-not-exist"));
+    }
+}
