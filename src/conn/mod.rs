@@ -3,3 +3,6 @@
 pub mod decode;
 pub mod skel;
 pub mod table;
+pub mod collector;
+pub mod seed;
+pub mod run;

@@ -1,0 +1,103 @@
+//! The `netlens conns` main loop: one thread owns the collector, turns its
+//! records into events and snapshots, and hands them to the outputs.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use super::collector::{Collector, Config};
+use super::seed;
+use super::table::{Clock, ConnTable, Filter};
+use crate::model::{Losses, Snapshot};
+use crate::output::Sink;
+
+/// How often events are drained and output is flushed: a reader sees every
+/// event within this time (plus formatting), well under a second.
+const DRAIN_PERIOD: Duration = Duration::from_millis(100);
+
+pub struct Options {
+    pub collector: Config,
+    pub interval: Duration,
+    pub incremental: bool,
+    pub filter: Filter,
+}
+
+/// Loads the tracer, seeds existing connections and runs until `stop` is
+/// set. `refresh` requests an immediate snapshot (Enter in table mode).
+/// `status` receives human-readable progress lines (stderr in the binary).
+pub fn run(
+    opts: &Options,
+    sink: &mut dyn Sink,
+    stop: &Arc<AtomicBool>,
+    refresh: Option<&Receiver<()>>,
+    status: &mut dyn FnMut(&str),
+) -> Result<Losses> {
+    let clock = Clock::system();
+    let mut collector = Collector::start(&opts.collector)?;
+    for f in &collector.attach_failures {
+        status(&format!(
+            "warning: {} not attached ({}); lost: {}",
+            f.program, f.error, f.what_is_lost
+        ));
+    }
+    let mut table = ConnTable::new();
+    let report = seed::seed(&collector, &mut table)?;
+    for failed in &report.failed_namespaces {
+        status(&format!(
+            "warning: could not enter network namespace {failed}; its existing connections \
+             appear once they send or receive"
+        ));
+    }
+    status(&format!(
+        "netlens: ready: tracing TCP connections; {} existing connections found in {} network namespaces",
+        report.connections, report.namespaces
+    ));
+
+    let mut next_tick = Instant::now() + opts.interval;
+    let mut last_losses = Losses::default();
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        let wait = if stopping {
+            Duration::ZERO
+        } else {
+            DRAIN_PERIOD.min(next_tick.saturating_duration_since(Instant::now()))
+        };
+        for raw in collector.poll_events(wait)? {
+            if let Some(ev) = table.event(&raw, &clock) {
+                if opts.filter.matches(&ev.conn) {
+                    sink.event(&ev)?;
+                }
+            }
+        }
+        let requested = refresh.is_some_and(|r| r.try_iter().count() > 0);
+        if stopping || requested || Instant::now() >= next_tick {
+            let entries = collector.connections()?;
+            let losses = collector.losses()?;
+            let snap = Snapshot {
+                timestamp: clock.now_unix(),
+                conns: table.rows(&entries, &clock, &opts.filter, opts.incremental),
+                incremental: opts.incremental,
+                losses,
+            };
+            if losses != last_losses && losses.any() {
+                status(&format!(
+                    "warning: lost so far: {} events (ring buffer full), {} connections not \
+                     tracked (map full, raise -m/--map-size), {} existing connections not seeded",
+                    losses.events_lost, losses.map_full, losses.seed_map_full
+                ));
+            }
+            last_losses = losses;
+            sink.snapshot(&snap)?;
+            if !requested {
+                next_tick = Instant::now() + opts.interval;
+            }
+        }
+        sink.flush()?;
+        if stopping {
+            return Ok(last_losses);
+        }
+    }
+}
