@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building and testing netlens needs, on Debian/Ubuntu, only
+# when something is missing. Sourced by scripts/run.sh and scripts/test.sh.
+set -euo pipefail
+
+NETLENS_BUILD_PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config make)
+# Test peers and ground truth: namespaces/veth, packet drops, ss, an
+# independent tracer, iperf3.
+NETLENS_TEST_PKGS=(iproute2 nftables bpftrace iperf3 procps)
+
+netlens_install_missing() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "netlens: installing ${missing[*]}" >&2
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -q
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "netlens: cargo not found: install a Rust toolchain (1.82 or later), e.g. with rustup" >&2
+        exit 1
+    fi
+}
+
+# BPF tracepoints are listed in tracefs; mount it where a minimal system
+# did not (needs root; harmless when already mounted).
+netlens_mount_tracefs() {
+    if [ "$(id -u)" -eq 0 ] && [ ! -d /sys/kernel/tracing/events ]; then
+        mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+    fi
+}
