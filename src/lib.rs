@@ -4,3 +4,4 @@
 //! presentation (under [`output`]); both meet in the types of [`model`].
 
 pub mod model;
+pub mod output;

@@ -286,15 +286,24 @@ mod tests {
 
     #[test]
     fn fail_reason_from_errno() {
-        assert_eq!(FailReason::from_errno(libc::ECONNREFUSED), FailReason::Refused);
-        assert_eq!(FailReason::from_errno(libc::ETIMEDOUT), FailReason::TimedOut);
+        assert_eq!(
+            FailReason::from_errno(libc::ECONNREFUSED),
+            FailReason::Refused
+        );
+        assert_eq!(
+            FailReason::from_errno(libc::ETIMEDOUT),
+            FailReason::TimedOut
+        );
         assert_eq!(FailReason::from_errno(0), FailReason::Aborted);
         assert_eq!(FailReason::from_errno(5).to_string(), "errno_5");
     }
 
     #[test]
     fn endpoint_formatting_brackets_v6() {
-        assert_eq!(fmt_endpoint("192.0.2.1".parse().unwrap(), 80), "192.0.2.1:80");
+        assert_eq!(
+            fmt_endpoint("192.0.2.1".parse().unwrap(), 80),
+            "192.0.2.1:80"
+        );
         assert_eq!(
             fmt_endpoint("2001:db8::1".parse().unwrap(), 443),
             "[2001:db8::1]:443"
