@@ -195,7 +195,7 @@ mod tests {
         k
     }
 
-    fn sorted<'a>(mut v: Vec<&'a str>) -> Vec<&'a str> {
+    fn sorted(mut v: Vec<&str>) -> Vec<&str> {
         v.sort_unstable();
         v
     }
