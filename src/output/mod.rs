@@ -8,6 +8,7 @@
 
 pub mod json;
 pub mod logfile;
+pub mod table;
 pub mod text;
 
 use std::borrow::Cow;
