@@ -5,4 +5,5 @@
 
 pub mod conn;
 pub mod model;
+pub mod output;
 pub mod sys;

@@ -227,17 +227,17 @@ fn enter_key_channel() -> mpsc::Receiver<()> {
 
 fn build_sink(args: &ConnsArgs) -> Result<Box<dyn Sink + Send>> {
     let stdout = std::io::stdout();
-    let mut sinks: Vec<Box<dyn Sink + Send>> = Vec::new();
+    let mut sinks = output::Fanout::new();
     if args.json {
-        sinks.push(Box::new(output::json::JsonSink::new(stdout)));
+        sinks.push(output::json::JsonSink::new(stdout));
     } else if args.table {
         if stdout.is_terminal() {
-            sinks.push(Box::new(output::table::TableSink::new(stdout)));
+            sinks.push(output::table::TableSink::new(stdout));
         } else {
-            sinks.push(Box::new(output::table::LinesSink::new(stdout)));
+            sinks.push(output::table::LinesSink::new(stdout));
         }
     } else {
-        sinks.push(Box::new(output::text::TextSink::new(stdout)));
+        sinks.push(output::text::TextSink::new(stdout));
     }
     if !args.no_log_file {
         let file = output::logfile::RotatingFile::create(
@@ -245,9 +245,9 @@ fn build_sink(args: &ConnsArgs) -> Result<Box<dyn Sink + Send>> {
             args.log_max_mib * 1024 * 1024,
             args.log_keep,
         )?;
-        sinks.push(Box::new(output::text::TextSink::new(file)));
+        sinks.push(output::text::TextSink::new(file));
     }
-    Ok(Box::new(output::Fanout::new(sinks)))
+    Ok(Box::new(sinks))
 }
 
 fn check_cmd() -> Result<(), Failure> {
@@ -280,7 +280,7 @@ fn check_cmd() -> Result<(), Failure> {
             incremental: false,
             filter: Filter::default(),
         };
-        let mut null = output::NullSink;
+        let mut null = output::Fanout::new();
         let result = run::run(&opts, &mut null, &stop, None, &mut |_| {});
         match result {
             Ok(_) => println!("load test: all conns BPF programs loaded and attached: ok"),

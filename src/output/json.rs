@@ -1,0 +1,418 @@
+//! Newline-delimited JSON: one object per event, one per connection per
+//! snapshot, and one `losses` object per snapshot when anything was lost.
+//!
+//! Fields common to connection objects: `type`, `timestamp`, `id`, `pid`,
+//! `comm`, `netns`, `family`, `direction`, `local_addr`, `local_port`,
+//! `remote_addr`, `remote_port`. `metrics` and `close` add the counters
+//! (`bytes_sent`, `bytes_received`, `packets_sent`, `packets_received`,
+//! `retransmits`, `rtt_us`, `rtt_var_us`); `metrics` adds `incremental` and
+//! `age_s`; `connect_failed` adds `reason`.
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::{fmt_time, LineBuf, Sink};
+use crate::model::{ConnEvent, ConnInfo, EventKind, Losses, Metrics, Snapshot, UnixNanos};
+
+#[derive(Serialize)]
+struct CounterFields {
+    bytes_sent: u64,
+    bytes_received: u64,
+    packets_sent: u64,
+    packets_received: u64,
+    retransmits: u64,
+    rtt_us: u32,
+    rtt_var_us: u32,
+}
+
+impl From<&Metrics> for CounterFields {
+    fn from(m: &Metrics) -> CounterFields {
+        CounterFields {
+            bytes_sent: m.bytes_sent,
+            bytes_received: m.bytes_received,
+            packets_sent: m.packets_sent,
+            packets_received: m.packets_received,
+            retransmits: m.retransmits,
+            rtt_us: m.rtt_us,
+            rtt_var_us: m.rtt_var_us,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ConnRecord<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    timestamp: &'a str,
+    id: u64,
+    pid: u32,
+    comm: &'a str,
+    netns: u32,
+    family: u8,
+    direction: &'static str,
+    local_addr: IpAddr,
+    local_port: u16,
+    remote_addr: IpAddr,
+    remote_port: u16,
+    #[serde(flatten)]
+    counters: Option<CounterFields>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incremental: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    age_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+impl<'a> ConnRecord<'a> {
+    fn new(kind: &'static str, timestamp: &'a str, c: &'a ConnInfo) -> ConnRecord<'a> {
+        let t = &c.tuple;
+        ConnRecord {
+            kind,
+            timestamp,
+            id: c.id,
+            pid: c.pid,
+            comm: &c.comm,
+            netns: c.netns,
+            family: t.family(),
+            direction: c.direction.as_str(),
+            local_addr: t.local_addr,
+            local_port: t.local_port,
+            remote_addr: t.remote_addr,
+            remote_port: t.remote_port,
+            counters: None,
+            incremental: None,
+            age_s: None,
+            reason: None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct LossesRecord<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    timestamp: &'a str,
+    events_lost: u64,
+    map_full: u64,
+    seed_map_full: u64,
+}
+
+/// Seconds from `start` to `now`, to the microsecond; 0 if `start` is later.
+fn age_seconds(start: UnixNanos, now: UnixNanos) -> f64 {
+    // Whole microseconds divided once: the float is the nearest one to the
+    // decimal value, so it prints without noise digits.
+    (now.saturating_sub(start) / 1_000) as f64 / 1e6
+}
+
+/// NDJSON output; see the module documentation for the schema.
+pub struct JsonSink<W: Write> {
+    out: LineBuf<W>,
+}
+
+impl<W: Write> JsonSink<W> {
+    pub fn new(out: W) -> JsonSink<W> {
+        JsonSink {
+            out: LineBuf::new(out),
+        }
+    }
+
+    /// The writer; what is still buffered is not in it until [`Sink::flush`].
+    pub fn get_ref(&self) -> &W {
+        self.out.get_ref()
+    }
+
+    fn record(&mut self, rec: &impl Serialize) -> anyhow::Result<()> {
+        serde_json::to_writer(self.out.buf_mut(), rec).context("serializing JSON record")?;
+        self.out.end_line()
+    }
+}
+
+impl<W: Write> Sink for JsonSink<W> {
+    fn event(&mut self, ev: &ConnEvent) -> anyhow::Result<()> {
+        let time = fmt_time(ev.timestamp);
+        let mut rec = ConnRecord::new(ev.kind.name(), &time, &ev.conn);
+        match ev.kind {
+            EventKind::ConnectFailed(reason) => rec.reason = Some(reason.to_string()),
+            EventKind::Close => rec.counters = ev.metrics.as_ref().map(CounterFields::from),
+            EventKind::Connect | EventKind::Accept => {}
+        }
+        self.record(&rec)
+    }
+
+    fn snapshot(&mut self, snap: &Snapshot) -> anyhow::Result<()> {
+        let time = fmt_time(snap.timestamp);
+        for row in &snap.conns {
+            let mut rec = ConnRecord::new("metrics", &time, &row.conn);
+            rec.counters = Some(CounterFields::from(&row.metrics));
+            rec.incremental = Some(snap.incremental);
+            rec.age_s = Some(age_seconds(row.conn.start, snap.timestamp));
+            self.record(&rec)?;
+        }
+        let l: &Losses = &snap.losses;
+        if l.any() {
+            self.record(&LossesRecord {
+                kind: "losses",
+                timestamp: &time,
+                events_lost: l.events_lost,
+                map_full: l.map_full,
+                seed_map_full: l.seed_map_full,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{conn, metrics, CountingWriter, T0};
+    use super::*;
+    use crate::model::{ConnRow, Direction, FailReason};
+    use serde_json::{json, Map, Value};
+
+    const TIME: &str = "2026-11-23T13:31:47.123456Z";
+
+    fn parse_lines(w: &CountingWriter) -> Vec<Map<String, Value>> {
+        w.all()
+            .lines()
+            .map(|l| match serde_json::from_str::<Value>(l) {
+                Ok(Value::Object(m)) => m,
+                other => panic!("not a JSON object: {l}: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn keys(m: &Map<String, Value>) -> Vec<&str> {
+        let mut k: Vec<&str> = m.keys().map(String::as_str).collect();
+        k.sort_unstable();
+        k
+    }
+
+    fn sorted(mut v: Vec<&str>) -> Vec<&str> {
+        v.sort_unstable();
+        v
+    }
+
+    const COMMON: [&str; 12] = [
+        "type",
+        "timestamp",
+        "id",
+        "pid",
+        "comm",
+        "netns",
+        "family",
+        "direction",
+        "local_addr",
+        "local_port",
+        "remote_addr",
+        "remote_port",
+    ];
+    const COUNTERS: [&str; 7] = [
+        "bytes_sent",
+        "bytes_received",
+        "packets_sent",
+        "packets_received",
+        "retransmits",
+        "rtt_us",
+        "rtt_var_us",
+    ];
+
+    fn event(kind: EventKind, c: ConnInfo, m: Option<Metrics>) -> ConnEvent {
+        ConnEvent {
+            kind,
+            timestamp: T0 + 123_456_789,
+            conn: c,
+            metrics: m,
+        }
+    }
+
+    #[test]
+    fn connect_event_object() {
+        let mut sink = JsonSink::new(CountingWriter::default());
+        let c = conn("192.0.2.1", 40000, "192.0.2.2", 80, Direction::Outbound);
+        sink.event(&event(EventKind::Connect, c, None))
+            .expect("event");
+        sink.flush().expect("flush");
+        let objs = parse_lines(sink.get_ref());
+        assert_eq!(objs.len(), 1);
+        assert_eq!(
+            Value::Object(objs[0].clone()),
+            json!({
+                "type": "connect",
+                "timestamp": TIME,
+                "id": 42,
+                "pid": 1234,
+                "comm": "curl",
+                "netns": 4_026_531_840u32,
+                "family": 4,
+                "direction": "out",
+                "local_addr": "192.0.2.1",
+                "local_port": 40000,
+                "remote_addr": "192.0.2.2",
+                "remote_port": 80,
+            })
+        );
+        // Field order is stable and starts with the type.
+        assert!(sink
+            .get_ref()
+            .all()
+            .starts_with(r#"{"type":"connect","timestamp":"#));
+    }
+
+    #[test]
+    fn accept_close_and_failed_events() {
+        let mut sink = JsonSink::new(CountingWriter::default());
+        let mut c6 = conn("2001:db8::1", 443, "2001:db8::2", 51000, Direction::Inbound);
+        c6.id = u64::MAX;
+        c6.comm = "my server".to_string();
+        sink.event(&event(EventKind::Accept, c6.clone(), None))
+            .expect("event");
+        sink.event(&event(EventKind::Close, c6, Some(metrics())))
+            .expect("event");
+        let c4 = conn("192.0.2.1", 40001, "192.0.2.3", 81, Direction::Outbound);
+        sink.event(&event(
+            EventKind::ConnectFailed(FailReason::TimedOut),
+            c4,
+            None,
+        ))
+        .expect("event");
+        sink.flush().expect("flush");
+        assert_eq!(sink.get_ref().writes.len(), 1, "one write per batch");
+        let objs = parse_lines(sink.get_ref());
+        assert_eq!(objs.len(), 3);
+
+        let accept = &objs[0];
+        assert_eq!(keys(accept), sorted(COMMON.to_vec()));
+        assert_eq!(accept["type"], "accept");
+        assert_eq!(accept["family"], 6);
+        assert_eq!(accept["direction"], "in");
+        assert_eq!(accept["local_addr"], "2001:db8::1");
+        assert_eq!(accept["remote_addr"], "2001:db8::2");
+        assert_eq!(accept["remote_port"], 51000);
+        assert_eq!(accept["comm"], "my server", "JSON keeps the name as is");
+        assert_eq!(accept["id"].as_u64(), Some(u64::MAX), "ids are exact");
+
+        let close = &objs[1];
+        let mut want: Vec<&str> = COMMON.to_vec();
+        want.extend(COUNTERS);
+        assert_eq!(keys(close), sorted(want));
+        assert_eq!(close["type"], "close");
+        assert_eq!(close["bytes_sent"], 1000);
+        assert_eq!(close["bytes_received"], 2_000_000);
+        assert_eq!(close["packets_sent"], 10);
+        assert_eq!(close["packets_received"], 1500);
+        assert_eq!(close["retransmits"], 2);
+        assert_eq!(close["rtt_us"], 345);
+        assert_eq!(close["rtt_var_us"], 67);
+
+        let failed = &objs[2];
+        let mut want: Vec<&str> = COMMON.to_vec();
+        want.push("reason");
+        assert_eq!(keys(failed), sorted(want));
+        assert_eq!(failed["type"], "connect_failed");
+        assert_eq!(failed["reason"], "timed_out");
+        assert_eq!(failed["family"], 4);
+        assert_eq!(failed["timestamp"], TIME);
+    }
+
+    #[test]
+    fn snapshot_objects_and_losses() {
+        let mut sink = JsonSink::new(CountingWriter::default());
+        let mut old = conn("192.0.2.1", 22, "192.0.2.7", 50000, Direction::Unknown);
+        old.start = T0 - 3_723_500_000_000; // 1h02m03.5s before T0
+        let snap = Snapshot {
+            timestamp: T0 + 250_000_000,
+            conns: vec![
+                ConnRow {
+                    conn: old,
+                    metrics: metrics(),
+                },
+                ConnRow {
+                    conn: conn("192.0.2.1", 40000, "192.0.2.2", 80, Direction::Outbound),
+                    metrics: Metrics::default(),
+                },
+            ],
+            incremental: true,
+            losses: Losses {
+                events_lost: 3,
+                map_full: 2,
+                seed_map_full: 1,
+            },
+        };
+        sink.snapshot(&snap).expect("snapshot");
+        assert!(sink.get_ref().writes.is_empty(), "buffered until flush");
+        sink.flush().expect("flush");
+        assert_eq!(sink.get_ref().writes.len(), 1);
+        let objs = parse_lines(sink.get_ref());
+        assert_eq!(objs.len(), 3);
+
+        let mut want: Vec<&str> = COMMON.to_vec();
+        want.extend(COUNTERS);
+        want.extend(["incremental", "age_s"]);
+        let want = sorted(want);
+        for m in &objs[..2] {
+            assert_eq!(keys(m), want);
+            assert_eq!(m["type"], "metrics");
+            assert_eq!(m["timestamp"], "2026-11-23T13:31:47.250000Z");
+            assert_eq!(m["incremental"], true);
+        }
+        assert_eq!(objs[0]["direction"], "unknown");
+        assert_eq!(objs[0]["age_s"].as_f64(), Some(3723.75));
+        assert_eq!(objs[0]["bytes_received"], 2_000_000);
+        assert_eq!(objs[0]["local_port"], 22);
+        assert_eq!(objs[1]["age_s"].as_f64(), Some(0.25));
+        assert_eq!(objs[1]["bytes_sent"], 0);
+        assert_eq!(objs[1]["rtt_us"], 0);
+
+        assert_eq!(
+            Value::Object(objs[2].clone()),
+            json!({
+                "type": "losses",
+                "timestamp": "2026-11-23T13:31:47.250000Z",
+                "events_lost": 3,
+                "map_full": 2,
+                "seed_map_full": 1,
+            })
+        );
+    }
+
+    #[test]
+    fn no_losses_object_when_nothing_was_lost() {
+        let mut out = Vec::new();
+        {
+            let mut sink = JsonSink::new(&mut out);
+            sink.snapshot(&Snapshot {
+                timestamp: T0,
+                conns: vec![ConnRow {
+                    conn: conn("192.0.2.1", 1, "192.0.2.2", 2, Direction::Outbound),
+                    metrics: metrics(),
+                }],
+                incremental: false,
+                losses: Losses::default(),
+            })
+            .expect("snapshot");
+            sink.flush().expect("flush");
+        }
+        let text = String::from_utf8(out).expect("utf-8");
+        assert_eq!(text.lines().count(), 1);
+        assert!(text.contains(r#""incremental":false"#), "{text}");
+        assert!(!text.contains("losses"), "{text}");
+    }
+
+    #[test]
+    fn age_is_microsecond_exact_and_never_negative() {
+        assert_eq!(age_seconds(0, 12_345_678_999), 12.345678);
+        assert_eq!(age_seconds(10, 5), 0.0);
+        assert_eq!(
+            serde_json::to_string(&age_seconds(0, 1_100_000)).expect("json"),
+            "0.0011"
+        );
+    }
+}

@@ -1,0 +1,444 @@
+//! Presentation: everything that turns [`ConnEvent`]s and [`Snapshot`]s into
+//! output. Each output format implements [`Sink`]; [`Fanout`] feeds several at
+//! once (for example the log file and stdout).
+//!
+//! Every sink buffers in memory and writes whole batches of complete lines, so
+//! a busy host never costs one write syscall per line, and a rotating log file
+//! never splits a line between two files.
+
+pub mod json;
+pub mod logfile;
+pub mod table;
+pub mod text;
+
+use std::borrow::Cow;
+use std::io::Write;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::Context;
+
+use crate::model::{ConnEvent, Losses, Snapshot, UnixNanos};
+
+/// One output of `netlens conns`.
+pub trait Sink {
+    /// One lifecycle event (connect, accept, close, connect_failed).
+    fn event(&mut self, ev: &ConnEvent) -> anyhow::Result<()>;
+    /// The periodic view of active connections (every interval, or on Enter in table mode).
+    fn snapshot(&mut self, snap: &Snapshot) -> anyhow::Result<()>;
+    /// Called after each batch (about every 100 ms) and at exit: push buffered output out.
+    fn flush(&mut self) -> anyhow::Result<()>;
+}
+
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn event(&mut self, ev: &ConnEvent) -> anyhow::Result<()> {
+        (**self).event(ev)
+    }
+
+    fn snapshot(&mut self, snap: &Snapshot) -> anyhow::Result<()> {
+        (**self).snapshot(snap)
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        (**self).flush()
+    }
+}
+
+/// Forwards everything to several sinks, in order.
+///
+/// A failing sink does not starve the others: every sink gets every call,
+/// and the first error is returned afterwards.
+#[derive(Default)]
+pub struct Fanout(pub Vec<Box<dyn Sink + Send>>);
+
+impl Fanout {
+    pub fn new() -> Fanout {
+        Fanout(Vec::new())
+    }
+
+    pub fn push(&mut self, sink: impl Sink + Send + 'static) {
+        self.0.push(Box::new(sink));
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn each(
+        &mut self,
+        mut call: impl FnMut(&mut dyn Sink) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut first_err = None;
+        for sink in &mut self.0 {
+            if let Err(e) = call(sink.as_mut()) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Sink for Fanout {
+    fn event(&mut self, ev: &ConnEvent) -> anyhow::Result<()> {
+        self.each(|s| s.event(ev))
+    }
+
+    fn snapshot(&mut self, snap: &Snapshot) -> anyhow::Result<()> {
+        self.each(|s| s.snapshot(snap))
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.each(|s| s.flush())
+    }
+}
+
+/// RFC 3339 in UTC with microseconds: `2026-11-23T13:31:47.123456Z`.
+pub fn fmt_time(ns: UnixNanos) -> String {
+    let t = UNIX_EPOCH + Duration::from_nanos(ns);
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+/// A process name as one whitespace-free token: whitespace and control
+/// characters become `_`, and an empty name (no owning process) becomes `-`.
+pub fn comm_token(comm: &str) -> Cow<'_, str> {
+    if comm.is_empty() {
+        return Cow::Borrowed("-");
+    }
+    if !comm.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Cow::Borrowed(comm);
+    }
+    Cow::Owned(
+        comm.chars()
+            .map(|c| {
+                if c.is_whitespace() || c.is_control() {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect(),
+    )
+}
+
+/// What the user can do about the losses, or `None` when nothing was lost.
+pub fn losses_hint(l: &Losses) -> Option<String> {
+    let mut parts = Vec::new();
+    if l.map_full > 0 || l.seed_map_full > 0 {
+        parts.push("connection map was full, raise -m/--map-size");
+    }
+    if l.events_lost > 0 {
+        parts.push("events were dropped because user space fell behind reading them");
+    }
+    if parts.is_empty() {
+        None
+    } else {
+        Some(parts.join("; "))
+    }
+}
+
+/// Above this many buffered bytes a sink writes out early (still at a line
+/// boundary), so one huge snapshot cannot grow the buffer without bound.
+const SPILL_BYTES: usize = 1 << 20;
+
+/// An in-memory line buffer in front of a writer: lines are collected and
+/// written with one `write_all` per batch.
+pub(crate) struct LineBuf<W: Write> {
+    out: W,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> LineBuf<W> {
+    pub(crate) fn new(out: W) -> LineBuf<W> {
+        LineBuf {
+            out,
+            buf: Vec::with_capacity(16 * 1024),
+        }
+    }
+
+    /// Appends one complete line; the newline is added here.
+    pub(crate) fn line(&mut self, line: &str) -> anyhow::Result<()> {
+        self.buf.extend_from_slice(line.as_bytes());
+        self.end_line()
+    }
+
+    /// The raw buffer, to serialize a line into directly; finish it with
+    /// [`LineBuf::end_line`].
+    pub(crate) fn buf_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    pub(crate) fn end_line(&mut self) -> anyhow::Result<()> {
+        self.buf.push(b'\n');
+        if self.buf.len() >= SPILL_BYTES {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    fn write_out(&mut self) -> anyhow::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let res = self.out.write_all(&self.buf);
+        // Dropped even on error: retrying would duplicate whatever part was
+        // already written.
+        self.buf.clear();
+        res.context("writing output")
+    }
+
+    /// Writes everything buffered, then flushes the writer.
+    pub(crate) fn flush(&mut self) -> anyhow::Result<()> {
+        self.write_out()?;
+        self.out.flush().context("flushing output")
+    }
+
+    pub(crate) fn get_ref(&self) -> &W {
+        &self.out
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    //! Hand-made model values shared by the output tests.
+
+    use std::io::{self, Write};
+    use std::net::IpAddr;
+
+    use crate::model::{ConnInfo, Direction, Metrics, Tuple};
+
+    /// 2026-11-23T13:31:47Z
+    pub const T0: u64 = 1_795_440_707_000_000_000;
+
+    pub fn conn(local: &str, lport: u16, remote: &str, rport: u16, dir: Direction) -> ConnInfo {
+        let local_addr: IpAddr = local.parse().expect("test address");
+        let remote_addr: IpAddr = remote.parse().expect("test address");
+        ConnInfo {
+            id: 42,
+            tuple: Tuple {
+                local_addr,
+                local_port: lport,
+                remote_addr,
+                remote_port: rport,
+            },
+            pid: 1234,
+            comm: "curl".to_string(),
+            netns: 4_026_531_840,
+            direction: dir,
+            start: T0,
+        }
+    }
+
+    pub fn metrics() -> Metrics {
+        Metrics {
+            bytes_sent: 1000,
+            bytes_received: 2_000_000,
+            packets_sent: 10,
+            packets_received: 1500,
+            retransmits: 2,
+            rtt_us: 345,
+            rtt_var_us: 67,
+        }
+    }
+
+    /// A writer that records each write call separately.
+    #[derive(Default)]
+    pub struct CountingWriter {
+        pub writes: Vec<Vec<u8>>,
+        pub flushes: usize,
+    }
+
+    impl CountingWriter {
+        pub fn all(&self) -> String {
+            String::from_utf8(self.writes.concat()).expect("utf-8 output")
+        }
+    }
+
+    impl Write for CountingWriter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.writes.push(buf.to_vec());
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            self.flushes += 1;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ConnRow, Direction, EventKind};
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn time_is_rfc3339_utc_with_micros() {
+        assert_eq!(fmt_time(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            fmt_time(test_util::T0 + 123_456_789),
+            "2026-11-23T13:31:47.123456Z"
+        );
+    }
+
+    #[test]
+    fn comm_becomes_one_token() {
+        assert_eq!(comm_token("curl"), "curl");
+        assert!(matches!(comm_token("curl"), Cow::Borrowed(_)));
+        assert_eq!(comm_token("Web Content"), "Web_Content");
+        assert_eq!(comm_token("a\tb\nc"), "a_b_c");
+        assert_eq!(comm_token(""), "-");
+    }
+
+    #[test]
+    fn hint_names_the_fix() {
+        assert_eq!(losses_hint(&Losses::default()), None);
+        let map = Losses {
+            map_full: 1,
+            ..Losses::default()
+        };
+        assert_eq!(
+            losses_hint(&map).as_deref(),
+            Some("connection map was full, raise -m/--map-size")
+        );
+        let seed = Losses {
+            seed_map_full: 3,
+            ..Losses::default()
+        };
+        assert_eq!(losses_hint(&seed), losses_hint(&map));
+        let both = Losses {
+            events_lost: 7,
+            map_full: 1,
+            seed_map_full: 0,
+        };
+        assert_eq!(
+            losses_hint(&both).as_deref(),
+            Some(
+                "connection map was full, raise -m/--map-size; \
+                 events were dropped because user space fell behind reading them"
+            )
+        );
+    }
+
+    #[test]
+    fn line_buf_writes_once_per_batch() {
+        let mut lb = LineBuf::new(test_util::CountingWriter::default());
+        lb.line("one").expect("line");
+        lb.line("two").expect("line");
+        assert!(lb.get_ref().writes.is_empty());
+        lb.flush().expect("flush");
+        assert_eq!(lb.get_ref().writes, vec![b"one\ntwo\n".to_vec()]);
+        assert_eq!(lb.get_ref().flushes, 1);
+        // Nothing buffered: flushing writes nothing more.
+        lb.flush().expect("flush");
+        assert_eq!(lb.get_ref().writes.len(), 1);
+    }
+
+    #[test]
+    fn line_buf_spills_at_line_boundaries() {
+        let mut lb = LineBuf::new(test_util::CountingWriter::default());
+        let line = "x".repeat(1000);
+        for _ in 0..2000 {
+            lb.line(&line).expect("line");
+        }
+        lb.flush().expect("flush");
+        let w = lb.get_ref();
+        assert!(w.writes.len() >= 2, "a 2 MB batch is spilled early");
+        assert!(w.writes.len() < 10);
+        for chunk in &w.writes {
+            assert_eq!(chunk.last(), Some(&b'\n'), "every write ends a line");
+        }
+        assert_eq!(w.all().len(), 2000 * 1001);
+    }
+
+    /// Records calls into a shared log, optionally failing.
+    struct Recorder {
+        name: &'static str,
+        log: Arc<Mutex<Vec<String>>>,
+        fail: bool,
+    }
+
+    impl Recorder {
+        fn push(&self, what: &str) -> anyhow::Result<()> {
+            self.log
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .push(format!("{} {what}", self.name));
+            if self.fail {
+                anyhow::bail!("{} failed", self.name);
+            }
+            Ok(())
+        }
+    }
+
+    impl Sink for Recorder {
+        fn event(&mut self, ev: &ConnEvent) -> anyhow::Result<()> {
+            self.push(ev.kind.name())
+        }
+        fn snapshot(&mut self, snap: &Snapshot) -> anyhow::Result<()> {
+            self.push(&format!("snapshot {}", snap.conns.len()))
+        }
+        fn flush(&mut self) -> anyhow::Result<()> {
+            self.push("flush")
+        }
+    }
+
+    #[test]
+    fn fanout_forwards_to_all_even_after_an_error() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut fan = Fanout::new();
+        fan.push(Recorder {
+            name: "a",
+            log: log.clone(),
+            fail: true,
+        });
+        fan.push(Recorder {
+            name: "b",
+            log: log.clone(),
+            fail: false,
+        });
+        assert_eq!(fan.len(), 2);
+        let ev = ConnEvent {
+            kind: EventKind::Accept,
+            timestamp: test_util::T0,
+            conn: test_util::conn("192.0.2.1", 80, "192.0.2.9", 5555, Direction::Inbound),
+            metrics: None,
+        };
+        let snap = Snapshot {
+            timestamp: test_util::T0,
+            conns: vec![ConnRow {
+                conn: ev.conn.clone(),
+                metrics: test_util::metrics(),
+            }],
+            incremental: false,
+            losses: Losses::default(),
+        };
+        let err = fan.event(&ev).expect_err("a fails");
+        assert_eq!(err.to_string(), "a failed");
+        assert!(fan.snapshot(&snap).is_err());
+        assert!(fan.flush().is_err());
+        let got = log.lock().map(|l| l.clone()).unwrap_or_default();
+        assert_eq!(
+            got,
+            [
+                "a accept",
+                "b accept",
+                "a snapshot 1",
+                "b snapshot 1",
+                "a flush",
+                "b flush"
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_fanout_is_fine() {
+        let mut fan = Fanout::new();
+        assert!(fan.is_empty());
+        fan.flush().expect("nothing to do");
+        fan.snapshot(&Snapshot::default()).expect("nothing to do");
+    }
+}
