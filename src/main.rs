@@ -102,7 +102,9 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("`{s}` is not a number of seconds"))?;
     if !(0.1..=86_400.0).contains(&secs) {
-        return Err(format!("interval must be between 0.1 and 86400 seconds, got {s}"));
+        return Err(format!(
+            "interval must be between 0.1 and 86400 seconds, got {s}"
+        ));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -180,7 +182,8 @@ fn conns(args: ConnsArgs) -> Result<(), Failure> {
     let mut sink = build_sink(&args)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
     }
     let refresh = if args.table && std::io::stdin().is_terminal() {
         Some(enter_key_channel())

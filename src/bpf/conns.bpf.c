@@ -84,7 +84,9 @@ static __always_inline void read_tuple(const struct sock *sk, struct conn_value 
 	const struct sock_common *skc = &sk->__sk_common;
 
 	v->family = BPF_CORE_READ(skc, skc_family);
-	v->sport = BPF_CORE_READ(skc, skc_num);
+	/* inet_sport, not skc_num: a failed connect releases the port (and
+	 * zeroes skc_num) before the TCP_CLOSE transition is traced. */
+	v->sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	v->dport = __builtin_bswap16(BPF_CORE_READ(skc, skc_dport));
 	v->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
 	if (v->family == AF_INET6) {

@@ -89,7 +89,8 @@ impl Collector {
     pub fn start(cfg: &Config) -> Result<Collector> {
         // The skeleton borrows its object for as long as it lives; one tracer
         // lives for the whole process, so leaking this one allocation is fine.
-        let object: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+        let object: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
         let mut open = ConnsSkelBuilder::default()
             .open(object)
             .context("opening the BPF object")?;
@@ -144,7 +145,9 @@ impl Collector {
                 0
             })
             .context("setting up the event ring buffer")?;
-        let ring = builder.build().context("setting up the event ring buffer")?;
+        let ring = builder
+            .build()
+            .context("setting up the event ring buffer")?;
         Ok(Collector {
             skel,
             _links: links,
@@ -197,10 +200,7 @@ impl Collector {
                 .lookup_percpu(&key, MapFlags::ANY)
                 .context("reading the loss counters")?
                 .unwrap_or_default();
-            *total = per_cpu
-                .iter()
-                .filter_map(|v| read_record::<u64>(v))
-                .sum();
+            *total = per_cpu.iter().filter_map(|v| read_record::<u64>(v)).sum();
         }
         Ok(Losses {
             events_lost: totals[LOSS_EVENTS as usize],

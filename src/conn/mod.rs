@@ -1,8 +1,8 @@
 //! Connection tracing: BPF load/attach, event intake, connection table, seeding.
 
+pub mod collector;
 pub mod decode;
+pub mod run;
+pub mod seed;
 pub mod skel;
 pub mod table;
-pub mod collector;
-pub mod seed;
-pub mod run;

@@ -38,9 +38,11 @@ pub fn seed(collector: &Collector, table: &mut ConnTable) -> Result<SeedReport> 
                 report.namespaces += 1;
                 records.append(&mut r);
             }
-            Err(e) => report
-                .failed_namespaces
-                .push(format!("{} ({}): {e:#}", ns.inode, ns.path.display())),
+            Err(e) => report.failed_namespaces.push(format!(
+                "{} ({}): {e:#}",
+                ns.inode,
+                ns.path.display()
+            )),
         }
     }
     let owners = procfs::socket_inode_owners();
@@ -124,10 +126,10 @@ mod tests {
     #[test]
     fn direction_from_listeners_and_owner_from_lowest_pid() {
         let records = vec![
-            record(1, 0, true, [0, 0, 0, 0], 22),          // listener on *:22
-            record(2, 100, false, [192, 0, 2, 1], 22),     // accepted ssh
-            record(3, 101, false, [192, 0, 2, 1], 40000),  // outgoing
-            record(4, 102, false, [192, 0, 2, 1], 40001),  // nobody holds it
+            record(1, 0, true, [0, 0, 0, 0], 22),         // listener on *:22
+            record(2, 100, false, [192, 0, 2, 1], 22),    // accepted ssh
+            record(3, 101, false, [192, 0, 2, 1], 40000), // outgoing
+            record(4, 102, false, [192, 0, 2, 1], 40001), // nobody holds it
         ];
         let owners = HashMap::from([(100, vec![900, 12]), (101, vec![33])]);
         let got: HashMap<u64, SeedOwner> =
