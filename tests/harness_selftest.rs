@@ -440,6 +440,44 @@ fn sink_server_with_churn_hold_rr_bulk() {
     }
 }
 
+/// churn stops at the first EADDRNOTAVAIL instead of spinning. Eight
+/// local ports and no TIME_WAIT reuse off loopback: the client closes first,
+/// so each port sits in TIME_WAIT after one connection.
+#[test]
+fn churn_stops_on_port_exhaustion() {
+    if !require_root() {
+        return;
+    }
+    let a = Netns::new("porta");
+    let b = Netns::new("portb");
+    let veth = link(&a, &b, 0);
+    a.sysctl("net.ipv4.ip_local_port_range", "40000 40007");
+    let (_srv, srv_addr) = server(
+        Some(&b),
+        &[
+            "--listen",
+            &sock(veth.b(false), 0),
+            "--sink",
+            "--respond",
+            "1",
+            "--max-secs",
+            "20",
+        ],
+    );
+    let t0 = Instant::now();
+    let out = peer(
+        Some(&a),
+        &["churn", "--to", &srv_addr.to_string(), "--secs", "10"],
+    )
+    .finish_output();
+    assert!(out.status.success(), "{out:?}");
+    let ev = one(&out.events, "churn");
+    assert_eq!(ev["stop_reason"], "EADDRNOTAVAIL", "{ev}");
+    assert_eq!(u(ev, "conns"), 8, "{ev}");
+    assert_eq!(u(ev, "errors"), 1, "{ev}");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
 /// Namespaces and veth pairs exist while their guards live, and not after.
 #[test]
 fn netns_and_veth_lifecycle() {

@@ -213,6 +213,11 @@ impl Netns {
         self.exec_ok(&full)
     }
 
+    /// Sets a (namespace-local) sysctl, e.g. `net.ipv4.ip_local_port_range`.
+    pub fn sysctl(&self, key: &str, value: &str) {
+        self.exec_ok(&["sysctl", "-q", "-w", &format!("{key}={value}")]);
+    }
+
     /// Inode of the namespace (what netlens prints as `netns`).
     pub fn inode(&self) -> u64 {
         std::fs::metadata(self.path())
