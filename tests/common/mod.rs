@@ -1,0 +1,866 @@
+//! Helpers shared by the integration tests (`mod common;` in each test file).
+//!
+//! Everything here cleans up after itself: namespaces and veth pairs are
+//! deleted on Drop, and child processes (netlens, netlens-peer) are stopped
+//! by their own PID on Drop, also when a test panics.
+//!
+//! Network traffic stays on loopback or inside namespaces created here, on
+//! the documentation ranges 192.0.2.0/24, 198.51.100.0/24 and 2001:db8::/32.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The line netlens prints on stderr once all programs are attached and
+/// existing connections are seeded.
+pub const NETLENS_READY: &str = "netlens: ready";
+/// How long `Netlens::start` waits for [`NETLENS_READY`].
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long `stop` waits after SIGTERM before SIGKILL.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default wait for a peer's event.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default wait for a peer to exit.
+pub const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on any helper command (ip, nft, ...).
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Per-process sequence for unique namespace and interface names.
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn next_seq() -> u32 {
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+fn test_name() -> String {
+    thread::current()
+        .name()
+        .filter(|n| *n != "main")
+        .unwrap_or("test")
+        .to_string()
+}
+
+/// Effective UID 0.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid() has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// True when running as root. Otherwise prints `SKIP <test>: needs root (BPF)`
+/// and returns false; the test should then return early.
+pub fn require_root() -> bool {
+    if is_root() {
+        return true;
+    }
+    eprintln!("SKIP {}: needs root (BPF)", test_name());
+    false
+}
+
+// ---------------------------------------------------------------------------
+// Commands
+
+/// Runs a command to completion (bounded by [`CMD_TIMEOUT`]) and returns its
+/// output; panics if it cannot be started or does not finish in time.
+pub fn run(prog: &str, args: &[&str]) -> Output {
+    let child = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {prog}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(CMD_TIMEOUT) {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => panic!("{prog} {args:?}: {e}"),
+        Err(_) => {
+            kill_pid(pid, libc::SIGKILL);
+            panic!("{prog} {args:?} did not finish within {CMD_TIMEOUT:?}");
+        }
+    }
+}
+
+/// Like [`run`] but panics unless the command succeeds; returns its stdout.
+pub fn run_ok(prog: &str, args: &[&str]) -> String {
+    let out = run(prog, args);
+    if !out.status.success() {
+        panic!(
+            "{prog} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn kill_pid(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill() has no memory-safety preconditions; `pid` is a child we
+    // spawned and have not reaped yet, so it cannot name another process.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+/// Waits for `child` to exit, up to `timeout`. None if it is still running.
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let end = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => return Some(st),
+            Ok(None) => {}
+            Err(e) => panic!("waiting for pid {}: {e}", child.id()),
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// SIGTERM (unless `sig` says otherwise), wait up to `timeout`, then
+/// SIGKILL. Only ever signals this child's own PID.
+fn terminate(child: &mut Child, sig: libc::c_int, timeout: Duration) -> ExitStatus {
+    if let Ok(Some(st)) = child.try_wait() {
+        return st;
+    }
+    kill_pid(child.id(), sig);
+    if let Some(st) = wait_timeout(child, timeout) {
+        return st;
+    }
+    let _ = child.kill();
+    child.wait().expect("wait after SIGKILL")
+}
+
+// ---------------------------------------------------------------------------
+// Network namespaces
+
+/// A network namespace `nl-<tag>-<pid>-<seq>` with `lo` up and IPv6 DAD
+/// disabled; deleted on Drop.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("nl-{tag}-{}-{}", std::process::id(), next_seq());
+        if PathBuf::from(format!("/run/netns/{name}")).exists() {
+            // Left over by a crashed run that had our PID.
+            let _ = run("ip", &["netns", "del", &name]);
+        }
+        run_ok("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        // Addresses are usable at once: no duplicate address detection on
+        // interfaces created later in this namespace.
+        ns.exec_ok(&[
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv6.conf.default.accept_dad=0",
+            "net.ipv6.conf.all.accept_dad=0",
+        ]);
+        ns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+
+    /// Runs `args` inside the namespace (`ip netns exec`).
+    pub fn exec(&self, args: &[&str]) -> Output {
+        let mut full = vec!["netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// Like [`Netns::exec`], panicking on failure; returns stdout.
+    pub fn exec_ok(&self, args: &[&str]) -> String {
+        let mut full = vec!["netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        run_ok("ip", &full)
+    }
+
+    /// `ip -n NAME args...`, panicking on failure; returns stdout.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        run_ok("ip", &full)
+    }
+
+    /// Runs `nft args...` inside the namespace; returns stdout.
+    pub fn nft(&self, args: &[&str]) -> String {
+        let mut full = vec!["nft"];
+        full.extend_from_slice(args);
+        self.exec_ok(&full)
+    }
+
+    /// Sets a (namespace-local) sysctl, e.g. `net.ipv4.ip_local_port_range`.
+    pub fn sysctl(&self, key: &str, value: &str) {
+        self.exec_ok(&["sysctl", "-q", "-w", &format!("{key}={value}")]);
+    }
+
+    /// Inode of the namespace (what netlens prints as `netns`).
+    pub fn inode(&self) -> u64 {
+        std::fs::metadata(self.path())
+            .unwrap_or_else(|e| panic!("stat {}: {e}", self.path().display()))
+            .ino()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let out = run("ip", &["netns", "del", &self.name]);
+        if !out.status.success() {
+            eprintln!(
+                "warning: ip netns del {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+}
+
+/// Inode of the namespace this test process runs in.
+pub fn host_netns_inode() -> u64 {
+    std::fs::metadata("/proc/self/ns/net")
+        .expect("stat /proc/self/ns/net")
+        .ino()
+}
+
+/// A veth pair joining two namespaces, with addresses on both ends.
+/// Side A has `.1` / `::1`, side B `.2` / `::2`.
+pub struct VethPair {
+    a_ns: String,
+    pub a_if: String,
+    pub b_if: String,
+    pub a4: Ipv4Addr,
+    pub b4: Ipv4Addr,
+    pub a6: Ipv6Addr,
+    pub b6: Ipv6Addr,
+}
+
+impl VethPair {
+    pub fn a(&self, v6: bool) -> IpAddr {
+        if v6 {
+            self.a6.into()
+        } else {
+            self.a4.into()
+        }
+    }
+
+    pub fn b(&self, v6: bool) -> IpAddr {
+        if v6 {
+            self.b6.into()
+        } else {
+            self.b4.into()
+        }
+    }
+}
+
+impl Drop for VethPair {
+    fn drop(&mut self) {
+        // Deleting one end deletes both; the namespace may be gone already.
+        if PathBuf::from(format!("/run/netns/{}", self.a_ns)).exists() {
+            let _ = run("ip", &["-n", &self.a_ns, "link", "del", &self.a_if]);
+        }
+    }
+}
+
+/// Joins `a` and `b` with a veth pair. `subnet_idx` 0 uses 192.0.2.0/24,
+/// 1 uses 198.51.100.0/24; IPv6 is 2001:db8:<idx>::/64 for any idx. Waits
+/// until the links are up and the IPv6 addresses are not tentative.
+pub fn link(a: &Netns, b: &Netns, subnet_idx: u8) -> VethPair {
+    let v4_net = match subnet_idx {
+        0 => [192, 0, 2],
+        1 => [198, 51, 100],
+        n => panic!("subnet_idx {n}: only two IPv4 documentation /24s (0 and 1)"),
+    };
+    let seq = next_seq() % 10_000;
+    // "nl" + pid (<= 7 digits) + "x" + seq (<= 4) + side = at most 15 chars.
+    let base = format!("nl{}x{seq}", std::process::id());
+    let (a_if, b_if) = (format!("{base}a"), format!("{base}b"));
+    assert!(a_if.len() <= 15, "interface name {a_if} too long");
+    let pair = VethPair {
+        a_ns: a.name().to_string(),
+        a4: Ipv4Addr::new(v4_net[0], v4_net[1], v4_net[2], 1),
+        b4: Ipv4Addr::new(v4_net[0], v4_net[1], v4_net[2], 2),
+        a6: format!("2001:db8:{subnet_idx:x}::1").parse().unwrap(),
+        b6: format!("2001:db8:{subnet_idx:x}::2").parse().unwrap(),
+        a_if,
+        b_if,
+    };
+    a.ip(&[
+        "link",
+        "add",
+        &pair.a_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &pair.b_if,
+        "netns",
+        b.name(),
+    ]);
+    for (ns, ifname, v4, v6) in [
+        (a, &pair.a_if, pair.a4, pair.a6),
+        (b, &pair.b_if, pair.b4, pair.b6),
+    ] {
+        ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", ifname]);
+        ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", ifname, "nodad"]);
+        ns.ip(&["link", "set", ifname, "up"]);
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while !(link_ready(a, &pair.a_if) && link_ready(b, &pair.b_if)) {
+        assert!(
+            Instant::now() < end,
+            "veth {}/{} not ready after 10 s",
+            pair.a_if,
+            pair.b_if
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    pair
+}
+
+/// Link up and every IPv6 address usable (not tentative, DAD not failed).
+fn link_ready(ns: &Netns, ifname: &str) -> bool {
+    let out = ns.ip(&["-j", "addr", "show", "dev", ifname]);
+    let v: Value = serde_json::from_str(&out).expect("ip -j addr output");
+    let Some(link) = v.as_array().and_then(|a| a.first()) else {
+        return false;
+    };
+    if link["operstate"] != "UP" {
+        return false;
+    }
+    let addrs = link["addr_info"].as_array().cloned().unwrap_or_default();
+    let v6: Vec<&Value> = addrs.iter().filter(|a| a["family"] == "inet6").collect();
+    !v6.is_empty()
+        && v6
+            .iter()
+            .all(|a| a.get("tentative").is_none() && a.get("dadfailed").is_none())
+}
+
+// ---------------------------------------------------------------------------
+// Line collection from child processes
+
+#[derive(Default)]
+struct Lines {
+    events: Vec<Value>,
+    bad_lines: Vec<String>,
+    stderr: Vec<String>,
+    stdout_eof: bool,
+    stderr_eof: bool,
+}
+
+/// Background readers: stdout lines parsed as JSON, stderr kept as text.
+struct Collector {
+    shared: Arc<(Mutex<Lines>, Condvar)>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Collector {
+    fn new(child: &mut Child) -> Collector {
+        let shared: Arc<(Mutex<Lines>, Condvar)> = Arc::default();
+        let stdout = child.stdout.take().expect("stdout piped");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let s1 = shared.clone();
+        let out_reader = thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let (lock, cv) = &*s1;
+                let mut l = lock.lock().unwrap();
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => l.events.push(v),
+                    Err(_) => l.bad_lines.push(line),
+                }
+                cv.notify_all();
+            }
+            let (lock, cv) = &*s1;
+            lock.lock().unwrap().stdout_eof = true;
+            cv.notify_all();
+        });
+        let s2 = shared.clone();
+        let err_reader = thread::spawn(move || {
+            let mut r = BufReader::new(stderr);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match r.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                        let (lock, cv) = &*s2;
+                        lock.lock().unwrap().stderr.push(line);
+                        cv.notify_all();
+                    }
+                }
+            }
+            let (lock, cv) = &*s2;
+            lock.lock().unwrap().stderr_eof = true;
+            cv.notify_all();
+        });
+        Collector {
+            shared,
+            readers: vec![out_reader, err_reader],
+        }
+    }
+
+    fn check_json(l: &Lines, who: &str) {
+        if let Some(bad) = l.bad_lines.first() {
+            panic!("{who} printed a non-JSON line on stdout: {bad:?}");
+        }
+    }
+
+    fn events(&self, who: &str) -> Vec<Value> {
+        let l = self.shared.0.lock().unwrap();
+        Self::check_json(&l, who);
+        l.events.clone()
+    }
+
+    fn stderr(&self) -> String {
+        self.shared.0.lock().unwrap().stderr.join("\n")
+    }
+
+    /// Waits for the first event (from the start) satisfying `pred`.
+    fn wait_for(
+        &self,
+        who: &str,
+        mut pred: impl FnMut(&Value) -> bool,
+        timeout: Duration,
+    ) -> Option<Value> {
+        let end = Instant::now() + timeout;
+        let (lock, cv) = &*self.shared;
+        let mut l = lock.lock().unwrap();
+        let mut scanned = 0;
+        loop {
+            Self::check_json(&l, who);
+            if let Some(v) = l.events[scanned..].iter().find(|v| pred(v)) {
+                return Some(v.clone());
+            }
+            scanned = l.events.len();
+            let now = Instant::now();
+            if now >= end || l.stdout_eof {
+                return None;
+            }
+            l = cv.wait_timeout(l, end - now).unwrap().0;
+        }
+    }
+
+    /// Waits until a stderr line contains `needle`; false on timeout or EOF.
+    fn wait_stderr(&self, needle: &str, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        let (lock, cv) = &*self.shared;
+        let mut l = lock.lock().unwrap();
+        loop {
+            if l.stderr.iter().any(|s| s.contains(needle)) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= end || l.stderr_eof {
+                return false;
+            }
+            l = cv.wait_timeout(l, end - now).unwrap().0;
+        }
+    }
+
+    /// Joins the readers once both pipes reached EOF (bounded: a reader whose
+    /// pipe is held open by some grandchild is left behind).
+    fn finish(&mut self) {
+        let end = Instant::now() + Duration::from_secs(5);
+        let (lock, cv) = &*self.shared;
+        let mut l = lock.lock().unwrap();
+        while !(l.stdout_eof && l.stderr_eof) {
+            let now = Instant::now();
+            if now >= end {
+                return;
+            }
+            l = cv.wait_timeout(l, end - now).unwrap().0;
+        }
+        drop(l);
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// netlens
+
+/// Everything a stopped netlens printed.
+#[derive(Debug)]
+pub struct NetlensOutput {
+    pub status: ExitStatus,
+    pub events: Vec<Value>,
+    pub stderr: String,
+}
+
+/// A running `netlens conns --json --no-log-file ...`; stopped on Drop.
+pub struct Netlens {
+    child: Option<Child>,
+    lines: Collector,
+}
+
+impl Netlens {
+    /// Starts netlens with `conns --json --no-log-file` + `args` and waits
+    /// (up to 20 s) for `netlens: ready` on stderr.
+    pub fn start(args: &[&str]) -> Netlens {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_netlens"));
+        cmd.args(["conns", "--json", "--no-log-file"]).args(args);
+        Netlens::start_cmd(cmd)
+    }
+
+    /// Starts an arbitrary command as if it were netlens (for harness tests).
+    pub fn start_cmd(mut cmd: Command) -> Netlens {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let lines = Collector::new(&mut child);
+        let mut nl = Netlens {
+            child: Some(child),
+            lines,
+        };
+        if !nl.lines.wait_stderr(NETLENS_READY, READY_TIMEOUT) {
+            let out = nl.shutdown();
+            panic!(
+                "netlens did not print {NETLENS_READY:?} within {READY_TIMEOUT:?} \
+                 (exit: {}); stderr:\n{}",
+                out.status, out.stderr
+            );
+        }
+        nl
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// All JSON lines so far. Panics if any stdout line was not JSON.
+    pub fn events(&self) -> Vec<Value> {
+        self.lines.events("netlens")
+    }
+
+    pub fn stderr(&self) -> String {
+        self.lines.stderr()
+    }
+
+    /// First event (since start) satisfying `pred`, waiting up to `timeout`.
+    pub fn wait_for(&self, pred: impl FnMut(&Value) -> bool, timeout: Duration) -> Option<Value> {
+        self.lines.wait_for("netlens", pred, timeout)
+    }
+
+    /// SIGTERM, wait up to 10 s (then SIGKILL); returns everything printed.
+    /// Panics if a stdout line was not JSON.
+    pub fn stop(mut self) -> NetlensOutput {
+        let out = self.shutdown();
+        let l = self.lines.shared.0.lock().unwrap();
+        Collector::check_json(&l, "netlens");
+        out
+    }
+
+    fn shutdown(&mut self) -> NetlensOutput {
+        let mut child = self.child.take().expect("netlens already stopped");
+        let status = terminate(&mut child, libc::SIGTERM, STOP_TIMEOUT);
+        self.lines.finish();
+        let l = self.lines.shared.0.lock().unwrap();
+        NetlensOutput {
+            status,
+            events: l.events.clone(),
+            stderr: l.stderr.join("\n"),
+        }
+    }
+}
+
+impl Drop for Netlens {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let out = self.shutdown();
+            if thread::panicking() {
+                eprintln!("netlens stderr (test failed):\n{}", out.stderr);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// netlens-peer
+
+/// Everything a finished peer printed.
+#[derive(Debug)]
+pub struct PeerOutput {
+    pub status: ExitStatus,
+    pub events: Vec<Value>,
+    pub stderr: String,
+}
+
+/// A running `netlens-peer`; killed (by PID) on Drop if still running.
+pub struct Peer {
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    lines: Collector,
+    args: Vec<String>,
+}
+
+/// Starts `netlens-peer [--netns NAME] args...`.
+pub fn peer(netns: Option<&Netns>, args: &[&str]) -> Peer {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netlens-peer"));
+    if let Some(ns) = netns {
+        cmd.args(["--netns", ns.name()]);
+    }
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start netlens-peer {args:?}: {e}"));
+    let stdin = child.stdin.take();
+    let lines = Collector::new(&mut child);
+    Peer {
+        child: Some(child),
+        stdin,
+        lines,
+        args: args.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// Starts `netlens-peer serve args...` and waits for its `listening` line;
+/// returns the peer and the address it listens on (port 0 resolved).
+pub fn server(netns: Option<&Netns>, args: &[&str]) -> (Peer, SocketAddr) {
+    let mut full = vec!["serve"];
+    full.extend_from_slice(args);
+    let p = peer(netns, &full);
+    let ev = p.wait_event("listening");
+    let addr = ev["addr"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad listening line {ev}"));
+    (p, addr)
+}
+
+impl Peer {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        self.lines.events("netlens-peer")
+    }
+
+    /// First line whose `event` is `name`; panics after 20 s.
+    pub fn wait_event(&self, name: &str) -> Value {
+        self.wait_event_timeout(name, EVENT_TIMEOUT)
+            .unwrap_or_else(|| {
+                panic!(
+                    "netlens-peer {:?}: no {name:?} event within {EVENT_TIMEOUT:?}; \
+                     events: {:?}; stderr:\n{}",
+                    self.args,
+                    self.lines.events("netlens-peer"),
+                    self.lines.stderr()
+                )
+            })
+    }
+
+    pub fn wait_event_timeout(&self, name: &str, timeout: Duration) -> Option<Value> {
+        self.lines
+            .wait_for("netlens-peer", |v| v["event"] == name, timeout)
+    }
+
+    /// Writes one line to the peer's stdin (releases `--wait-stdin`).
+    pub fn release(&mut self) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"go\n").expect("write to peer stdin");
+        stdin.flush().expect("flush peer stdin");
+    }
+
+    /// Waits (up to 60 s) for the peer to exit and returns all its events.
+    pub fn finish(self) -> Vec<Value> {
+        self.finish_output().events
+    }
+
+    /// Waits (up to 60 s) for exit; panics (after killing it) on timeout.
+    pub fn finish_output(mut self) -> PeerOutput {
+        self.finish_within(FINISH_TIMEOUT)
+    }
+
+    pub fn finish_within(&mut self, timeout: Duration) -> PeerOutput {
+        self.stdin.take();
+        let mut child = self.child.take().expect("peer already finished");
+        let status = match wait_timeout(&mut child, timeout) {
+            Some(st) => st,
+            None => {
+                terminate(&mut child, libc::SIGKILL, Duration::from_secs(5));
+                self.lines.finish();
+                panic!(
+                    "netlens-peer {:?} still running after {timeout:?}; stderr:\n{}",
+                    self.args,
+                    self.lines.stderr()
+                );
+            }
+        };
+        self.lines.finish();
+        PeerOutput {
+            status,
+            events: self.lines.events("netlens-peer"),
+            stderr: self.lines.stderr(),
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.stdin.take();
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, libc::SIGKILL, Duration::from_secs(5));
+            self.lines.finish();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reading peer and netlens events
+
+/// `v[key]` as u64; panics with the event if missing.
+pub fn u(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no integer {key:?} in {v}"))
+}
+
+/// A `tcp_info` field of a peer event.
+pub fn ti(v: &Value, field: &str) -> u64 {
+    v["tcp_info"][field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no tcp_info.{field} in {v}"))
+}
+
+/// A peer event's `local` / `remote` endpoint.
+pub fn addr(v: &Value, key: &str) -> SocketAddr {
+    v[key]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no address {key:?} in {v}"))
+}
+
+/// The `conn` events of one role ("client" / "server").
+pub fn conns<'a>(events: &'a [Value], role: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|v| v["event"] == "conn" && v["role"] == role)
+        .collect()
+}
+
+/// The only event named `name`; panics unless there is exactly one.
+pub fn one<'a>(events: &'a [Value], name: &str) -> &'a Value {
+    let found: Vec<&Value> = events.iter().filter(|v| v["event"] == name).collect();
+    assert_eq!(found.len(), 1, "expected one {name:?} event in {events:?}");
+    found[0]
+}
+
+/// A netlens event's (local, remote) endpoints.
+pub fn nl_tuple(v: &Value) -> (SocketAddr, SocketAddr) {
+    let ep = |a: &str, p: &str| -> SocketAddr {
+        let ip: IpAddr = v[a]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no {a} in {v}"));
+        SocketAddr::new(ip, u(v, p) as u16)
+    };
+    (
+        ep("local_addr", "local_port"),
+        ep("remote_addr", "remote_port"),
+    )
+}
+
+/// The netlens events of `typ` for the connection a peer `conn` line
+/// describes (same local and remote endpoints).
+pub fn nl_events_for<'a>(events: &'a [Value], typ: &str, peer_conn: &Value) -> Vec<&'a Value> {
+    let want = (addr(peer_conn, "local"), addr(peer_conn, "remote"));
+    events
+        .iter()
+        .filter(|v| v["type"] == typ && v.get("local_port").is_some() && nl_tuple(v) == want)
+        .collect()
+}
+
+/// How far netlens counters may differ from the peer's TCP_INFO. The peer
+/// takes TCP_INFO just before close(), netlens sees the socket later (the
+/// FIN exchange follows), so a small slack is inherent.
+#[derive(Clone, Copy, Debug)]
+pub struct Slack {
+    pub bytes: u64,
+    pub segs: u64,
+    pub retrans: u64,
+}
+
+impl Default for Slack {
+    fn default() -> Slack {
+        Slack {
+            bytes: 2,
+            segs: 4,
+            retrans: 0,
+        }
+    }
+}
+
+/// Compares a netlens `close`/`metrics` event with the TCP_INFO of the peer's
+/// `conn` line for the same socket. Mapping: bytes_sent ~ bytes_acked (which
+/// counts the SYN on active opens and an acked FIN; tcpi_bytes_sent counts
+/// neither, both are within 2), bytes_received ~ bytes_received (data + FIN),
+/// packets_sent ~ segs_out, packets_received ~ segs_in, retransmits ~
+/// total_retrans. Returns every mismatch.
+pub fn tcp_info_matches(nl: &Value, peer_conn: &Value, slack: Slack) -> Result<(), String> {
+    let pairs = [
+        ("bytes_sent", "bytes_acked", slack.bytes),
+        ("bytes_received", "bytes_received", slack.bytes),
+        ("packets_sent", "segs_out", slack.segs),
+        ("packets_received", "segs_in", slack.segs),
+        ("retransmits", "total_retrans", slack.retrans),
+    ];
+    let mut errs = Vec::new();
+    for (nl_key, ti_key, tol) in pairs {
+        let (Some(a), Some(b)) = (nl[nl_key].as_u64(), peer_conn["tcp_info"][ti_key].as_u64())
+        else {
+            errs.push(format!("missing {nl_key} or tcp_info.{ti_key}"));
+            continue;
+        };
+        if a.abs_diff(b) > tol {
+            errs.push(format!(
+                "{nl_key}={a} vs tcp_info.{ti_key}={b} (slack {tol})"
+            ));
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}\nnetlens: {nl}\npeer: {peer_conn}",
+            errs.join("; ")
+        ))
+    }
+}
+
+/// `ip:port` with IPv6 bracketed, as the peer CLI takes it.
+pub fn sock(ip: IpAddr, port: u16) -> String {
+    SocketAddr::new(ip, port).to_string()
+}
