@@ -1,0 +1,614 @@
+//! `netlens conns` against reality: the real BPF programs, real TCP traffic
+//! between network namespaces (veth) and over loopback, compared with what
+//! the applications did and with the kernel's TCP_INFO for the same sockets.
+//!
+//! Several tests run at once and every netlens instance sees the whole
+//! host, so each test looks only at its own connections (its own ports).
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const SEND: u64 = 100_000;
+const RESPOND: u64 = 3_000;
+const WAIT: Duration = Duration::from_secs(20);
+
+/// netlens events whose local or remote endpoint is `ep`.
+fn touching(events: &[Value], ep: SocketAddr) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|v| v.get("local_port").is_some())
+        .filter(|v| {
+            let (l, r) = nl_tuple(v);
+            l == ep || r == ep
+        })
+        .cloned()
+        .collect()
+}
+
+fn of_type<'a>(events: &'a [Value], typ: &str) -> Vec<&'a Value> {
+    events.iter().filter(|v| v["type"] == typ).collect()
+}
+
+/// Waits until netlens reported `n` events of `typ` touching `ep`.
+fn wait_count(nl: &Netlens, typ: &str, ep: SocketAddr, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let evs = touching(&nl.events(), ep);
+        if of_type(&evs, typ).len() >= n {
+            return evs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "netlens reported {} of {n} {typ} events for {ep} within {WAIT:?}; stderr:\n{}",
+            of_type(&evs, typ).len(),
+            nl.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One client in namespace A, one server in namespace B (both created after
+/// netlens started): events, owners, namespaces and final counters.
+fn exchange_between_namespaces(v6: bool) {
+    if !require_root() {
+        return;
+    }
+    let nl = Netlens::start(&["-t", "1"]);
+    let a = Netns::new("cxa");
+    let b = Netns::new("cxb");
+    let veth = link(&a, &b, if v6 { 1 } else { 0 });
+    let (srv, srv_addr) = server(
+        Some(&b),
+        &[
+            "--listen",
+            &sock(veth.b(v6), 0),
+            "--respond",
+            &RESPOND.to_string(),
+            "--max-conns",
+            "1",
+        ],
+    );
+    let cli = peer(
+        Some(&a),
+        &[
+            "connect",
+            "--to",
+            &srv_addr.to_string(),
+            "--send",
+            &SEND.to_string(),
+        ],
+    );
+    let cli_pid = cli.pid() as u64;
+    let srv_pid = srv.pid() as u64;
+    let cli_out = cli.finish_output();
+    assert!(cli_out.status.success(), "{cli_out:?}");
+    let srv_out = srv.finish_output();
+    let c = conns(&cli_out.events, "client")[0].clone();
+    let s = conns(&srv_out.events, "server")[0].clone();
+
+    let evs = wait_count(&nl, "close", srv_addr, 2);
+    let out = nl.stop();
+    assert!(
+        out.status.success(),
+        "netlens exit: {:?}\n{}",
+        out.status,
+        out.stderr
+    );
+    let evs = touching(&out.events, srv_addr);
+    let client_side = |typ: &str| -> Vec<&Value> {
+        of_type(&evs, typ)
+            .into_iter()
+            .filter(|v| nl_tuple(v) == (addr(&c, "local"), addr(&c, "remote")))
+            .collect()
+    };
+    let server_side = |typ: &str| -> Vec<&Value> {
+        of_type(&evs, typ)
+            .into_iter()
+            .filter(|v| nl_tuple(v) == (addr(&s, "local"), addr(&s, "remote")))
+            .collect()
+    };
+
+    // Every event exactly once, on the right side, with the right owner.
+    let family = if v6 { 6 } else { 4 };
+    let connect = client_side("connect");
+    assert_eq!(connect.len(), 1, "{evs:#?}");
+    assert_eq!(u(connect[0], "pid"), cli_pid);
+    assert_eq!(connect[0]["comm"], "netlens-peer");
+    assert_eq!(u(connect[0], "netns"), a.inode());
+    assert_eq!(u(connect[0], "family"), family);
+    assert_eq!(connect[0]["direction"], "out");
+    let accept = server_side("accept");
+    assert_eq!(accept.len(), 1, "{evs:#?}");
+    assert_eq!(
+        u(accept[0], "pid"),
+        srv_pid,
+        "accept must name the accepting process"
+    );
+    assert_eq!(u(accept[0], "netns"), b.inode());
+    assert_eq!(accept[0]["direction"], "in");
+    assert!(client_side("accept").is_empty() && server_side("connect").is_empty());
+    assert!(of_type(&evs, "connect_failed").is_empty());
+    let (cc, sc) = (client_side("close"), server_side("close"));
+    assert_eq!((cc.len(), sc.len()), (1, 1), "{evs:#?}");
+    let (cc, sc) = (cc[0], sc[0]);
+    assert_eq!(u(cc, "pid"), cli_pid);
+    assert_eq!(u(sc, "pid"), srv_pid);
+    assert_eq!(u(cc, "id"), u(connect[0], "id"));
+
+    // Bytes at close: exactly what the applications wrote and read.
+    assert_eq!(u(cc, "bytes_sent"), u(&c, "bytes_written"));
+    assert_eq!(u(cc, "bytes_received"), u(&c, "bytes_read"));
+    assert_eq!(u(sc, "bytes_sent"), u(&s, "bytes_written"));
+    assert_eq!(u(sc, "bytes_received"), u(&s, "bytes_read"));
+    assert_eq!((u(cc, "bytes_sent"), u(sc, "bytes_sent")), (SEND, RESPOND));
+
+    // The client takes TCP_INFO after reading EOF: by then its full socket
+    // has passed to TIME_WAIT, so every counter is final and must be equal.
+    assert_eq!(u(cc, "packets_sent"), ti(&c, "segs_out"), "{cc}\n{c}");
+    assert_eq!(u(cc, "packets_received"), ti(&c, "segs_in"), "{cc}\n{c}");
+    assert_eq!(u(cc, "retransmits"), ti(&c, "total_retrans"));
+    assert_eq!(u(cc, "rtt_us"), ti(&c, "rtt_us"), "{cc}\n{c}");
+    assert_eq!(u(cc, "rtt_var_us"), ti(&c, "rtt_var_us"), "{cc}\n{c}");
+    // The server takes TCP_INFO before its close(): its FIN, the peer's ACK
+    // and the ACKs of data still in flight come after.
+    let slack = Slack {
+        bytes: 0,
+        segs: 3,
+        retrans: 0,
+    };
+    let (sent_extra, recv_extra) = (
+        u(sc, "packets_sent") - ti(&s, "segs_out"),
+        u(sc, "packets_received") - ti(&s, "segs_in"),
+    );
+    assert!(
+        sent_extra <= slack.segs && recv_extra <= slack.segs,
+        "{sc}\n{s}"
+    );
+    assert_eq!(u(sc, "retransmits"), ti(&s, "total_retrans"));
+    assert!(u(sc, "rtt_us") > 0 && u(sc, "rtt_var_us") > 0);
+}
+
+#[test]
+fn ipv4_exchange_between_namespaces() {
+    exchange_between_namespaces(false);
+}
+
+#[test]
+fn ipv6_exchange_between_namespaces() {
+    exchange_between_namespaces(true);
+}
+
+/// A refused connect is a connect_failed event, never a connection.
+#[test]
+fn refused_connect_is_connect_failed() {
+    if !require_root() {
+        return;
+    }
+    let nl = Netlens::start(&["-t", "1"]);
+    let a = Netns::new("rfa");
+    let b = Netns::new("rfb");
+    let veth = link(&a, &b, 0);
+    for v6 in [false, true] {
+        let target = SocketAddr::new(veth.b(v6), 9);
+        let out = peer(
+            Some(&a),
+            &["connect", "--to", &target.to_string(), "--send", "1"],
+        );
+        let pid = out.pid() as u64;
+        let out = out.finish_output();
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        let err = one(&out.events, "connect_error");
+        let evs = wait_count(&nl, "connect_failed", target, 1);
+        let failed = of_type(&evs, "connect_failed");
+        assert_eq!(failed.len(), 1, "{evs:#?}");
+        assert_eq!(failed[0]["reason"], "refused");
+        assert_eq!(u(failed[0], "pid"), pid);
+        assert_eq!(u(failed[0], "netns"), a.inode());
+        assert_eq!(u(failed[0], "local_port"), addr(err, "local").port() as u64);
+        std::thread::sleep(Duration::from_millis(300));
+        let evs = touching(&nl.events(), target);
+        for typ in ["connect", "accept", "close", "metrics"] {
+            assert!(
+                of_type(&evs, typ).is_empty(),
+                "{typ} for a refused connect: {evs:#?}"
+            );
+        }
+    }
+}
+
+/// A connection opened before netlens started is reported, with its
+/// owners found in /proc and its direction from the listener.
+#[test]
+fn existing_connection_is_seeded_with_its_pid() {
+    if !require_root() {
+        return;
+    }
+    let a = Netns::new("sda");
+    let b = Netns::new("sdb");
+    let veth = link(&a, &b, 1);
+    let (srv, srv_addr) = server(
+        Some(&b),
+        &[
+            "--listen",
+            &sock(veth.b(false), 0),
+            "--respond",
+            "777",
+            "--max-conns",
+            "1",
+        ],
+    );
+    let mut cli = peer(
+        Some(&a),
+        &[
+            "connect",
+            "--to",
+            &srv_addr.to_string(),
+            "--send",
+            "4242",
+            "--wait-stdin",
+        ],
+    );
+    cli.wait_event("connected");
+    let nl = Netlens::start(&["-t", "0.3"]);
+    // The seeded connection is in the snapshots before any traffic.
+    let seen = nl.wait_for(
+        |v| {
+            v["type"] == "metrics"
+                && v.get("remote_port").and_then(Value::as_u64) == Some(srv_addr.port() as u64)
+        },
+        WAIT,
+    );
+    let seen = seen.expect("existing connection in a metrics snapshot");
+    assert_eq!(u(&seen, "pid"), cli.pid() as u64);
+    assert_eq!(seen["direction"], "out");
+    assert_eq!(u(&seen, "netns"), a.inode());
+    let (cli_pid, srv_pid) = (cli.pid() as u64, srv.pid() as u64);
+    cli.release();
+    let c = conns(&cli.finish(), "client")[0].clone();
+    let s = conns(&srv.finish(), "server")[0].clone();
+    let evs = wait_count(&nl, "close", srv_addr, 2);
+    let closes = of_type(&evs, "close");
+    let cc = closes
+        .iter()
+        .find(|v| nl_tuple(v).1 == srv_addr)
+        .expect("client close");
+    let sc = closes
+        .iter()
+        .find(|v| nl_tuple(v).0 == srv_addr)
+        .expect("server close");
+    assert_eq!((u(cc, "pid"), u(sc, "pid")), (cli_pid, srv_pid));
+    assert_eq!(
+        (cc["direction"].as_str(), sc["direction"].as_str()),
+        (Some("out"), Some("in"))
+    );
+    assert_eq!(u(cc, "bytes_sent"), 4242);
+    assert_eq!(u(cc, "bytes_received"), 777);
+    assert_eq!(u(sc, "bytes_received"), u(&s, "bytes_read"));
+    assert_eq!(u(sc, "bytes_sent"), u(&s, "bytes_written"));
+    assert_eq!(u(cc, "packets_sent"), ti(&c, "segs_out"));
+    assert_eq!(u(cc, "rtt_us"), ti(&c, "rtt_us"));
+    // Opened before netlens: no connect or accept event for it.
+    assert!(of_type(&evs, "connect").is_empty() && of_type(&evs, "accept").is_empty());
+}
+
+/// Loopback connections are left out unless -f is given; --port filters.
+#[test]
+fn loopback_only_with_flag_and_port_filter() {
+    if !require_root() {
+        return;
+    }
+    let (srv, srv_addr) = server(None, &["--listen", "127.0.0.1:0", "--max-conns", "2"]);
+    let port = srv_addr.port().to_string();
+    let without = Netlens::start(&["-t", "0.5"]);
+    let with = Netlens::start(&["-t", "0.5", "-f", "--port", &port]);
+    for _ in 0..2 {
+        let out = peer(
+            None,
+            &["connect", "--to", &srv_addr.to_string(), "--send", "10"],
+        )
+        .finish_output();
+        assert!(out.status.success(), "{out:?}");
+    }
+    srv.finish();
+    let evs = wait_count(&with, "close", srv_addr, 4);
+    assert_eq!(of_type(&evs, "connect").len(), 2);
+    assert_eq!(of_type(&evs, "accept").len(), 2);
+    // Nothing from other tests' connections got through the port filter.
+    let all = with.stop().events;
+    for v in all.iter().filter(|v| v.get("local_port").is_some()) {
+        assert!(
+            v["local_port"] == srv_addr.port() || v["remote_port"] == srv_addr.port(),
+            "--port {port} let through {v}"
+        );
+    }
+    let out = without.stop();
+    assert!(
+        touching(&out.events, srv_addr).is_empty(),
+        "loopback connection reported without -f"
+    );
+}
+
+/// Packet drops in the receiver's namespace: netlens counts exactly the
+/// retransmissions TCP_INFO counts, and the bytes stay exact.
+#[test]
+fn retransmissions_under_packet_loss() {
+    if !require_root() {
+        return;
+    }
+    let nl = Netlens::start(&["-t", "1"]);
+    let a = Netns::new("rta");
+    let b = Netns::new("rtb");
+    let veth = link(&a, &b, 0);
+    let (srv, srv_addr) = server(
+        Some(&b),
+        &["--listen", &sock(veth.b(false), 0), "--max-conns", "1"],
+    );
+    b.nft(&["add", "table", "inet", "nltest"]);
+    b.nft(&[
+        "add",
+        "chain",
+        "inet",
+        "nltest",
+        "in",
+        "{ type filter hook input priority 0; }",
+    ]);
+    b.nft(&[
+        "add",
+        "rule",
+        "inet",
+        "nltest",
+        "in",
+        "tcp",
+        "dport",
+        &srv_addr.port().to_string(),
+        "numgen",
+        "random",
+        "mod",
+        "10",
+        "0",
+        "drop",
+    ]);
+    const BULK: u64 = 8 << 20;
+    let cli = peer(
+        Some(&a),
+        &[
+            "connect",
+            "--to",
+            &srv_addr.to_string(),
+            "--send",
+            &BULK.to_string(),
+        ],
+    )
+    .finish_output();
+    assert!(cli.status.success(), "{cli:?}");
+    srv.finish();
+    let c = conns(&cli.events, "client")[0].clone();
+    let evs = wait_count(&nl, "close", srv_addr, 2);
+    let cc = of_type(&evs, "close")
+        .into_iter()
+        .find(|v| nl_tuple(v).1 == srv_addr)
+        .expect("client close")
+        .clone();
+    assert!(
+        ti(&c, "total_retrans") > 0,
+        "the drop rule caused no retransmission: {c}"
+    );
+    assert_eq!(u(&cc, "retransmits"), ti(&c, "total_retrans"), "{cc}\n{c}");
+    assert_eq!(u(&cc, "bytes_sent"), BULK);
+    assert_eq!(u(&cc, "packets_sent"), ti(&c, "segs_out"));
+}
+
+/// 1,000 connections open at once: all tracked in one snapshot, every
+/// event exactly once, totals exact.
+#[test]
+fn thousand_concurrent_connections() {
+    if !require_root() {
+        return;
+    }
+    const N: usize = 1000;
+    let nl = Netlens::start(&["-t", "0.5"]);
+    let a = Netns::new("tha");
+    let b = Netns::new("thb");
+    let veth = link(&a, &b, 1);
+    let (srv, srv_addr) = server(
+        Some(&b),
+        &[
+            "--listen",
+            &sock(veth.b(false), 0),
+            "--respond",
+            "100",
+            "--max-conns",
+            &N.to_string(),
+        ],
+    );
+    let cli = peer(
+        Some(&a),
+        &[
+            "connect",
+            "--to",
+            &srv_addr.to_string(),
+            "--send",
+            "1000",
+            "--count",
+            &N.to_string(),
+            "--parallel",
+            "--hold-ms",
+            "2500",
+        ],
+    )
+    .finish_output();
+    assert!(cli.status.success(), "{:?}", cli.stderr);
+    assert_eq!(conns(&cli.events, "client").len(), N);
+    srv.finish();
+    let evs = wait_count(&nl, "close", srv_addr, 2 * N);
+    let out = nl.stop();
+    assert!(out.status.success());
+    let evs = {
+        let _ = evs;
+        touching(&out.events, srv_addr)
+    };
+
+    // Some snapshot held all N client connections at once.
+    let mut per_snapshot: BTreeMap<String, usize> = BTreeMap::new();
+    for m in of_type(&evs, "metrics") {
+        if nl_tuple(m).1 == srv_addr {
+            *per_snapshot
+                .entry(m["timestamp"].as_str().unwrap_or("").to_string())
+                .or_default() += 1;
+            // While open: never more than the application wrote.
+            assert!(
+                u(m, "bytes_sent") <= 1000 && u(m, "bytes_received") <= 100,
+                "{m}"
+            );
+        }
+    }
+    assert!(
+        per_snapshot.values().any(|&n| n == N),
+        "no snapshot with all {N} connections: {per_snapshot:?}"
+    );
+
+    let unique = |typ: &str| -> usize {
+        let list = of_type(&evs, typ);
+        let ids: HashSet<u64> = list.iter().map(|v| u(v, "id")).collect();
+        assert_eq!(ids.len(), list.len(), "duplicate {typ} events");
+        list.len()
+    };
+    assert_eq!(unique("connect"), N);
+    assert_eq!(unique("accept"), N);
+    assert_eq!(unique("close"), 2 * N);
+    let sum = |side_is_client: bool, key: &str| -> u64 {
+        of_type(&evs, "close")
+            .into_iter()
+            .filter(|v| (nl_tuple(v).1 == srv_addr) == side_is_client)
+            .map(|v| u(v, key))
+            .sum()
+    };
+    assert_eq!(sum(true, "bytes_sent"), 1000 * N as u64);
+    assert_eq!(sum(true, "bytes_received"), 100 * N as u64);
+    assert_eq!(sum(false, "bytes_received"), 1000 * N as u64);
+    assert_eq!(sum(false, "bytes_sent"), 100 * N as u64);
+    assert!(!out.stderr.contains("warning: lost"), "{}", out.stderr);
+}
+
+/// A map too small for the connections: a visible loss count, no crash,
+/// and the connections that fit are still reported.
+#[test]
+fn full_map_is_counted_not_fatal() {
+    if !require_root() {
+        return;
+    }
+    let nl = Netlens::start(&["-t", "0.3", "-m", "16"]);
+    let a = Netns::new("fma");
+    let b = Netns::new("fmb");
+    let veth = link(&a, &b, 0);
+    let (srv, srv_addr) = server(
+        Some(&b),
+        &["--listen", &sock(veth.b(false), 0), "--max-conns", "100"],
+    );
+    let cli = peer(
+        Some(&a),
+        &[
+            "connect",
+            "--to",
+            &srv_addr.to_string(),
+            "--send",
+            "10",
+            "--count",
+            "100",
+            "--parallel",
+            "--hold-ms",
+            "1000",
+        ],
+    )
+    .finish_output();
+    assert!(cli.status.success());
+    srv.finish();
+    let losses = nl
+        .wait_for(
+            |v| v["type"] == "losses" && v["map_full"].as_u64() > Some(0),
+            WAIT,
+        )
+        .expect("a losses object with map_full > 0");
+    assert!(u(&losses, "map_full") > 0);
+    let out = nl.stop();
+    assert!(out.status.success(), "{:?}", out.status);
+    assert!(
+        out.stderr.contains("not tracked (map full"),
+        "{}",
+        out.stderr
+    );
+    let evs = touching(&out.events, srv_addr);
+    assert!(
+        !of_type(&evs, "connect").is_empty(),
+        "connections that fit are reported"
+    );
+    assert!(of_type(&evs, "connect").len() < 100);
+}
+
+/// Bad input gets one clear message and the documented exit status.
+#[test]
+fn bad_input_and_missing_privileges() {
+    let bin = env!("CARGO_BIN_EXE_netlens");
+    let out = run(bin, &["conns", "-t", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interval must be between"));
+    let out = run(bin, &["conns", "-m", "abc"]);
+    assert_eq!(out.status.code(), Some(2));
+    if !is_root() {
+        let out = run(bin, &["conns"]);
+        assert_eq!(out.status.code(), Some(3));
+        return;
+    }
+    // As an unprivileged user: exit 3, names the capabilities, no backtrace.
+    let out = run(
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            bin,
+            "conns",
+            "--no-log-file",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("missing capabilities: CAP_BPF"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    // An unwritable log directory.
+    let out = run(bin, &["conns", "--log-dir", "/proc/netlens-no-such-dir"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/proc/netlens-no-such-dir"));
+}
+
+/// `netlens check` on this machine: everything conns needs is here.
+#[test]
+fn check_reports_this_kernel() {
+    if !require_root() {
+        return;
+    }
+    let out = run(env!("CARGO_BIN_EXE_netlens"), &["check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("tracepoint sock/inet_sock_set_state"),
+        "{text}"
+    );
+    assert!(
+        text.contains("load test: all conns BPF programs loaded and attached: ok"),
+        "{text}"
+    );
+}
