@@ -92,7 +92,7 @@ fn exchange_between_namespaces(v6: bool) {
     let c = conns(&cli_out.events, "client")[0].clone();
     let s = conns(&srv_out.events, "server")[0].clone();
 
-    let evs = wait_count(&nl, "close", srv_addr, 2);
+    wait_count(&nl, "close", srv_addr, 2);
     let out = nl.stop();
     assert!(
         out.status.success(),
@@ -446,13 +446,10 @@ fn thousand_concurrent_connections() {
     assert!(cli.status.success(), "{:?}", cli.stderr);
     assert_eq!(conns(&cli.events, "client").len(), N);
     srv.finish();
-    let evs = wait_count(&nl, "close", srv_addr, 2 * N);
+    wait_count(&nl, "close", srv_addr, 2 * N);
     let out = nl.stop();
     assert!(out.status.success());
-    let evs = {
-        let _ = evs;
-        touching(&out.events, srv_addr)
-    };
+    let evs = touching(&out.events, srv_addr);
 
     // Some snapshot held all N client connections at once.
     let mut per_snapshot: BTreeMap<String, usize> = BTreeMap::new();
