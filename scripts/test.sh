@@ -12,4 +12,4 @@ cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 # BPF tests share the kernel's tracepoints and create namespaces: run them
 # on two threads at most to keep the 2-CPU CI machine responsive.
-cargo test --locked --all-targets -- --test-threads=2
+cargo test --locked --lib --bins --tests -- --test-threads=2
