@@ -4,8 +4,11 @@
 //! [`Snapshot`] on every tick; the outputs (log, table, JSON, ...) only ever see
 //! these types, never BPF structures.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Wall-clock time as nanoseconds since the Unix epoch.
 pub type UnixNanos = u64;
@@ -82,13 +85,44 @@ pub struct ConnInfo {
     /// Thread-group id of the process that called connect() or accept();
     /// 0 when no process has accepted the connection (yet), or none was found.
     pub pid: u32,
-    pub comm: String,
+    /// Shared, not copied, by every snapshot row of the connection.
+    pub comm: Arc<str>,
     /// Inode number of the network namespace.
     pub netns: u32,
     pub direction: Direction,
     /// When the connection was established (or first seen, if seeded).
     pub start: UnixNanos,
 }
+
+/// Hashes connection ids (sequential u64s, optionally with a PID) cheaply:
+/// SipHash is a visible share of a tick with tens of thousands of
+/// connections, and ids are not attacker-controlled.
+#[derive(Clone, Copy, Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v as u64);
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        // Odd multiplier: a bijection with well-mixed high bits.
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A map keyed by connection id (or id and PID).
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// Per-connection counters, equal to the kernel's own (`TCP_INFO`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::fs::File;
 use std::io::Read;
 use std::mem::MaybeUninit;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -46,6 +46,8 @@ pub struct Collector {
     _links: Vec<Link>,
     ring: RingBuffer<'static>,
     pending: Rc<RefCell<Vec<types::conn_event>>>,
+    keys: Vec<u64>,
+    values: Vec<types::conn_value>,
     pub attach_failures: Vec<AttachFailure>,
 }
 
@@ -153,6 +155,8 @@ impl Collector {
             _links: links,
             ring,
             pending,
+            keys: Vec::new(),
+            values: Vec::new(),
             attach_failures,
         })
     }
@@ -172,22 +176,60 @@ impl Collector {
         Ok(std::mem::take(&mut *self.pending.borrow_mut()))
     }
 
-    /// Everything in the connection map, read in batches (one system call
-    /// per few thousand connections, not one per connection).
-    pub fn connections(&self) -> Result<Vec<(u64, types::conn_value)>> {
-        let map = &self.skel.maps.conns;
-        let batch = map.max_entries().clamp(1, 4096);
-        let iter = map
-            .lookup_batch(batch, MapFlags::ANY, MapFlags::ANY)
-            .context("reading the connection map")?;
-        let mut out = Vec::new();
-        for (key, value) in iter {
-            let (Some(sk), Some(v)) = (read_record::<u64>(&key), read_record(&value)) else {
-                continue;
+    /// Everything in the connection map, read in batches into buffers that
+    /// are reused from tick to tick (one system call per 4096 connections,
+    /// no allocation per connection). Returns keys and values, index-aligned.
+    pub fn connections(&mut self) -> Result<(&[u64], &[types::conn_value])> {
+        let fd = self.skel.maps.conns.as_fd().as_raw_fd();
+        let batch = (self.skel.maps.conns.max_entries() as usize).clamp(1, 4096);
+        let mut filled = 0usize;
+        // The kernel's batch position token (a bucket index for hash maps).
+        let mut token: u64 = 0;
+        let mut first = true;
+        loop {
+            // Buffers grow with the number of connections, not the map size.
+            if self.keys.len() < filled + batch {
+                self.keys.resize(filled + batch, 0);
+                self.values
+                    .resize(filled + batch, types::conn_value::default());
+            }
+            let mut count = batch as u32;
+            let mut next: u64 = 0;
+            let in_batch: *mut libc::c_void = if first {
+                std::ptr::null_mut()
+            } else {
+                (&mut token as *mut u64).cast()
             };
-            out.push((sk, v));
+            // SAFETY: keys and values have room for `count` more entries from
+            // `filled` on (resized above); the token pointers point at live u64s,
+            // larger than the kernel's 4-byte hash map token; fd is the map's.
+            let ret = unsafe {
+                libbpf_rs::libbpf_sys::bpf_map_lookup_batch(
+                    fd,
+                    in_batch,
+                    (&mut next as *mut u64).cast(),
+                    self.keys.as_mut_ptr().add(filled).cast(),
+                    self.values.as_mut_ptr().add(filled).cast(),
+                    &mut count,
+                    std::ptr::null(),
+                )
+            };
+            let errno = if ret < 0 {
+                std::io::Error::last_os_error().raw_os_error()
+            } else {
+                None
+            };
+            if ret < 0 && errno != Some(libc::ENOENT) {
+                return Err(std::io::Error::last_os_error()).context("reading the connection map");
+            }
+            filled += count as usize;
+            if ret < 0 {
+                break; // ENOENT: the whole map was read
+            }
+            token = next;
+            first = false;
         }
-        Ok(out)
+        Ok((&self.keys[..filled], &self.values[..filled]))
     }
 
     /// Sum over CPUs of the loss counters.

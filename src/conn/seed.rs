@@ -138,10 +138,10 @@ mod tests {
                 .collect();
         assert_eq!(got.len(), 3, "listeners are not connections");
         assert_eq!(got[&2].direction, Direction::Inbound);
-        assert_eq!((got[&2].pid, got[&2].comm.as_str()), (12, "p12"));
+        assert_eq!((got[&2].pid, got[&2].comm.as_ref()), (12, "p12"));
         assert_eq!(got[&3].direction, Direction::Outbound);
         assert_eq!(got[&3].pid, 33);
-        assert_eq!((got[&4].pid, got[&4].comm.as_str()), (0, ""));
+        assert_eq!((got[&4].pid, got[&4].comm.as_ref()), (0, ""));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::decode::{self, CONN_ACTIVE, CONN_OWNED, CONN_PASSIVE, CONN_SEEDED};
 use super::decode::{EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_CONNECT_FAILED};
 use super::skel::types;
 use crate::model::{
-    ConnEvent, ConnInfo, ConnRow, Direction, EventKind, FailReason, Metrics, UnixNanos,
+    ConnEvent, ConnInfo, ConnRow, Direction, EventKind, FailReason, IdMap, Metrics, UnixNanos,
 };
 
 /// Converts the BPF side's CLOCK_BOOTTIME stamps to wall-clock time.
@@ -79,12 +79,26 @@ impl Filter {
     }
 }
 
+/// What the table keeps per established connection between snapshots.
+struct Tracked {
+    /// Flags and PID the identity was built from: decoding addresses and
+    /// names again is only needed when they change.
+    flags: u16,
+    pid: u32,
+    info: ConnInfo,
+    /// Counters as last printed (for incremental mode).
+    printed: Option<Metrics>,
+    /// The snapshot that last saw the connection in the map.
+    seen: u64,
+}
+
 #[derive(Default)]
 pub struct ConnTable {
     /// Owners of seeded connections, by kernel socket address.
     seeds: HashMap<u64, SeedOwner>,
-    /// Counters as last printed, by connection id (incremental mode).
-    last_printed: HashMap<u64, Metrics>,
+    /// Established connections as of the last snapshot, by connection id.
+    tracked: IdMap<u64, Tracked>,
+    snapshots: u64,
 }
 
 impl ConnTable {
@@ -122,7 +136,7 @@ impl ConnTable {
             id: v.id,
             tuple: decode::tuple(v),
             pid,
-            comm,
+            comm: comm.into(),
             netns: v.netns,
             direction,
             start: clock.to_unix(v.start_ns),
@@ -143,7 +157,7 @@ impl ConnTable {
         let metrics = (kind == EventKind::Close).then(|| decode::metrics(&e.conn));
         if matches!(kind, EventKind::Close | EventKind::ConnectFailed(_)) {
             self.seeds.remove(&e.sk);
-            self.last_printed.remove(&e.conn.id);
+            self.tracked.remove(&e.conn.id);
         }
         Some(ConnEvent {
             kind,
@@ -156,35 +170,55 @@ impl ConnTable {
     /// Rows for the established connections among `entries` (the map's
     /// content) that pass `filter`, oldest first; counters are deltas since
     /// the previous call when `incremental` is set.
-    pub fn rows(
+    pub fn rows<'a>(
         &mut self,
-        entries: &[(u64, types::conn_value)],
+        entries: impl IntoIterator<Item = (u64, &'a types::conn_value)>,
         clock: &Clock,
         filter: &Filter,
         incremental: bool,
     ) -> Vec<ConnRow> {
         let established = types::conn_flag::CONN_ESTABLISHED.0 as u16;
-        let mut rows = Vec::with_capacity(entries.len());
-        let mut printed = HashMap::with_capacity(entries.len());
+        self.snapshots += 1;
+        let now = self.snapshots;
+        let mut rows = Vec::with_capacity(self.tracked.len() + 16);
         for (sk, v) in entries {
             if v.flags & established == 0 {
                 continue;
             }
-            let conn = self.conn_info(*sk, v, clock);
-            if !filter.matches(&conn) {
+            let t = match self.tracked.get_mut(&v.id) {
+                Some(t) if t.flags == v.flags && t.pid == v.pid => t,
+                _ => {
+                    let info = self.conn_info(sk, v, clock);
+                    let printed = self.tracked.get(&v.id).and_then(|t| t.printed);
+                    let t = Tracked {
+                        flags: v.flags,
+                        pid: v.pid,
+                        info,
+                        printed,
+                        seen: now,
+                    };
+                    self.tracked.insert(v.id, t);
+                    self.tracked.get_mut(&v.id).expect("just inserted")
+                }
+            };
+            t.seen = now;
+            if !filter.matches(&t.info) {
                 continue;
             }
             let total = decode::metrics(v);
-            let metrics = match (incremental, self.last_printed.get(&v.id)) {
+            let metrics = match (incremental, &t.printed) {
                 (true, Some(prev)) => total.delta_since(prev),
                 _ => total,
             };
-            printed.insert(v.id, total);
-            rows.push(ConnRow { conn, metrics });
+            t.printed = Some(total);
+            rows.push(ConnRow {
+                conn: t.info.clone(),
+                metrics,
+            });
         }
         // Connections that left the map are forgotten here too, so the table
         // cannot grow when a close event was lost.
-        self.last_printed = printed;
+        self.tracked.retain(|_, t| t.seen == now);
         rows.sort_by_key(|r| (r.conn.start, r.conn.id));
         rows
     }
@@ -230,12 +264,12 @@ mod tests {
         let clock = Clock::new(0);
         let owned = value(1, ESTABLISHED | CONN_ACTIVE | CONN_OWNED, 77, 1000, 0);
         let info = t.conn_info(0xa, &owned, &clock);
-        assert_eq!((info.pid, info.comm.as_str()), (77, "x"));
+        assert_eq!((info.pid, info.comm.as_ref()), (77, "x"));
         assert_eq!(info.direction, Direction::Outbound);
 
         let unaccepted = value(2, ESTABLISHED | CONN_PASSIVE, 0, 80, 0);
         let info = t.conn_info(0xb, &unaccepted, &clock);
-        assert_eq!((info.pid, info.comm.as_str()), (0, ""));
+        assert_eq!((info.pid, info.comm.as_ref()), (0, ""));
         assert_eq!(info.direction, Direction::Inbound);
 
         let seeded = value(3, ESTABLISHED | CONN_SEEDED, 0, 22, 0);
@@ -252,7 +286,7 @@ mod tests {
             },
         );
         let info = t.conn_info(0xc, &seeded, &clock);
-        assert_eq!((info.pid, info.comm.as_str()), (500, "sshd"));
+        assert_eq!((info.pid, info.comm.as_ref()), (500, "sshd"));
         assert_eq!(info.direction, Direction::Inbound);
         // Once the BPF side saw the owner do I/O, its word wins.
         let mut seen = seeded;
@@ -266,12 +300,17 @@ mod tests {
         let mut t = ConnTable::new();
         let clock = Clock::new(0);
         let flags = ESTABLISHED | CONN_ACTIVE | CONN_OWNED;
-        let mut entries = vec![
+        let mut entries = [
             (1u64, value(2, flags, 10, 1001, 100)),
             (2u64, value(1, flags, 11, 1002, 50)),
             (3u64, value(3, CONN_ACTIVE | CONN_OWNED, 10, 1003, 0)), // SYN_SENT
         ];
-        let rows = t.rows(&entries, &clock, &Filter::default(), true);
+        let rows = t.rows(
+            entries.iter().map(|(k, v)| (*k, v)),
+            &clock,
+            &Filter::default(),
+            true,
+        );
         // Oldest first; the pending connect is not a row.
         assert_eq!(
             rows.iter().map(|r| r.conn.id).collect::<Vec<_>>(),
@@ -285,13 +324,43 @@ mod tests {
             pids: vec![10],
             ..Filter::default()
         };
-        let rows = t.rows(&entries, &clock, &only_pid_10, true);
+        let rows = t.rows(
+            entries.iter().map(|(k, v)| (*k, v)),
+            &clock,
+            &only_pid_10,
+            true,
+        );
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].metrics.bytes_sent, 60);
         assert_eq!(rows[0].metrics.rtt_us, 42);
 
-        let totals = t.rows(&entries, &clock, &Filter::default(), false);
+        let totals = t.rows(
+            entries.iter().map(|(k, v)| (*k, v)),
+            &clock,
+            &Filter::default(),
+            false,
+        );
         assert_eq!(totals[1].metrics.bytes_sent, 160);
+    }
+
+    #[test]
+    fn identity_follows_a_late_owner_and_gone_connections_are_forgotten() {
+        let mut t = ConnTable::new();
+        let clock = Clock::new(0);
+        let mut v = value(7, ESTABLISHED | CONN_PASSIVE, 0, 80, 10);
+        let rows = t.rows([(1, &v)], &clock, &Filter::default(), true);
+        assert_eq!(rows[0].conn.pid, 0);
+        // accept() seen: owner known now; the counters stay deltas.
+        v.flags |= CONN_OWNED;
+        v.pid = 99;
+        v.bytes_sent = 25;
+        let rows = t.rows([(1, &v)], &clock, &Filter::default(), true);
+        assert_eq!((rows[0].conn.pid, rows[0].conn.comm.as_ref()), (99, "x"));
+        assert_eq!(rows[0].metrics.bytes_sent, 15);
+        // Gone from the map: forgotten, so a later entry with that id starts over.
+        assert!(t.rows([], &clock, &Filter::default(), true).is_empty());
+        let rows = t.rows([(1, &v)], &clock, &Filter::default(), true);
+        assert_eq!(rows[0].metrics.bytes_sent, 25);
     }
 
     #[test]

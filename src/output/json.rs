@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use anyhow::Context;
 use serde::Serialize;
 
-use super::{fmt_time, LineBuf, Sink};
+use super::{fmt_time, IdentityCache, LineBuf, Sink};
 use crate::model::{ConnEvent, ConnInfo, EventKind, Losses, Metrics, Snapshot, UnixNanos};
 
 #[derive(Serialize)]
@@ -101,6 +101,69 @@ struct LossesRecord<'a> {
     seed_map_full: u64,
 }
 
+/// The fixed part of a connection object, serialized once per connection
+/// and spliced into every `metrics` line (see [`IdentityCache`]).
+#[derive(Serialize)]
+struct IdentityFields<'a> {
+    id: u64,
+    pid: u32,
+    comm: &'a str,
+    netns: u32,
+    family: u8,
+    direction: &'static str,
+    local_addr: IpAddr,
+    local_port: u16,
+    remote_addr: IpAddr,
+    remote_port: u16,
+}
+
+impl<'a> From<&'a ConnInfo> for IdentityFields<'a> {
+    fn from(c: &'a ConnInfo) -> IdentityFields<'a> {
+        let t = &c.tuple;
+        IdentityFields {
+            id: c.id,
+            pid: c.pid,
+            comm: &c.comm,
+            netns: c.netns,
+            family: t.family(),
+            direction: c.direction.as_str(),
+            local_addr: t.local_addr,
+            local_port: t.local_port,
+            remote_addr: t.remote_addr,
+            remote_port: t.remote_port,
+        }
+    }
+}
+
+/// The varying part of a `metrics` line.
+#[derive(Serialize)]
+struct MetricsFields {
+    bytes_sent: u64,
+    bytes_received: u64,
+    packets_sent: u64,
+    packets_received: u64,
+    retransmits: u64,
+    rtt_us: u32,
+    rtt_var_us: u32,
+    incremental: bool,
+    age_s: f64,
+}
+
+/// Serializes `value` (a struct, so a JSON object) and appends its fields
+/// without the enclosing braces.
+fn push_fields(
+    buf: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    value: &impl Serialize,
+) -> anyhow::Result<()> {
+    scratch.clear();
+    serde_json::to_writer(&mut *scratch, value).context("serializing JSON record")?;
+    if scratch.len() >= 2 {
+        buf.extend_from_slice(&scratch[1..scratch.len() - 1]);
+    }
+    Ok(())
+}
+
 /// Seconds from `start` to `now`, to the microsecond; 0 if `start` is later.
 fn age_seconds(start: UnixNanos, now: UnixNanos) -> f64 {
     // Whole microseconds divided once: the float is the nearest one to the
@@ -111,12 +174,16 @@ fn age_seconds(start: UnixNanos, now: UnixNanos) -> f64 {
 /// NDJSON output; see the module documentation for the schema.
 pub struct JsonSink<W: Write> {
     out: LineBuf<W>,
+    identities: IdentityCache,
+    scratch: Vec<u8>,
 }
 
 impl<W: Write> JsonSink<W> {
     pub fn new(out: W) -> JsonSink<W> {
         JsonSink {
             out: LineBuf::new(out),
+            identities: IdentityCache::default(),
+            scratch: Vec::with_capacity(256),
         }
     }
 
@@ -145,13 +212,40 @@ impl<W: Write> Sink for JsonSink<W> {
 
     fn snapshot(&mut self, snap: &Snapshot) -> anyhow::Result<()> {
         let time = fmt_time(snap.timestamp);
+        let mut head = Vec::with_capacity(64);
+        head.extend_from_slice(b"{\"type\":\"metrics\",\"timestamp\":");
+        serde_json::to_writer(&mut head, &time).context("serializing JSON record")?;
+        head.push(b',');
         for row in &snap.conns {
-            let mut rec = ConnRecord::new("metrics", &time, &row.conn);
-            rec.counters = Some(CounterFields::from(&row.metrics));
-            rec.incremental = Some(snap.incremental);
-            rec.age_s = Some(age_seconds(row.conn.start, snap.timestamp));
-            self.record(&rec)?;
+            let m = &row.metrics;
+            let tail = MetricsFields {
+                bytes_sent: m.bytes_sent,
+                bytes_received: m.bytes_received,
+                packets_sent: m.packets_sent,
+                packets_received: m.packets_received,
+                retransmits: m.retransmits,
+                rtt_us: m.rtt_us,
+                rtt_var_us: m.rtt_var_us,
+                incremental: snap.incremental,
+                age_s: age_seconds(row.conn.start, snap.timestamp),
+            };
+            let scratch = &mut self.scratch;
+            let identity = self.identities.get(&row.conn, |c| {
+                let mut out = Vec::with_capacity(200);
+                let mut tmp = Vec::with_capacity(200);
+                // A struct of numbers and strings always serializes.
+                let _ = push_fields(&mut out, &mut tmp, &IdentityFields::from(c));
+                out
+            });
+            let buf = self.out.buf_mut();
+            buf.extend_from_slice(&head);
+            buf.extend_from_slice(identity);
+            buf.push(b',');
+            push_fields(buf, scratch, &tail)?;
+            buf.push(b'}');
+            self.out.end_line()?;
         }
+        self.identities.end_snapshot();
         let l: &Losses = &snap.losses;
         if l.any() {
             self.record(&LossesRecord {
@@ -247,7 +341,7 @@ mod tests {
             json!({
                 "type": "connect",
                 "timestamp": TIME,
-                "id": 42,
+                "id": (40000u64 << 16) | 80,
                 "pid": 1234,
                 "comm": "curl",
                 "netns": 4_026_531_840u32,
@@ -271,7 +365,7 @@ mod tests {
         let mut sink = JsonSink::new(CountingWriter::default());
         let mut c6 = conn("2001:db8::1", 443, "2001:db8::2", 51000, Direction::Inbound);
         c6.id = u64::MAX;
-        c6.comm = "my server".to_string();
+        c6.comm = "my server".into();
         sink.event(&event(EventKind::Accept, c6.clone(), None))
             .expect("event");
         sink.event(&event(EventKind::Close, c6, Some(metrics())))
@@ -320,6 +414,33 @@ mod tests {
         assert_eq!(failed["reason"], "timed_out");
         assert_eq!(failed["family"], 4);
         assert_eq!(failed["timestamp"], TIME);
+    }
+
+    #[test]
+    fn metrics_identity_is_rebuilt_when_the_owner_changes() {
+        let mut sink = JsonSink::new(CountingWriter::default());
+        let mut c = conn("192.0.2.1", 80, "192.0.2.9", 50000, Direction::Inbound);
+        c.pid = 0;
+        for pid in [0u32, 4321] {
+            c.pid = pid;
+            let snap = Snapshot {
+                timestamp: T0,
+                conns: vec![ConnRow {
+                    conn: c.clone(),
+                    metrics: metrics(),
+                }],
+                incremental: false,
+                losses: Losses::default(),
+            };
+            sink.snapshot(&snap).expect("snapshot");
+        }
+        sink.flush().expect("flush");
+        let objs = parse_lines(sink.get_ref());
+        assert_eq!(objs.len(), 2);
+        assert_eq!(objs[0]["pid"], 0);
+        assert_eq!(objs[1]["pid"], 4321);
+        assert_eq!(objs[1]["remote_port"], 50000);
+        assert_eq!(objs[1]["bytes_received"], metrics().bytes_received);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context;
 
-use crate::model::{ConnEvent, Losses, Snapshot, UnixNanos};
+use crate::model::{ConnEvent, ConnInfo, IdMap, Losses, Snapshot, UnixNanos};
 
 /// One output of `netlens conns`.
 pub trait Sink {
@@ -200,6 +200,39 @@ impl<W: Write> LineBuf<W> {
     }
 }
 
+/// The formatted identity of each connection (tuple, owner, netns), kept
+/// from one snapshot to the next: with thousands of idle connections the
+/// identity never changes while the counters do, and formatting addresses
+/// is most of a line's cost. Entries of connections absent from a snapshot
+/// are dropped at its end, so the cache never outgrows the table.
+#[derive(Default)]
+pub(crate) struct IdentityCache {
+    entries: IdMap<(u64, u32), (u64, Vec<u8>)>,
+    snapshot: u64,
+}
+
+impl IdentityCache {
+    /// The cached bytes for `c`, rendered by `render` on first use. Keyed by
+    /// id and PID: the owner (and so the command) of a connection can be
+    /// learned after it was first shown, everything else is fixed.
+    pub(crate) fn get(&mut self, c: &ConnInfo, render: impl FnOnce(&ConnInfo) -> Vec<u8>) -> &[u8] {
+        let snapshot = self.snapshot;
+        let entry = self
+            .entries
+            .entry((c.id, c.pid))
+            .or_insert_with(|| (snapshot, render(c)));
+        entry.0 = snapshot;
+        &entry.1
+    }
+
+    /// Ends a snapshot: what was not used in it is forgotten.
+    pub(crate) fn end_snapshot(&mut self) {
+        let snapshot = self.snapshot;
+        self.entries.retain(|_, (seen, _)| *seen == snapshot);
+        self.snapshot += 1;
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod test_util {
     //! Hand-made model values shared by the output tests.
@@ -216,7 +249,8 @@ pub(crate) mod test_util {
         let local_addr: IpAddr = local.parse().expect("test address");
         let remote_addr: IpAddr = remote.parse().expect("test address");
         ConnInfo {
-            id: 42,
+            // Unique per tuple, as real ids are unique per connection.
+            id: (lport as u64) << 16 | rport as u64,
             tuple: Tuple {
                 local_addr,
                 local_port: lport,
@@ -224,7 +258,7 @@ pub(crate) mod test_util {
                 remote_port: rport,
             },
             pid: 1234,
-            comm: "curl".to_string(),
+            comm: "curl".into(),
             netns: 4_026_531_840,
             direction: dir,
             start: T0,

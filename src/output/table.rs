@@ -373,7 +373,7 @@ mod tests {
     fn snapshot() -> Snapshot {
         let mut old = conn("192.0.2.1", 22, "198.51.100.7", 50000, Direction::Inbound);
         old.start = T0 - 184 * NANOS_PER_SEC;
-        old.comm = "sshd session".to_string();
+        old.comm = "sshd session".into();
         let mut new6 = conn(
             "2001:db8::1",
             44000,
@@ -384,7 +384,7 @@ mod tests {
         new6.start = T0 - 12 * NANOS_PER_SEC;
         let mut seeded = conn("192.0.2.1", 80, "192.0.2.9", 61000, Direction::Unknown);
         seeded.pid = 0;
-        seeded.comm = String::new();
+        seeded.comm = "".into();
         seeded.start = T0 - 2 * 86400 * NANOS_PER_SEC;
         Snapshot {
             timestamp: T0 + 250_000_000,

@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::io::Write;
 
-use super::{comm_token, fmt_time, losses_hint, LineBuf, Sink};
+use super::{comm_token, fmt_time, losses_hint, IdentityCache, LineBuf, Sink};
 use crate::model::{
     fmt_endpoint, ConnEvent, ConnInfo, ConnRow, EventKind, Losses, Metrics, Snapshot,
 };
@@ -31,17 +31,20 @@ fn push_conn(s: &mut String, c: &ConnInfo) {
 }
 
 fn push_metrics(s: &mut String, m: &Metrics) {
-    let _ = write!(
-        s,
-        " sent:{} recv:{} pkts_sent:{} pkts_recv:{} retrans:{} rtt_us:{} rttvar_us:{}",
-        m.bytes_sent,
-        m.bytes_received,
-        m.packets_sent,
-        m.packets_received,
-        m.retransmits,
-        m.rtt_us,
-        m.rtt_var_us,
-    );
+    // itoa rather than fmt: this runs for every connection at every tick.
+    let mut n = itoa::Buffer::new();
+    for (key, value) in [
+        (" sent:", m.bytes_sent),
+        (" recv:", m.bytes_received),
+        (" pkts_sent:", m.packets_sent),
+        (" pkts_recv:", m.packets_received),
+        (" retrans:", m.retransmits),
+        (" rtt_us:", m.rtt_us as u64),
+        (" rttvar_us:", m.rtt_var_us as u64),
+    ] {
+        s.push_str(key);
+        s.push_str(n.format(value));
+    }
 }
 
 /// `<time> event <kind> <local> <arrow> <remote> NS:.. PID:.. comm:..`, plus
@@ -69,11 +72,24 @@ pub fn event_line(ev: &ConnEvent) -> String {
 /// `time` is the snapshot time as given by [`fmt_time`].
 pub fn metrics_line(time: &str, row: &ConnRow, incremental: bool) -> String {
     let mut s = String::with_capacity(256);
-    let word = if incremental { "delta" } else { "metrics" };
-    let _ = write!(s, "{time} {word} ");
-    push_conn(&mut s, &row.conn);
-    push_metrics(&mut s, &row.metrics);
+    push_metrics_line(&mut s, time, &conn_text(&row.conn), row, incremental);
     s
+}
+
+fn conn_text(c: &ConnInfo) -> String {
+    let mut s = String::with_capacity(128);
+    push_conn(&mut s, c);
+    s
+}
+
+fn push_metrics_line(s: &mut String, time: &str, conn: &str, row: &ConnRow, incremental: bool) {
+    let word = if incremental { "delta" } else { "metrics" };
+    s.push_str(time);
+    s.push(' ');
+    s.push_str(word);
+    s.push(' ');
+    s.push_str(conn);
+    push_metrics(s, &row.metrics);
 }
 
 /// `<time> losses events_lost:N map_full:N seed_map_full:N hint:<what to do>`,
@@ -89,12 +105,16 @@ pub fn losses_line(time: &str, l: &Losses) -> Option<String> {
 /// Logging-mode output to any writer (stdout, a [`super::logfile::RotatingFile`]).
 pub struct TextSink<W: Write> {
     out: LineBuf<W>,
+    identities: IdentityCache,
+    line: String,
 }
 
 impl<W: Write> TextSink<W> {
     pub fn new(out: W) -> TextSink<W> {
         TextSink {
             out: LineBuf::new(out),
+            identities: IdentityCache::default(),
+            line: String::with_capacity(256),
         }
     }
 
@@ -112,8 +132,16 @@ impl<W: Write> Sink for TextSink<W> {
     fn snapshot(&mut self, snap: &Snapshot) -> anyhow::Result<()> {
         let time = fmt_time(snap.timestamp);
         for row in &snap.conns {
-            self.out.line(&metrics_line(&time, row, snap.incremental))?;
+            let conn = self
+                .identities
+                .get(&row.conn, |c| conn_text(c).into_bytes());
+            // The cache only ever holds what conn_text produced.
+            let conn = std::str::from_utf8(conn).unwrap_or_default();
+            self.line.clear();
+            push_metrics_line(&mut self.line, &time, conn, row, snap.incremental);
+            self.out.line(&self.line)?;
         }
+        self.identities.end_snapshot();
         if let Some(line) = losses_line(&time, &snap.losses) {
             self.out.line(&line)?;
         }
@@ -154,7 +182,7 @@ mod tests {
     #[test]
     fn accept_line_v6_bracketed_and_comm_escaped() {
         let mut c = conn("2001:db8::1", 443, "2001:db8::2", 51000, Direction::Inbound);
-        c.comm = "my server".to_string();
+        c.comm = "my server".into();
         c.pid = 77;
         assert_eq!(
             event_line(&ev(EventKind::Accept, c, None)),
