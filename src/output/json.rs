@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::{fmt_time, IdentityCache, LineBuf, Sink};
 use crate::model::{ConnEvent, ConnInfo, EventKind, Losses, Metrics, Snapshot, UnixNanos};
 
+/// Counters of `metrics` and `close` objects.
 #[derive(Serialize)]
 struct CounterFields {
     bytes_sent: u64,
@@ -42,53 +43,16 @@ impl From<&Metrics> for CounterFields {
     }
 }
 
+/// What a `metrics` object adds after its counters.
 #[derive(Serialize)]
-struct ConnRecord<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    timestamp: &'a str,
-    id: u64,
-    pid: u32,
-    comm: &'a str,
-    netns: u32,
-    family: u8,
-    direction: &'static str,
-    local_addr: IpAddr,
-    local_port: u16,
-    remote_addr: IpAddr,
-    remote_port: u16,
-    #[serde(flatten)]
-    counters: Option<CounterFields>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    incremental: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    age_s: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
+struct SnapshotFields {
+    incremental: bool,
+    age_s: f64,
 }
 
-impl<'a> ConnRecord<'a> {
-    fn new(kind: &'static str, timestamp: &'a str, c: &'a ConnInfo) -> ConnRecord<'a> {
-        let t = &c.tuple;
-        ConnRecord {
-            kind,
-            timestamp,
-            id: c.id,
-            pid: c.pid,
-            comm: &c.comm,
-            netns: c.netns,
-            family: t.family(),
-            direction: c.direction.as_str(),
-            local_addr: t.local_addr,
-            local_port: t.local_port,
-            remote_addr: t.remote_addr,
-            remote_port: t.remote_port,
-            counters: None,
-            incremental: None,
-            age_s: None,
-            reason: None,
-        }
-    }
+#[derive(Serialize)]
+struct ReasonField {
+    reason: String,
 }
 
 #[derive(Serialize)]
@@ -135,20 +99,6 @@ impl<'a> From<&'a ConnInfo> for IdentityFields<'a> {
     }
 }
 
-/// The varying part of a `metrics` line.
-#[derive(Serialize)]
-struct MetricsFields {
-    bytes_sent: u64,
-    bytes_received: u64,
-    packets_sent: u64,
-    packets_received: u64,
-    retransmits: u64,
-    rtt_us: u32,
-    rtt_var_us: u32,
-    incremental: bool,
-    age_s: f64,
-}
-
 /// Serializes `value` (a struct, so a JSON object) and appends its fields
 /// without the enclosing braces.
 fn push_fields(
@@ -161,6 +111,24 @@ fn push_fields(
     if scratch.len() >= 2 {
         buf.extend_from_slice(&scratch[1..scratch.len() - 1]);
     }
+    Ok(())
+}
+
+fn identity_bytes(c: &ConnInfo) -> Vec<u8> {
+    let mut out = Vec::with_capacity(200);
+    let mut scratch = Vec::with_capacity(200);
+    // A struct of numbers and strings always serializes.
+    let _ = push_fields(&mut out, &mut scratch, &IdentityFields::from(c));
+    out
+}
+
+/// `{"type":"<kind>","timestamp":"<time>",`
+fn push_head(buf: &mut Vec<u8>, kind: &str, time: &str) -> anyhow::Result<()> {
+    buf.extend_from_slice(b"{\"type\":\"");
+    buf.extend_from_slice(kind.as_bytes());
+    buf.extend_from_slice(b"\",\"timestamp\":");
+    serde_json::to_writer(&mut *buf, time).context("serializing JSON record")?;
+    buf.push(b',');
     Ok(())
 }
 
@@ -200,48 +168,44 @@ impl<W: Write> JsonSink<W> {
 
 impl<W: Write> Sink for JsonSink<W> {
     fn event(&mut self, ev: &ConnEvent) -> anyhow::Result<()> {
-        let time = fmt_time(ev.timestamp);
-        let mut rec = ConnRecord::new(ev.kind.name(), &time, &ev.conn);
-        match ev.kind {
-            EventKind::ConnectFailed(reason) => rec.reason = Some(reason.to_string()),
-            EventKind::Close => rec.counters = ev.metrics.as_ref().map(CounterFields::from),
-            EventKind::Connect | EventKind::Accept => {}
+        let scratch = &mut self.scratch;
+        let buf = self.out.buf_mut();
+        push_head(buf, ev.kind.name(), &fmt_time(ev.timestamp))?;
+        buf.extend_from_slice(&identity_bytes(&ev.conn));
+        match (ev.kind, &ev.metrics) {
+            (EventKind::ConnectFailed(reason), _) => {
+                buf.push(b',');
+                let reason = reason.to_string();
+                push_fields(buf, scratch, &ReasonField { reason })?;
+            }
+            (EventKind::Close, Some(m)) => {
+                buf.push(b',');
+                push_fields(buf, scratch, &CounterFields::from(m))?;
+            }
+            _ => {}
         }
-        self.record(&rec)
+        buf.push(b'}');
+        self.out.end_line()
     }
 
     fn snapshot(&mut self, snap: &Snapshot) -> anyhow::Result<()> {
         let time = fmt_time(snap.timestamp);
         let mut head = Vec::with_capacity(64);
-        head.extend_from_slice(b"{\"type\":\"metrics\",\"timestamp\":");
-        serde_json::to_writer(&mut head, &time).context("serializing JSON record")?;
-        head.push(b',');
+        push_head(&mut head, "metrics", &time)?;
         for row in &snap.conns {
-            let m = &row.metrics;
-            let tail = MetricsFields {
-                bytes_sent: m.bytes_sent,
-                bytes_received: m.bytes_received,
-                packets_sent: m.packets_sent,
-                packets_received: m.packets_received,
-                retransmits: m.retransmits,
-                rtt_us: m.rtt_us,
-                rtt_var_us: m.rtt_var_us,
-                incremental: snap.incremental,
-                age_s: age_seconds(row.conn.start, snap.timestamp),
-            };
             let scratch = &mut self.scratch;
-            let identity = self.identities.get(&row.conn, |c| {
-                let mut out = Vec::with_capacity(200);
-                let mut tmp = Vec::with_capacity(200);
-                // A struct of numbers and strings always serializes.
-                let _ = push_fields(&mut out, &mut tmp, &IdentityFields::from(c));
-                out
-            });
+            let identity = self.identities.get(&row.conn, identity_bytes);
             let buf = self.out.buf_mut();
             buf.extend_from_slice(&head);
             buf.extend_from_slice(identity);
             buf.push(b',');
-            push_fields(buf, scratch, &tail)?;
+            push_fields(buf, scratch, &CounterFields::from(&row.metrics))?;
+            buf.push(b',');
+            let extra = SnapshotFields {
+                incremental: snap.incremental,
+                age_s: age_seconds(row.conn.start, snap.timestamp),
+            };
+            push_fields(buf, scratch, &extra)?;
             buf.push(b'}');
             self.out.end_line()?;
         }
