@@ -60,19 +60,17 @@ fn exchange_between_namespaces(v6: bool) {
         return;
     }
     let nl = Netlens::start(&["-t", "1"]);
-    let a = Netns::new("cxa");
-    let b = Netns::new("cxb");
-    let veth = link(&a, &b, if v6 { 1 } else { 0 });
-    let (srv, srv_addr) = server(
-        Some(&b),
-        &[
-            "--listen",
-            &sock(veth.b(v6), 0),
-            "--respond",
-            &RESPOND.to_string(),
-            "--max-conns",
-            "1",
-        ],
+    let ServedPair {
+        server: srv,
+        addr: srv_addr,
+        veth: _veth,
+        a,
+        b,
+    } = served_pair(
+        "cx",
+        if v6 { 1 } else { 0 },
+        v6,
+        &["--respond", &RESPOND.to_string(), "--max-conns", "1"],
     );
     let cli = peer(
         Some(&a),
@@ -229,20 +227,13 @@ fn existing_connection_is_seeded_with_its_pid() {
     if !require_root() {
         return;
     }
-    let a = Netns::new("sda");
-    let b = Netns::new("sdb");
-    let veth = link(&a, &b, 1);
-    let (srv, srv_addr) = server(
-        Some(&b),
-        &[
-            "--listen",
-            &sock(veth.b(false), 0),
-            "--respond",
-            "777",
-            "--max-conns",
-            "1",
-        ],
-    );
+    let ServedPair {
+        server: srv,
+        addr: srv_addr,
+        veth: _veth,
+        a,
+        b: _b,
+    } = served_pair("sd", 1, false, &["--respond", "777", "--max-conns", "1"]);
     let mut cli = peer(
         Some(&a),
         &[
@@ -342,38 +333,14 @@ fn retransmissions_under_packet_loss() {
         return;
     }
     let nl = Netlens::start(&["-t", "1"]);
-    let a = Netns::new("rta");
-    let b = Netns::new("rtb");
-    let veth = link(&a, &b, 0);
-    let (srv, srv_addr) = server(
-        Some(&b),
-        &["--listen", &sock(veth.b(false), 0), "--max-conns", "1"],
-    );
-    b.nft(&["add", "table", "inet", "nltest"]);
-    b.nft(&[
-        "add",
-        "chain",
-        "inet",
-        "nltest",
-        "in",
-        "{ type filter hook input priority 0; }",
-    ]);
-    b.nft(&[
-        "add",
-        "rule",
-        "inet",
-        "nltest",
-        "in",
-        "tcp",
-        "dport",
-        &srv_addr.port().to_string(),
-        "numgen",
-        "random",
-        "mod",
-        "10",
-        "0",
-        "drop",
-    ]);
+    let ServedPair {
+        server: srv,
+        addr: srv_addr,
+        veth: _veth,
+        a,
+        b,
+    } = served_pair("rt", 0, false, &["--max-conns", "1"]);
+    b.drop_share(srv_addr.port(), 10);
     const BULK: u64 = 8 << 20;
     let cli = peer(
         Some(&a),
@@ -413,19 +380,17 @@ fn thousand_concurrent_connections() {
     }
     const N: usize = 1000;
     let nl = Netlens::start(&["-t", "0.5"]);
-    let a = Netns::new("tha");
-    let b = Netns::new("thb");
-    let veth = link(&a, &b, 1);
-    let (srv, srv_addr) = server(
-        Some(&b),
-        &[
-            "--listen",
-            &sock(veth.b(false), 0),
-            "--respond",
-            "100",
-            "--max-conns",
-            &N.to_string(),
-        ],
+    let ServedPair {
+        server: srv,
+        addr: srv_addr,
+        veth: _veth,
+        a,
+        b: _b,
+    } = served_pair(
+        "th",
+        1,
+        false,
+        &["--respond", "100", "--max-conns", &N.to_string()],
     );
     let cli = peer(
         Some(&a),
@@ -501,13 +466,13 @@ fn full_map_is_counted_not_fatal() {
         return;
     }
     let nl = Netlens::start(&["-t", "0.3", "-m", "16"]);
-    let a = Netns::new("fma");
-    let b = Netns::new("fmb");
-    let veth = link(&a, &b, 0);
-    let (srv, srv_addr) = server(
-        Some(&b),
-        &["--listen", &sock(veth.b(false), 0), "--max-conns", "100"],
-    );
+    let ServedPair {
+        server: srv,
+        addr: srv_addr,
+        veth: _veth,
+        a,
+        b: _b,
+    } = served_pair("fm", 0, false, &["--max-conns", "100"]);
     let cli = peer(
         Some(&a),
         &[

@@ -176,21 +176,7 @@ fn nft_random_drop_causes_retransmits() {
             "30",
         ],
     );
-    let port = srv_addr.port().to_string();
-    b.nft(&["add", "table", "inet", "nltest"]);
-    b.nft(&[
-        "add",
-        "chain",
-        "inet",
-        "nltest",
-        "in",
-        "{ type filter hook input priority 0; }",
-    ]);
-    b.nft(&[
-        "add", "rule", "inet", "nltest", "in", "tcp", "dport", &port, "numgen", "random", "mod",
-        "10", "0", "drop",
-    ]);
-    assert!(b.nft(&["list", "table", "inet", "nltest"]).contains("drop"));
+    b.drop_share(srv_addr.port(), 10);
     let out = peer(
         Some(&a),
         &["bulk", "--to", &srv_addr.to_string(), "--secs", "1.5"],

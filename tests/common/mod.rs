@@ -864,3 +864,67 @@ pub fn tcp_info_matches(nl: &Value, peer_conn: &Value, slack: Slack) -> Result<(
 pub fn sock(ip: IpAddr, port: u16) -> String {
     SocketAddr::new(ip, port).to_string()
 }
+
+/// Two fresh namespaces A and B joined by a veth pair, with a
+/// `netlens-peer serve` listening in B on the veth address (port chosen by
+/// the kernel). Fields drop server first, then the link, then namespaces.
+pub struct ServedPair {
+    pub server: Peer,
+    pub addr: SocketAddr,
+    pub veth: VethPair,
+    pub a: Netns,
+    pub b: Netns,
+}
+
+/// See [`ServedPair`]; `serve_args` follow `serve --listen <addr>`.
+pub fn served_pair(tag: &str, subnet_idx: u8, v6: bool, serve_args: &[&str]) -> ServedPair {
+    let a = Netns::new(&format!("{tag}a"));
+    let b = Netns::new(&format!("{tag}b"));
+    let veth = link(&a, &b, subnet_idx);
+    let listen = sock(veth.b(v6), 0);
+    let mut args = vec!["--listen", listen.as_str()];
+    args.extend_from_slice(serve_args);
+    let (server, addr) = server(Some(&b), &args);
+    ServedPair {
+        server,
+        addr,
+        veth,
+        a,
+        b,
+    }
+}
+
+impl Netns {
+    /// Drops one in `modulo` of the TCP segments arriving in this namespace
+    /// for `port` (nftables, random), to force retransmissions.
+    pub fn drop_share(&self, port: u16, modulo: u32) {
+        self.nft(&["add", "table", "inet", "nltest"]);
+        self.nft(&[
+            "add",
+            "chain",
+            "inet",
+            "nltest",
+            "in",
+            "{ type filter hook input priority 0; }",
+        ]);
+        self.nft(&[
+            "add",
+            "rule",
+            "inet",
+            "nltest",
+            "in",
+            "tcp",
+            "dport",
+            &port.to_string(),
+            "numgen",
+            "random",
+            "mod",
+            &modulo.to_string(),
+            "0",
+            "drop",
+        ]);
+        assert!(self
+            .nft(&["list", "table", "inet", "nltest"])
+            .contains("drop"));
+    }
+}
