@@ -288,6 +288,60 @@ fn existing_connection_is_seeded_with_its_pid() {
     assert!(of_type(&evs, "connect").is_empty() && of_type(&evs, "accept").is_empty());
 }
 
+/// A handshake the kernel completed but no process ever accept()ed: its
+/// owner is unknown, and netlens says so (PID 0) instead of naming whoever
+/// ran the softirq.
+#[test]
+fn never_accepted_connection_has_pid_zero() {
+    if !require_root() {
+        return;
+    }
+    let nl = Netlens::start(&["-t", "0.5"]);
+    let ServedPair {
+        server: srv,
+        addr: srv_addr,
+        veth: _veth,
+        a,
+        b: _b,
+    } = served_pair("na", 0, false, &["--delay-accept-ms", "60000"]);
+    let cli = peer(
+        Some(&a),
+        &[
+            "--io-timeout",
+            "1",
+            "connect",
+            "--to",
+            &srv_addr.to_string(),
+            "--send",
+            "10",
+        ],
+    );
+    let cli_pid = cli.pid() as u64;
+    let out = cli.finish_output();
+    assert!(!out.status.success(), "the server never answers: {out:?}");
+    // The listener closes with the server process; so does the pending child.
+    drop(srv);
+    let evs = wait_count(&nl, "close", srv_addr, 2);
+    let server_side = |typ: &str| -> Vec<Value> {
+        of_type(&evs, typ)
+            .into_iter()
+            .filter(|v| nl_tuple(v).0 == srv_addr)
+            .cloned()
+            .collect()
+    };
+    let accepts = server_side("accept");
+    assert_eq!(accepts.len(), 1, "{evs:#?}");
+    assert_eq!(u(&accepts[0], "pid"), 0, "{}", accepts[0]);
+    assert_eq!(accepts[0]["comm"], "");
+    let closes = server_side("close");
+    assert_eq!(closes.len(), 1, "{evs:#?}");
+    assert_eq!(u(&closes[0], "pid"), 0);
+    assert_eq!(u(&closes[0], "bytes_received"), 10);
+    let connect = of_type(&evs, "connect");
+    assert_eq!(connect.len(), 1);
+    assert_eq!(u(connect[0], "pid"), cli_pid);
+}
+
 /// Loopback connections are left out unless -f is given; --port filters.
 #[test]
 fn loopback_only_with_flag_and_port_filter() {
