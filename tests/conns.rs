@@ -628,3 +628,104 @@ fn check_reports_this_kernel() {
         "{text}"
     );
 }
+
+/// The text outputs on real traffic: `-d` with stdout not a terminal gives
+/// key=value lines per connection and a summary; the log file (logging
+/// format) records the events with the final counters.
+#[test]
+fn table_lines_and_log_file() {
+    if !require_root() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("netlens-test-log-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let stdout = std::fs::File::create(dir.join("stdout")).expect("stdout file");
+    let stderr = std::fs::File::create(dir.join("stderr")).expect("stderr file");
+    let log_dir = dir.join("log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_netlens"))
+        .args(["conns", "-d", "-f", "-t", "0.3", "--log-dir"])
+        .arg(&log_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("start netlens");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !read("stderr").contains(NETLENS_READY) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready: {}",
+            read("stderr")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (srv, srv_addr) = server(
+        None,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--respond",
+            "55",
+            "--max-conns",
+            "1",
+        ],
+    );
+    let mut cli = peer(
+        None,
+        &[
+            "connect",
+            "--to",
+            &srv_addr.to_string(),
+            "--send",
+            "66",
+            "--wait-stdin",
+        ],
+    );
+    let local = addr(&cli.wait_event("connected"), "local");
+    let cli_pid = cli.pid();
+    std::thread::sleep(Duration::from_millis(800));
+    cli.release();
+    cli.finish();
+    srv.finish();
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill() on our own child's PID, not yet reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("wait netlens");
+    assert!(status.success(), "{status:?}: {}", read("stderr"));
+
+    let lines = read("stdout");
+    let mine: Vec<&str> = lines
+        .lines()
+        .filter(|l| l.contains(&format!(" local={local} ")))
+        .collect();
+    assert!(!mine.is_empty(), "no table line for {local}:\n{lines}");
+    for l in &mine {
+        assert!(l.starts_with("ts="), "{l}");
+        assert!(l.contains(&format!(" remote={srv_addr} ")), "{l}");
+        assert!(l.contains(&format!(" pid={cli_pid} ")), "{l}");
+        assert!(l.contains(" dir=out ") && l.contains(" family=4 "), "{l}");
+    }
+    assert!(lines.lines().any(|l| l.starts_with("summary ")), "{lines}");
+
+    let logs: Vec<_> = std::fs::read_dir(&log_dir)
+        .expect("log dir")
+        .filter_map(Result::ok)
+        .collect();
+    assert_eq!(logs.len(), 1, "one log file");
+    let log = std::fs::read_to_string(logs[0].path()).expect("log file");
+    let connect = format!("event connect {local} -> {srv_addr} ");
+    let close = format!("event close {local} -> {srv_addr} ");
+    assert!(log.contains(&connect), "{log}");
+    let close_line = log
+        .lines()
+        .find(|l| l.contains(&close))
+        .expect("close line");
+    assert!(
+        close_line.contains(&format!("PID:{cli_pid} ")),
+        "{close_line}"
+    );
+    assert!(close_line.contains(" sent:66 recv:55 "), "{close_line}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
