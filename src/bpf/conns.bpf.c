@@ -78,23 +78,38 @@ static __always_inline bool v6_loopback(const __u8 *a)
 	return a[8] == 0 && a[9] == 0 && a[10] == 0xff && a[11] == 0xff && a[12] == 127;
 }
 
-/* Addresses, ports, family and netns of a socket. */
-static __always_inline void read_tuple(const struct sock *sk, struct conn_value *v)
+static __always_inline void copy_in6(__u8 *dst, const struct in6_addr *a)
 {
-	const struct sock_common *skc = &sk->__sk_common;
+	__u32 w[4];
 
-	v->family = BPF_CORE_READ(skc, skc_family);
+	w[0] = a->in6_u.u6_addr32[0];
+	w[1] = a->in6_u.u6_addr32[1];
+	w[2] = a->in6_u.u6_addr32[2];
+	w[3] = a->in6_u.u6_addr32[3];
+	__builtin_memcpy(dst, w, 16);
+}
+
+/* Addresses, ports, family and netns of a socket. tp comes from
+ * bpf_skc_to_tcp_sock(), so the verifier knows it as a tcp_sock and lets
+ * every field (inet_sock ones included) be read with plain loads instead of
+ * one bpf_probe_read_kernel() each. */
+static __always_inline void read_tuple(const struct tcp_sock *tp, struct conn_value *v)
+{
+	const struct inet_sock *inet = &tp->inet_conn.icsk_inet;
+	const struct sock_common *skc = &inet->sk.__sk_common;
+
+	v->family = skc->skc_family;
 	/* inet_sport, not skc_num: a failed connect releases the port (and
 	 * zeroes skc_num) before the TCP_CLOSE transition is traced. */
-	v->sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	v->dport = __builtin_bswap16(BPF_CORE_READ(skc, skc_dport));
-	v->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	v->sport = __builtin_bswap16(inet->inet_sport);
+	v->dport = __builtin_bswap16(skc->skc_dport);
+	v->netns = skc->skc_net.net->ns.inum;
 	if (v->family == AF_INET6) {
-		BPF_CORE_READ_INTO(&v->saddr, skc, skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&v->daddr, skc, skc_v6_daddr.in6_u.u6_addr8);
+		copy_in6(v->saddr, &skc->skc_v6_rcv_saddr);
+		copy_in6(v->daddr, &skc->skc_v6_daddr);
 	} else {
-		__u32 s = BPF_CORE_READ(skc, skc_rcv_saddr);
-		__u32 d = BPF_CORE_READ(skc, skc_daddr);
+		__u32 s = skc->skc_rcv_saddr;
+		__u32 d = skc->skc_daddr;
 
 		__builtin_memcpy(v->saddr, &s, 4);
 		__builtin_memcpy(v->daddr, &d, 4);
@@ -206,10 +221,14 @@ static __always_inline void on_active_start(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
 	struct conn_value v = {};
+	/* Never NULL here: tcp_set_state() only runs on full TCP sockets. */
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
 
+	if (!tp)
+		return;
 	/* The source port may still be 0 here (chosen after SYN_SENT is set);
 	 * the tuple is read when the handshake ends. */
-	read_tuple(sk, &v);
+	read_tuple(tp, &v);
 	if (filter_loopback && dst_is_loopback(&v))
 		return;
 	v.flags = CONN_ACTIVE | CONN_OWNED;
@@ -222,14 +241,15 @@ static __always_inline void on_established(const struct sock *sk, int oldstate)
 {
 	__u64 key = (__u64)sk;
 	struct conn_value *v = bpf_map_lookup_elem(&conns, &key);
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+	struct tcp_sock *tp;
 
-	if (!tp)
-		return;
 	if (oldstate == TCP_SYN_SENT) {
 		if (!v)
 			return;
-		read_tuple(sk, v);
+		tp = bpf_skc_to_tcp_sock((void *)sk);
+		if (!tp)
+			return;
+		read_tuple(tp, v);
 		v->flags |= CONN_ESTABLISHED;
 		v->start_ns = bpf_ktime_get_boot_ns();
 		v->id = __sync_fetch_and_add(&next_id, 1);
@@ -237,14 +257,18 @@ static __always_inline void on_established(const struct sock *sk, int oldstate)
 		emit(key, EV_CONNECT, 0, v);
 		return;
 	}
-	if (oldstate != TCP_SYN_RECV || v)
+	/* oldstate == TCP_SYN_RECV (on_set_state lets nothing else through) */
+	if (v)
+		return;
+	tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (!tp)
 		return;
 
 	/* Passive open, in softirq: the current task is unrelated, so the
 	 * owner stays unknown until a process accept()s this socket. */
 	struct conn_value nv = {};
 
-	read_tuple(sk, &nv);
+	read_tuple(tp, &nv);
 	if (filter_loopback && is_loopback(&nv))
 		return;
 	nv.flags = CONN_PASSIVE | CONN_ESTABLISHED;
@@ -264,16 +288,17 @@ static __always_inline void on_close(const struct sock *sk)
 
 	if (!v)
 		return;
+	tp = bpf_skc_to_tcp_sock((void *)sk);
 	if (!(v->flags & CONN_ESTABLISHED)) {
-		read_tuple(sk, v);
+		if (tp)
+			read_tuple(tp, v);
 		v->start_ns = bpf_ktime_get_boot_ns();
 		v->id = __sync_fetch_and_add(&next_id, 1);
 		__builtin_memcpy(&final, v, sizeof(final));
 		bpf_map_delete_elem(&conns, &key);
-		emit(key, EV_CONNECT_FAILED, BPF_CORE_READ(sk, sk_err), &final);
+		emit(key, EV_CONNECT_FAILED, sk->sk_err, &final);
 		return;
 	}
-	tp = bpf_skc_to_tcp_sock((void *)sk);
 	if (tp)
 		read_counters(tp, v);
 	__builtin_memcpy(&final, v, sizeof(final));
@@ -288,20 +313,31 @@ static __always_inline void on_close(const struct sock *sk)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
-	if (sk->sk_protocol != IPPROTO_TCP)
-		return 0;
+	/* Half of all transitions (FIN_WAIT*, CLOSE_WAIT, LAST_ACK, SYN_RECV)
+	 * are of no interest: decide on the states, already in registers,
+	 * before touching the socket. */
 	switch (newstate) {
 	case TCP_SYN_SENT:
-		if (oldstate == TCP_CLOSE)
-			on_active_start(sk);
+		if (oldstate != TCP_CLOSE)
+			return 0;
 		break;
 	case TCP_ESTABLISHED:
-		on_established(sk, oldstate);
+		if (oldstate != TCP_SYN_SENT && oldstate != TCP_SYN_RECV)
+			return 0;
 		break;
 	case TCP_CLOSE:
-		on_close(sk);
 		break;
+	default:
+		return 0;
 	}
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	if (newstate == TCP_SYN_SENT)
+		on_active_start(sk);
+	else if (newstate == TCP_ESTABLISHED)
+		on_established(sk, oldstate);
+	else
+		on_close(sk);
 	return 0;
 }
 
@@ -433,7 +469,7 @@ int seed_tcp(struct bpf_iter__tcp *ctx)
 		return 0;
 	sk = (struct sock *)tp;
 	rec.sk = (__u64)sk;
-	read_tuple(sk, &rec.conn);
+	read_tuple(tp, &rec.conn);
 	if (filter_loopback && is_loopback(&rec.conn))
 		return 0;
 	rec.ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
