@@ -139,11 +139,18 @@ static __always_inline bool dst_is_loopback(const struct conn_value *v)
 
 static __always_inline void set_owner(struct conn_value *v)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *task = bpf_get_current_task_btf();
+	/* The process name, not the name of the thread that made the call.
+	 * Plain loads through the BTF task pointer, no probe reads: comm is
+	 * always NUL-padded to its full length (__set_task_comm() uses
+	 * strscpy_pad()), so copying all 16 bytes gives what a string read
+	 * into the zeroed field gave. */
+	const __u64 *comm = (const __u64 *)task->group_leader->comm;
+	__u64 *dst = (__u64 *)v->comm; /* at offset 64 of conn_value */
 
-	v->pid = bpf_get_current_pid_tgid() >> 32;
-	/* The process name, not the name of the thread that made the call. */
-	BPF_CORE_READ_STR_INTO(&v->comm, task, group_leader, comm);
+	v->pid = task->tgid;
+	dst[0] = comm[0];
+	dst[1] = comm[1];
 }
 
 /* Copy the kernel's per-socket counters. tcp_sock keeps them in odd units
