@@ -355,19 +355,26 @@ static __always_inline void on_sock_io(const struct sock *sk, int ret, int flags
 {
 	__u64 key = (__u64)sk;
 	struct conn_value *v;
+	struct tcp_sock *tp;
 
+	/* Every send and receive on the host (UDP, unix, failed calls) comes
+	 * here: reject on the argument in a register, then on one load from
+	 * the socket, before the map lookup. */
 	if (ret <= 0 || sk->sk_protocol != IPPROTO_TCP)
 		return;
 	v = bpf_map_lookup_elem(&conns, &key);
-	if (!v)
+	if (!v || !(v->flags & CONN_ESTABLISHED))
 		return;
-	if (!(v->flags & CONN_OWNED) && (v->flags & CONN_ESTABLISHED)) {
+	if (!(v->flags & CONN_OWNED)) {
 		v->flags |= CONN_OWNED;
 		set_owner(v);
 		if (v->flags & CONN_PASSIVE)
 			emit(key, EV_ACCEPT, 0, v);
 	}
-	refresh(sk);
+	/* What refresh() does, without looking the socket up a second time. */
+	tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (tp)
+		read_counters(tp, v);
 }
 
 SEC("tp_btf/sock_send_length")
