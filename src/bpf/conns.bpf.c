@@ -412,28 +412,33 @@ int BPF_PROG(on_retransmit, const struct sock *sk)
  * name the accepting process as the owner. */
 static __always_inline void on_accept_exit(long ret)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct file **fds;
+	struct task_struct *task;
+	struct fdtable *fdt;
 	struct file *file = NULL;
 	struct socket *sock;
 	struct sock *sk;
-	unsigned int max_fds;
 	__u64 key;
 	struct conn_value *v;
 
 	if (ret < 0)
 		return;
-	fds = BPF_CORE_READ(task, files, fdt, fd);
-	max_fds = BPF_CORE_READ(task, files, fdt, max_fds);
-	if ((unsigned long)ret >= max_fds)
+	/* Plain loads through BTF pointers where the verifier types them:
+	 * task->files->fdt. fdt->fd is a pointer to pointers (a scalar to the
+	 * verifier), so the file pointer needs one probe read; file and
+	 * socket are then reached through bpf_core_cast() (bpf_rdonly_cast,
+	 * which the verifier turns into a register move; loads through it
+	 * are fault-safe like probe reads). */
+	task = bpf_get_current_task_btf();
+	fdt = task->files->fdt;
+	if ((unsigned long)ret >= fdt->max_fds)
 		return;
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[ret]);
+	bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[ret]);
 	if (!file)
 		return;
-	sock = BPF_CORE_READ(file, private_data);
+	sock = bpf_core_cast(file, struct file)->private_data;
 	if (!sock)
 		return;
-	sk = BPF_CORE_READ(sock, sk);
+	sk = bpf_core_cast(sock, struct socket)->sk;
 	key = (__u64)sk;
 	v = bpf_map_lookup_elem(&conns, &key);
 	if (!v || (v->flags & CONN_OWNED) || !(v->flags & CONN_PASSIVE))
