@@ -206,22 +206,42 @@ static __always_inline void refresh(const struct sock *sk)
 		read_counters(tp, v);
 }
 
-static __always_inline void emit(__u64 sk, __u32 type, __s32 err, const struct conn_value *v)
+/* Reserves an event record and fills its header; NULL (and a counted
+ * loss) when the ring buffer is full. */
+static __always_inline struct conn_event *event_start(__u64 sk, __u32 type, __s32 err, __u64 ts)
 {
 	struct conn_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
 	if (!e) {
 		count_loss(LOSS_EVENTS);
-		return;
+		return NULL;
 	}
 	e->sk = sk;
-	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->ts_ns = ts;
 	e->type = type;
 	e->err = err;
-	__builtin_memcpy(&e->conn, v, sizeof(*v));
+	return e;
+}
+
+static __always_inline void event_submit(struct conn_event *e)
+{
 	bpf_ringbuf_submit(e, bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
 				      ? BPF_RB_FORCE_WAKEUP
 				      : BPF_RB_NO_WAKEUP);
+}
+
+/* ts: CLOCK_BOOTTIME of the event; callers that have just read the clock
+ * pass that reading (bpf_ktime_get_boot_ns() costs as much as a map
+ * update on these machines). */
+static __always_inline void emit(__u64 sk, __u32 type, __s32 err, __u64 ts,
+				 const struct conn_value *v)
+{
+	struct conn_event *e = event_start(sk, type, err, ts);
+
+	if (!e)
+		return;
+	__builtin_memcpy(&e->conn, v, sizeof(*v));
+	event_submit(e);
 }
 
 static __always_inline void on_active_start(const struct sock *sk)
@@ -261,7 +281,8 @@ static __always_inline void on_established(const struct sock *sk, int oldstate)
 		v->start_ns = bpf_ktime_get_boot_ns();
 		v->id = __sync_fetch_and_add(&next_id, 1);
 		read_counters(tp, v);
-		emit(key, EV_CONNECT, 0, v);
+		/* The event happens at the establishment: one clock reading. */
+		emit(key, EV_CONNECT, 0, v->start_ns, v);
 		return;
 	}
 	/* oldstate == TCP_SYN_RECV (on_set_state lets nothing else through) */
@@ -290,31 +311,41 @@ static __always_inline void on_close(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
 	struct conn_value *v = bpf_map_lookup_elem(&conns, &key);
-	struct conn_value final;
+	struct conn_event *accept_ev = NULL, *close_ev;
 	struct tcp_sock *tp;
+	__u64 now;
 
 	if (!v)
 		return;
 	tp = bpf_skc_to_tcp_sock((void *)sk);
+	now = bpf_ktime_get_boot_ns();
+	/* Events are reserved and filled straight from the map value, then
+	 * the entry is deleted, then the events are submitted: a reader that
+	 * has seen the close (or the failure) never finds the connection in
+	 * the map afterwards. */
 	if (!(v->flags & CONN_ESTABLISHED)) {
 		if (tp)
 			read_tuple(tp, v);
-		v->start_ns = bpf_ktime_get_boot_ns();
+		v->start_ns = now;
 		v->id = __sync_fetch_and_add(&next_id, 1);
-		__builtin_memcpy(&final, v, sizeof(final));
-		bpf_map_delete_elem(&conns, &key);
-		emit(key, EV_CONNECT_FAILED, sk->sk_err, &final);
-		return;
+		close_ev = event_start(key, EV_CONNECT_FAILED, sk->sk_err, now);
+	} else {
+		if (tp)
+			read_counters(tp, v);
+		/* Never accepted: pid 0 says so. */
+		if ((v->flags & (CONN_PASSIVE | CONN_OWNED)) == CONN_PASSIVE)
+			accept_ev = event_start(key, EV_ACCEPT, 0, now);
+		close_ev = event_start(key, EV_CLOSE, 0, now);
 	}
-	if (tp)
-		read_counters(tp, v);
-	__builtin_memcpy(&final, v, sizeof(final));
-	/* Delete before the event is visible, so a reader that has seen the
-	 * close never finds the connection in the map afterwards. */
+	if (accept_ev)
+		__builtin_memcpy(&accept_ev->conn, v, sizeof(*v));
+	if (close_ev)
+		__builtin_memcpy(&close_ev->conn, v, sizeof(*v));
 	bpf_map_delete_elem(&conns, &key);
-	if ((final.flags & (CONN_PASSIVE | CONN_OWNED)) == CONN_PASSIVE)
-		emit(key, EV_ACCEPT, 0, &final); /* never accepted: pid 0 says so */
-	emit(key, EV_CLOSE, 0, &final);
+	if (accept_ev)
+		event_submit(accept_ev);
+	if (close_ev)
+		event_submit(close_ev);
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -369,7 +400,7 @@ static __always_inline void on_sock_io(const struct sock *sk, int ret, int flags
 		v->flags |= CONN_OWNED;
 		set_owner(v);
 		if (v->flags & CONN_PASSIVE)
-			emit(key, EV_ACCEPT, 0, v);
+			emit(key, EV_ACCEPT, 0, bpf_ktime_get_boot_ns(), v);
 	}
 	/* What refresh() does, without looking the socket up a second time. */
 	tp = bpf_skc_to_tcp_sock((void *)sk);
@@ -445,7 +476,7 @@ static __always_inline void on_accept_exit(long ret)
 		return;
 	v->flags |= CONN_OWNED;
 	set_owner(v);
-	emit(key, EV_ACCEPT, 0, v);
+	emit(key, EV_ACCEPT, 0, bpf_ktime_get_boot_ns(), v);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept4")
