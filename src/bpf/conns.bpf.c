@@ -522,7 +522,9 @@ int seed_tcp(struct bpf_iter__tcp *ctx)
 	read_tuple(tp, &rec.conn);
 	if (filter_loopback && is_loopback(&rec.conn))
 		return 0;
-	rec.ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+	/* Plain loads (NULL-safe: a faulting load through a BTF pointer reads 0,
+	 * as the probe reads did for an orphaned socket). */
+	rec.ino = tp->inet_conn.icsk_inet.sk.sk_socket->file->f_inode->i_ino;
 	if (!rec.is_listener) {
 		rec.conn.flags = CONN_SEEDED | CONN_ESTABLISHED;
 		rec.conn.start_ns = bpf_ktime_get_boot_ns();
