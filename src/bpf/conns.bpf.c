@@ -89,10 +89,24 @@ static __always_inline void copy_in6(__u8 *dst, const struct in6_addr *a)
 	__builtin_memcpy(dst, w, 16);
 }
 
-/* Addresses, ports, family and netns of a socket. tp comes from
- * bpf_skc_to_tcp_sock(), so the verifier knows it as a tcp_sock and lets
- * every field (inet_sock ones included) be read with plain loads instead of
- * one bpf_probe_read_kernel() each. */
+/* What bpf_skc_to_tcp_sock() returns, without the helper call: the same
+ * test (a full socket of protocol TCP), then bpf_core_cast(), which the
+ * verifier turns into a register move. Loads through the result are plain
+ * (fault-safe) loads, like loads through any BTF pointer in a tracing
+ * program; a C cast would not do, the verifier would still see a sock. */
+static __always_inline struct tcp_sock *as_tcp_sock(const struct sock *sk)
+{
+	int state = sk->__sk_common.skc_state;
+
+	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV || sk->sk_protocol != IPPROTO_TCP)
+		return NULL;
+	return bpf_core_cast(sk, struct tcp_sock);
+}
+
+/* Addresses, ports, family and netns of a socket. Through a tcp_sock
+ * pointer (as_tcp_sock() or bpf_skc_to_tcp_sock()) the verifier lets every
+ * field, inet_sock ones included, be read with plain loads instead of one
+ * bpf_probe_read_kernel() each. */
 static __always_inline void read_tuple(const struct tcp_sock *tp, struct conn_value *v)
 {
 	const struct inet_sock *inet = &tp->inet_conn.icsk_inet;
@@ -201,7 +215,7 @@ static __always_inline void refresh(const struct sock *sk)
 
 	if (!v || !(v->flags & CONN_ESTABLISHED))
 		return;
-	tp = bpf_skc_to_tcp_sock((void *)sk);
+	tp = as_tcp_sock(sk);
 	if (tp)
 		read_counters(tp, v);
 }
@@ -249,7 +263,7 @@ static __always_inline void on_active_start(const struct sock *sk)
 	__u64 key = (__u64)sk;
 	struct conn_value v = {};
 	/* Never NULL here: tcp_set_state() only runs on full TCP sockets. */
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+	struct tcp_sock *tp = as_tcp_sock(sk);
 
 	if (!tp)
 		return;
@@ -273,7 +287,7 @@ static __always_inline void on_established(const struct sock *sk, int oldstate)
 	if (oldstate == TCP_SYN_SENT) {
 		if (!v)
 			return;
-		tp = bpf_skc_to_tcp_sock((void *)sk);
+		tp = as_tcp_sock(sk);
 		if (!tp)
 			return;
 		read_tuple(tp, v);
@@ -288,7 +302,7 @@ static __always_inline void on_established(const struct sock *sk, int oldstate)
 	/* oldstate == TCP_SYN_RECV (on_set_state lets nothing else through) */
 	if (v)
 		return;
-	tp = bpf_skc_to_tcp_sock((void *)sk);
+	tp = as_tcp_sock(sk);
 	if (!tp)
 		return;
 
@@ -317,7 +331,7 @@ static __always_inline void on_close(const struct sock *sk)
 
 	if (!v)
 		return;
-	tp = bpf_skc_to_tcp_sock((void *)sk);
+	tp = as_tcp_sock(sk);
 	now = bpf_ktime_get_boot_ns();
 	/* Events are reserved and filled straight from the map value, then
 	 * the entry is deleted, then the events are submitted: a reader that
@@ -403,7 +417,7 @@ static __always_inline void on_sock_io(const struct sock *sk, int ret, int flags
 			emit(key, EV_ACCEPT, 0, bpf_ktime_get_boot_ns(), v);
 	}
 	/* What refresh() does, without looking the socket up a second time. */
-	tp = bpf_skc_to_tcp_sock((void *)sk);
+	tp = as_tcp_sock(sk);
 	if (tp)
 		read_counters(tp, v);
 }
