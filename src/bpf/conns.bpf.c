@@ -78,23 +78,52 @@ static __always_inline bool v6_loopback(const __u8 *a)
 	return a[8] == 0 && a[9] == 0 && a[10] == 0xff && a[11] == 0xff && a[12] == 127;
 }
 
-/* Addresses, ports, family and netns of a socket. */
-static __always_inline void read_tuple(const struct sock *sk, struct conn_value *v)
+static __always_inline void copy_in6(__u8 *dst, const struct in6_addr *a)
 {
-	const struct sock_common *skc = &sk->__sk_common;
+	__u32 w[4];
 
-	v->family = BPF_CORE_READ(skc, skc_family);
+	w[0] = a->in6_u.u6_addr32[0];
+	w[1] = a->in6_u.u6_addr32[1];
+	w[2] = a->in6_u.u6_addr32[2];
+	w[3] = a->in6_u.u6_addr32[3];
+	__builtin_memcpy(dst, w, 16);
+}
+
+/* What bpf_skc_to_tcp_sock() returns, without the helper call: the same
+ * test (a full socket of protocol TCP), then bpf_core_cast(), which the
+ * verifier turns into a register move. Loads through the result are plain
+ * (fault-safe) loads, like loads through any BTF pointer in a tracing
+ * program; a C cast would not do, the verifier would still see a sock. */
+static __always_inline struct tcp_sock *as_tcp_sock(const struct sock *sk)
+{
+	int state = sk->__sk_common.skc_state;
+
+	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV || sk->sk_protocol != IPPROTO_TCP)
+		return NULL;
+	return bpf_core_cast(sk, struct tcp_sock);
+}
+
+/* Addresses, ports, family and netns of a socket. Through a tcp_sock
+ * pointer (as_tcp_sock() or bpf_skc_to_tcp_sock()) the verifier lets every
+ * field, inet_sock ones included, be read with plain loads instead of one
+ * bpf_probe_read_kernel() each. */
+static __always_inline void read_tuple(const struct tcp_sock *tp, struct conn_value *v)
+{
+	const struct inet_sock *inet = &tp->inet_conn.icsk_inet;
+	const struct sock_common *skc = &inet->sk.__sk_common;
+
+	v->family = skc->skc_family;
 	/* inet_sport, not skc_num: a failed connect releases the port (and
 	 * zeroes skc_num) before the TCP_CLOSE transition is traced. */
-	v->sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	v->dport = __builtin_bswap16(BPF_CORE_READ(skc, skc_dport));
-	v->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	v->sport = __builtin_bswap16(inet->inet_sport);
+	v->dport = __builtin_bswap16(skc->skc_dport);
+	v->netns = skc->skc_net.net->ns.inum;
 	if (v->family == AF_INET6) {
-		BPF_CORE_READ_INTO(&v->saddr, skc, skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&v->daddr, skc, skc_v6_daddr.in6_u.u6_addr8);
+		copy_in6(v->saddr, &skc->skc_v6_rcv_saddr);
+		copy_in6(v->daddr, &skc->skc_v6_daddr);
 	} else {
-		__u32 s = BPF_CORE_READ(skc, skc_rcv_saddr);
-		__u32 d = BPF_CORE_READ(skc, skc_daddr);
+		__u32 s = skc->skc_rcv_saddr;
+		__u32 d = skc->skc_daddr;
 
 		__builtin_memcpy(v->saddr, &s, 4);
 		__builtin_memcpy(v->daddr, &d, 4);
@@ -124,11 +153,18 @@ static __always_inline bool dst_is_loopback(const struct conn_value *v)
 
 static __always_inline void set_owner(struct conn_value *v)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *task = bpf_get_current_task_btf();
+	/* The process name, not the name of the thread that made the call.
+	 * Plain loads through the BTF task pointer, no probe reads: comm is
+	 * always NUL-padded to its full length (__set_task_comm() uses
+	 * strscpy_pad()), so copying all 16 bytes gives what a string read
+	 * into the zeroed field gave. */
+	const __u64 *comm = (const __u64 *)task->group_leader->comm;
+	__u64 *dst = (__u64 *)v->comm; /* at offset 64 of conn_value */
 
-	v->pid = bpf_get_current_pid_tgid() >> 32;
-	/* The process name, not the name of the thread that made the call. */
-	BPF_CORE_READ_STR_INTO(&v->comm, task, group_leader, comm);
+	v->pid = task->tgid;
+	dst[0] = comm[0];
+	dst[1] = comm[1];
 }
 
 /* Copy the kernel's per-socket counters. tcp_sock keeps them in odd units
@@ -179,37 +215,61 @@ static __always_inline void refresh(const struct sock *sk)
 
 	if (!v || !(v->flags & CONN_ESTABLISHED))
 		return;
-	tp = bpf_skc_to_tcp_sock((void *)sk);
+	tp = as_tcp_sock(sk);
 	if (tp)
 		read_counters(tp, v);
 }
 
-static __always_inline void emit(__u64 sk, __u32 type, __s32 err, const struct conn_value *v)
+/* Reserves an event record and fills its header; NULL (and a counted
+ * loss) when the ring buffer is full. */
+static __always_inline struct conn_event *event_start(__u64 sk, __u32 type, __s32 err, __u64 ts)
 {
 	struct conn_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
 	if (!e) {
 		count_loss(LOSS_EVENTS);
-		return;
+		return NULL;
 	}
 	e->sk = sk;
-	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->ts_ns = ts;
 	e->type = type;
 	e->err = err;
-	__builtin_memcpy(&e->conn, v, sizeof(*v));
+	return e;
+}
+
+static __always_inline void event_submit(struct conn_event *e)
+{
 	bpf_ringbuf_submit(e, bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
 				      ? BPF_RB_FORCE_WAKEUP
 				      : BPF_RB_NO_WAKEUP);
+}
+
+/* ts: CLOCK_BOOTTIME of the event; callers that have just read the clock
+ * pass that reading (bpf_ktime_get_boot_ns() costs as much as a map
+ * update on these machines). */
+static __always_inline void emit(__u64 sk, __u32 type, __s32 err, __u64 ts,
+				 const struct conn_value *v)
+{
+	struct conn_event *e = event_start(sk, type, err, ts);
+
+	if (!e)
+		return;
+	__builtin_memcpy(&e->conn, v, sizeof(*v));
+	event_submit(e);
 }
 
 static __always_inline void on_active_start(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
 	struct conn_value v = {};
+	/* Never NULL here: tcp_set_state() only runs on full TCP sockets. */
+	struct tcp_sock *tp = as_tcp_sock(sk);
 
+	if (!tp)
+		return;
 	/* The source port may still be 0 here (chosen after SYN_SENT is set);
 	 * the tuple is read when the handshake ends. */
-	read_tuple(sk, &v);
+	read_tuple(tp, &v);
 	if (filter_loopback && dst_is_loopback(&v))
 		return;
 	v.flags = CONN_ACTIVE | CONN_OWNED;
@@ -222,29 +282,35 @@ static __always_inline void on_established(const struct sock *sk, int oldstate)
 {
 	__u64 key = (__u64)sk;
 	struct conn_value *v = bpf_map_lookup_elem(&conns, &key);
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+	struct tcp_sock *tp;
 
-	if (!tp)
-		return;
 	if (oldstate == TCP_SYN_SENT) {
 		if (!v)
 			return;
-		read_tuple(sk, v);
+		tp = as_tcp_sock(sk);
+		if (!tp)
+			return;
+		read_tuple(tp, v);
 		v->flags |= CONN_ESTABLISHED;
 		v->start_ns = bpf_ktime_get_boot_ns();
 		v->id = __sync_fetch_and_add(&next_id, 1);
 		read_counters(tp, v);
-		emit(key, EV_CONNECT, 0, v);
+		/* The event happens at the establishment: one clock reading. */
+		emit(key, EV_CONNECT, 0, v->start_ns, v);
 		return;
 	}
-	if (oldstate != TCP_SYN_RECV || v)
+	/* oldstate == TCP_SYN_RECV (on_set_state lets nothing else through) */
+	if (v)
+		return;
+	tp = as_tcp_sock(sk);
+	if (!tp)
 		return;
 
 	/* Passive open, in softirq: the current task is unrelated, so the
 	 * owner stays unknown until a process accept()s this socket. */
 	struct conn_value nv = {};
 
-	read_tuple(sk, &nv);
+	read_tuple(tp, &nv);
 	if (filter_loopback && is_loopback(&nv))
 		return;
 	nv.flags = CONN_PASSIVE | CONN_ESTABLISHED;
@@ -259,49 +325,71 @@ static __always_inline void on_close(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
 	struct conn_value *v = bpf_map_lookup_elem(&conns, &key);
-	struct conn_value final;
+	struct conn_event *accept_ev = NULL, *close_ev;
 	struct tcp_sock *tp;
+	__u64 now;
 
 	if (!v)
 		return;
+	tp = as_tcp_sock(sk);
+	now = bpf_ktime_get_boot_ns();
+	/* Events are reserved and filled straight from the map value, then
+	 * the entry is deleted, then the events are submitted: a reader that
+	 * has seen the close (or the failure) never finds the connection in
+	 * the map afterwards. */
 	if (!(v->flags & CONN_ESTABLISHED)) {
-		read_tuple(sk, v);
-		v->start_ns = bpf_ktime_get_boot_ns();
+		if (tp)
+			read_tuple(tp, v);
+		v->start_ns = now;
 		v->id = __sync_fetch_and_add(&next_id, 1);
-		__builtin_memcpy(&final, v, sizeof(final));
-		bpf_map_delete_elem(&conns, &key);
-		emit(key, EV_CONNECT_FAILED, BPF_CORE_READ(sk, sk_err), &final);
-		return;
+		close_ev = event_start(key, EV_CONNECT_FAILED, sk->sk_err, now);
+	} else {
+		if (tp)
+			read_counters(tp, v);
+		/* Never accepted: pid 0 says so. */
+		if ((v->flags & (CONN_PASSIVE | CONN_OWNED)) == CONN_PASSIVE)
+			accept_ev = event_start(key, EV_ACCEPT, 0, now);
+		close_ev = event_start(key, EV_CLOSE, 0, now);
 	}
-	tp = bpf_skc_to_tcp_sock((void *)sk);
-	if (tp)
-		read_counters(tp, v);
-	__builtin_memcpy(&final, v, sizeof(final));
-	/* Delete before the event is visible, so a reader that has seen the
-	 * close never finds the connection in the map afterwards. */
+	if (accept_ev)
+		__builtin_memcpy(&accept_ev->conn, v, sizeof(*v));
+	if (close_ev)
+		__builtin_memcpy(&close_ev->conn, v, sizeof(*v));
 	bpf_map_delete_elem(&conns, &key);
-	if ((final.flags & (CONN_PASSIVE | CONN_OWNED)) == CONN_PASSIVE)
-		emit(key, EV_ACCEPT, 0, &final); /* never accepted: pid 0 says so */
-	emit(key, EV_CLOSE, 0, &final);
+	if (accept_ev)
+		event_submit(accept_ev);
+	if (close_ev)
+		event_submit(close_ev);
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
-	if (sk->sk_protocol != IPPROTO_TCP)
-		return 0;
+	/* Half of all transitions (FIN_WAIT*, CLOSE_WAIT, LAST_ACK, SYN_RECV)
+	 * are of no interest: decide on the states, already in registers,
+	 * before touching the socket. */
 	switch (newstate) {
 	case TCP_SYN_SENT:
-		if (oldstate == TCP_CLOSE)
-			on_active_start(sk);
+		if (oldstate != TCP_CLOSE)
+			return 0;
 		break;
 	case TCP_ESTABLISHED:
-		on_established(sk, oldstate);
+		if (oldstate != TCP_SYN_SENT && oldstate != TCP_SYN_RECV)
+			return 0;
 		break;
 	case TCP_CLOSE:
-		on_close(sk);
 		break;
+	default:
+		return 0;
 	}
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	if (newstate == TCP_SYN_SENT)
+		on_active_start(sk);
+	else if (newstate == TCP_ESTABLISHED)
+		on_established(sk, oldstate);
+	else
+		on_close(sk);
 	return 0;
 }
 
@@ -312,19 +400,26 @@ static __always_inline void on_sock_io(const struct sock *sk, int ret, int flags
 {
 	__u64 key = (__u64)sk;
 	struct conn_value *v;
+	struct tcp_sock *tp;
 
+	/* Every send and receive on the host (UDP, unix, failed calls) comes
+	 * here: reject on the argument in a register, then on one load from
+	 * the socket, before the map lookup. */
 	if (ret <= 0 || sk->sk_protocol != IPPROTO_TCP)
 		return;
 	v = bpf_map_lookup_elem(&conns, &key);
-	if (!v)
+	if (!v || !(v->flags & CONN_ESTABLISHED))
 		return;
-	if (!(v->flags & CONN_OWNED) && (v->flags & CONN_ESTABLISHED)) {
+	if (!(v->flags & CONN_OWNED)) {
 		v->flags |= CONN_OWNED;
 		set_owner(v);
 		if (v->flags & CONN_PASSIVE)
-			emit(key, EV_ACCEPT, 0, v);
+			emit(key, EV_ACCEPT, 0, bpf_ktime_get_boot_ns(), v);
 	}
-	refresh(sk);
+	/* What refresh() does, without looking the socket up a second time. */
+	tp = as_tcp_sock(sk);
+	if (tp)
+		read_counters(tp, v);
 }
 
 SEC("tp_btf/sock_send_length")
@@ -362,35 +457,40 @@ int BPF_PROG(on_retransmit, const struct sock *sk)
  * name the accepting process as the owner. */
 static __always_inline void on_accept_exit(long ret)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct file **fds;
+	struct task_struct *task;
+	struct fdtable *fdt;
 	struct file *file = NULL;
 	struct socket *sock;
 	struct sock *sk;
-	unsigned int max_fds;
 	__u64 key;
 	struct conn_value *v;
 
 	if (ret < 0)
 		return;
-	fds = BPF_CORE_READ(task, files, fdt, fd);
-	max_fds = BPF_CORE_READ(task, files, fdt, max_fds);
-	if ((unsigned long)ret >= max_fds)
+	/* Plain loads through BTF pointers where the verifier types them:
+	 * task->files->fdt. fdt->fd is a pointer to pointers (a scalar to the
+	 * verifier), so the file pointer needs one probe read; file and
+	 * socket are then reached through bpf_core_cast() (bpf_rdonly_cast,
+	 * which the verifier turns into a register move; loads through it
+	 * are fault-safe like probe reads). */
+	task = bpf_get_current_task_btf();
+	fdt = task->files->fdt;
+	if ((unsigned long)ret >= fdt->max_fds)
 		return;
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[ret]);
+	bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[ret]);
 	if (!file)
 		return;
-	sock = BPF_CORE_READ(file, private_data);
+	sock = bpf_core_cast(file, struct file)->private_data;
 	if (!sock)
 		return;
-	sk = BPF_CORE_READ(sock, sk);
+	sk = bpf_core_cast(sock, struct socket)->sk;
 	key = (__u64)sk;
 	v = bpf_map_lookup_elem(&conns, &key);
 	if (!v || (v->flags & CONN_OWNED) || !(v->flags & CONN_PASSIVE))
 		return;
 	v->flags |= CONN_OWNED;
 	set_owner(v);
-	emit(key, EV_ACCEPT, 0, v);
+	emit(key, EV_ACCEPT, 0, bpf_ktime_get_boot_ns(), v);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept4")
@@ -433,10 +533,12 @@ int seed_tcp(struct bpf_iter__tcp *ctx)
 		return 0;
 	sk = (struct sock *)tp;
 	rec.sk = (__u64)sk;
-	read_tuple(sk, &rec.conn);
+	read_tuple(tp, &rec.conn);
 	if (filter_loopback && is_loopback(&rec.conn))
 		return 0;
-	rec.ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+	/* Plain loads (NULL-safe: a faulting load through a BTF pointer reads 0,
+	 * as the probe reads did for an orphaned socket). */
+	rec.ino = tp->inet_conn.icsk_inet.sk.sk_socket->file->f_inode->i_ino;
 	if (!rec.is_listener) {
 		rec.conn.flags = CONN_SEEDED | CONN_ESTABLISHED;
 		rec.conn.start_ns = bpf_ktime_get_boot_ns();
