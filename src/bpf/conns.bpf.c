@@ -284,9 +284,10 @@ static __always_inline void on_established(const struct sock *sk, int oldstate)
 	struct conn_value *v = bpf_map_lookup_elem(&conns, &key);
 	struct tcp_sock *tp;
 
-	if (oldstate == TCP_SYN_SENT) {
-		if (!v)
-			return;
+	/* An active open completes from SYN_SENT, or from SYN_RECV after a
+	 * simultaneous open (both ends sent SYNs): the entry made at SYN_SENT
+	 * tells them apart from a passive child. */
+	if (v && (v->flags & (CONN_ACTIVE | CONN_ESTABLISHED)) == CONN_ACTIVE) {
 		tp = as_tcp_sock(sk);
 		if (!tp)
 			return;
@@ -299,8 +300,7 @@ static __always_inline void on_established(const struct sock *sk, int oldstate)
 		emit(key, EV_CONNECT, 0, v->start_ns, v);
 		return;
 	}
-	/* oldstate == TCP_SYN_RECV (on_set_state lets nothing else through) */
-	if (v)
+	if (oldstate != TCP_SYN_RECV)
 		return;
 	tp = as_tcp_sock(sk);
 	if (!tp)
@@ -317,7 +317,9 @@ static __always_inline void on_established(const struct sock *sk, int oldstate)
 	nv.start_ns = bpf_ktime_get_boot_ns();
 	nv.id = __sync_fetch_and_add(&next_id, 1);
 	read_counters(tp, &nv);
-	if (bpf_map_update_elem(&conns, &key, &nv, BPF_NOEXIST))
+	/* BPF_ANY: an entry left under this socket address could only be a
+	 * stale one (a fresh child has none); replacing it is right. */
+	if (bpf_map_update_elem(&conns, &key, &nv, BPF_ANY))
 		count_loss(LOSS_MAP_FULL);
 }
 
