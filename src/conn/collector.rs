@@ -162,8 +162,14 @@ impl Collector {
     }
 
     /// Waits up to `timeout` for the BPF side to signal a full-ish ring,
-    /// then takes every queued event.
-    pub fn poll_events(&mut self, timeout: Duration) -> Result<Vec<types::conn_event>> {
+    /// then moves every queued event into `out` (cleared first). The two
+    /// buffers trade places, so neither is reallocated in steady state.
+    pub fn poll_events(
+        &mut self,
+        timeout: Duration,
+        out: &mut Vec<types::conn_event>,
+    ) -> Result<()> {
+        out.clear();
         if let Err(e) = self.ring.poll(timeout) {
             // EINTR from a signal is how Ctrl-C arrives; anything else is real.
             if e.kind() != libbpf_rs::ErrorKind::Interrupted {
@@ -173,7 +179,8 @@ impl Collector {
         self.ring
             .consume()
             .context("reading the event ring buffer")?;
-        Ok(std::mem::take(&mut *self.pending.borrow_mut()))
+        std::mem::swap(out, &mut *self.pending.borrow_mut());
+        Ok(())
     }
 
     /// Everything in the connection map, read in batches into buffers that

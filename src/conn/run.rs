@@ -58,6 +58,7 @@ pub fn run(
 
     let mut next_tick = Instant::now() + opts.interval;
     let mut last_losses = Losses::default();
+    let mut raw_events = Vec::new();
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         let wait = if stopping {
@@ -65,8 +66,9 @@ pub fn run(
         } else {
             DRAIN_PERIOD.min(next_tick.saturating_duration_since(Instant::now()))
         };
-        for raw in collector.poll_events(wait)? {
-            if let Some(ev) = table.event(&raw, &clock) {
+        collector.poll_events(wait, &mut raw_events)?;
+        for raw in &raw_events {
+            if let Some(ev) = table.event(raw, &clock) {
                 if opts.filter.matches(&ev.conn) {
                     sink.event(&ev)?;
                 }

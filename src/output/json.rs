@@ -65,40 +65,6 @@ struct LossesRecord<'a> {
     seed_map_full: u64,
 }
 
-/// The fixed part of a connection object, serialized once per connection
-/// and spliced into every `metrics` line (see [`IdentityCache`]).
-#[derive(Serialize)]
-struct IdentityFields<'a> {
-    id: u64,
-    pid: u32,
-    comm: &'a str,
-    netns: u32,
-    family: u8,
-    direction: &'static str,
-    local_addr: IpAddr,
-    local_port: u16,
-    remote_addr: IpAddr,
-    remote_port: u16,
-}
-
-impl<'a> From<&'a ConnInfo> for IdentityFields<'a> {
-    fn from(c: &'a ConnInfo) -> IdentityFields<'a> {
-        let t = &c.tuple;
-        IdentityFields {
-            id: c.id,
-            pid: c.pid,
-            comm: &c.comm,
-            netns: c.netns,
-            family: t.family(),
-            direction: c.direction.as_str(),
-            local_addr: t.local_addr,
-            local_port: t.local_port,
-            remote_addr: t.remote_addr,
-            remote_port: t.remote_port,
-        }
-    }
-}
-
 /// Serializes `value` (a struct, so a JSON object) and appends its fields
 /// without the enclosing braces.
 fn push_fields(
@@ -114,12 +80,53 @@ fn push_fields(
     Ok(())
 }
 
+/// The fixed fields of a connection object (`"id":..` to `"remote_port":..`),
+/// written by hand: they are the bulk of every line, and only `comm` can
+/// need escaping. Cached per connection for `metrics` lines.
 fn identity_bytes(c: &ConnInfo) -> Vec<u8> {
-    let mut out = Vec::with_capacity(200);
-    let mut scratch = Vec::with_capacity(200);
-    // A struct of numbers and strings always serializes.
-    let _ = push_fields(&mut out, &mut scratch, &IdentityFields::from(c));
-    out
+    let t = &c.tuple;
+    let mut b = Vec::with_capacity(224);
+    let mut n = itoa::Buffer::new();
+    b.extend_from_slice(b"\"id\":");
+    b.extend_from_slice(n.format(c.id).as_bytes());
+    b.extend_from_slice(b",\"pid\":");
+    b.extend_from_slice(n.format(c.pid).as_bytes());
+    b.extend_from_slice(b",\"comm\":");
+    // Serializing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut b, &*c.comm);
+    b.extend_from_slice(b",\"netns\":");
+    b.extend_from_slice(n.format(c.netns).as_bytes());
+    b.extend_from_slice(b",\"family\":");
+    b.extend_from_slice(n.format(t.family()).as_bytes());
+    b.extend_from_slice(b",\"direction\":\"");
+    b.extend_from_slice(c.direction.as_str().as_bytes());
+    b.extend_from_slice(b"\",\"local_addr\":\"");
+    push_ip(&mut b, t.local_addr);
+    b.extend_from_slice(b"\",\"local_port\":");
+    b.extend_from_slice(n.format(t.local_port).as_bytes());
+    b.extend_from_slice(b",\"remote_addr\":\"");
+    push_ip(&mut b, t.remote_addr);
+    b.extend_from_slice(b"\",\"remote_port\":");
+    b.extend_from_slice(n.format(t.remote_port).as_bytes());
+    b
+}
+
+/// An address in its usual text form (never anything JSON must escape).
+fn push_ip(b: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut n = itoa::Buffer::new();
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    b.push(b'.');
+                }
+                b.extend_from_slice(n.format(*octet).as_bytes());
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(b, "{v6}");
+        }
+    }
 }
 
 /// `{"type":"<kind>","timestamp":"<time>",`
@@ -378,6 +385,25 @@ mod tests {
         assert_eq!(failed["reason"], "timed_out");
         assert_eq!(failed["family"], 4);
         assert_eq!(failed["timestamp"], TIME);
+    }
+
+    #[test]
+    fn identity_fields_written_by_hand_are_valid_json() {
+        let mut c = conn("2001:db8::1", 443, "192.0.2.200", 51000, Direction::Inbound);
+        c.comm = "my \"srv\"\\1".into();
+        let mut line = b"{".to_vec();
+        line.extend_from_slice(&identity_bytes(&c));
+        line.push(b'}');
+        let v: Value = serde_json::from_slice(&line).expect("valid JSON");
+        assert_eq!(v["comm"], "my \"srv\"\\1");
+        assert_eq!(v["local_addr"], "2001:db8::1");
+        assert_eq!(v["remote_addr"], "192.0.2.200");
+        assert_eq!(v["local_port"], 443);
+        assert_eq!(v["remote_port"], 51000);
+        assert_eq!(v["direction"], "in");
+        assert_eq!(v["id"], c.id);
+        assert_eq!(v["pid"], c.pid);
+        assert_eq!(v["netns"], c.netns);
     }
 
     #[test]
