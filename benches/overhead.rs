@@ -25,10 +25,12 @@ use common::*;
 use netlens::sys::procfs;
 use serde_json::{json, Value};
 
-const ROUNDS: usize = 5;
-const SECS: &str = "2";
-const IDLE_CONNS: usize = 10_000;
-const IDLE_MEASURE: Duration = Duration::from_secs(20);
+const ROUNDS: usize = 9;
+const SECS: &str = "1.5";
+/// Idle TCP connections held open; both ends are on this host, so netlens
+/// tracks twice as many sockets (each end is one row of its output).
+const IDLE_PAIRS: [usize; 2] = [5_000, 10_000];
+const IDLE_MEASURE: Duration = Duration::from_secs(15);
 
 /// A `netlens conns` run whose output goes to files (parsing it here would
 /// cost CPU on the machine being measured).
@@ -98,21 +100,61 @@ fn events_lost(stderr: &str) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// Alternating rounds of `load` without and with netlens; returns
-/// (baseline median, traced median, max events lost in traced rounds).
-fn compare(name: &str, load: &dyn Fn() -> f64) -> (f64, f64, u64) {
-    let (mut base, mut traced, mut lost) = (Vec::new(), Vec::new(), 0);
+/// Alternating rounds of `load` without and with netlens (JSON to
+/// /dev/null); returns the medians without and with, the most events lost
+/// in a traced round, and netlens's median CPU (fraction of one core).
+fn compare(name: &str, load: &dyn Fn() -> f64) -> (f64, f64, u64, f64) {
+    let (mut base, mut traced, mut lost, mut cpu) = (Vec::new(), Vec::new(), 0, Vec::new());
     for round in 0..ROUNDS {
         let b = load();
         let t = Tracer::start(&["-f", "--json", "--no-log-file", "-t", "1"], name);
+        let (c0, t0) = (t.cpu_secs(), Instant::now());
         let w = load();
+        cpu.push((t.cpu_secs() - c0) / t0.elapsed().as_secs_f64());
         let err = t.stop();
         lost = lost.max(events_lost(&err));
         eprintln!("  {name} round {round}: without {b:.0}, with {w:.0}");
         base.push(b);
         traced.push(w);
     }
-    (median(base), median(traced), lost)
+    (median(base), median(traced), lost, median(cpu))
+}
+
+/// netlens's CPU (fraction of one core) at `-t 1` with `pairs` idle
+/// connections open, in logging mode with a log file and in JSON mode.
+fn idle_cpu(to: &str, pairs: usize) -> (f64, f64) {
+    let hold = peer(
+        None,
+        &[
+            "hold",
+            "--to",
+            to,
+            "--count",
+            &pairs.to_string(),
+            "--secs",
+            "120",
+        ],
+    );
+    hold.wait_event("holding");
+    // Let the server side finish accepting before measuring.
+    std::thread::sleep(Duration::from_secs(2));
+    let log_dir = std::env::temp_dir().join(format!("netlens-bench-log-{}", std::process::id()));
+    let log_arg = log_dir.to_string_lossy().to_string();
+    let mut out = Vec::new();
+    for args in [
+        vec!["-f", "-t", "1", "--log-dir", log_arg.as_str()],
+        vec!["-f", "-t", "1", "--json", "--no-log-file"],
+    ] {
+        let t = Tracer::start(&args, "idle");
+        std::thread::sleep(Duration::from_secs(3));
+        let (c0, t0) = (t.cpu_secs(), Instant::now());
+        std::thread::sleep(IDLE_MEASURE);
+        out.push((t.cpu_secs() - c0) / t0.elapsed().as_secs_f64());
+        t.stop();
+    }
+    let _ = fs::remove_dir_all(&log_dir);
+    drop(hold);
+    (out[0], out[1])
 }
 
 fn bpf_prog_stats() -> Vec<(String, u64, u64)> {
@@ -160,9 +202,9 @@ fn main() {
     };
 
     eprintln!("bulk throughput, loopback, {ROUNDS} alternating rounds of {SECS} s");
-    let (bulk_base, bulk_traced, _) = compare("bulk", &bulk);
+    let (bulk_base, bulk_traced, _, bulk_cpu) = compare("bulk", &bulk);
     eprintln!("short connections, loopback, {ROUNDS} alternating rounds of {SECS} s");
-    let (churn_base, churn_traced, churn_lost) = compare("churn", &churn);
+    let (churn_base, churn_traced, churn_lost, churn_cpu) = compare("churn", &churn);
 
     // BPF-side cost per program run, under connection churn.
     let _ = run("sysctl", &["-q", "kernel.bpf_stats_enabled=1"]);
@@ -172,36 +214,14 @@ fn main() {
     t.stop();
     let _ = run("sysctl", &["-q", "kernel.bpf_stats_enabled=0"]);
 
-    eprintln!("netlens CPU with {IDLE_CONNS} idle connections, -t 1, logging mode + log file");
-    let hold = peer(
-        None,
-        &[
-            "hold",
-            "--to",
-            &to,
-            "--count",
-            &IDLE_CONNS.to_string(),
-            "--secs",
-            "120",
-        ],
-    );
-    hold.wait_event("holding");
-    let log_dir = std::env::temp_dir().join(format!("netlens-bench-log-{}", std::process::id()));
-    let log_arg = log_dir.to_string_lossy().to_string();
-    let t = Tracer::start(&["-f", "-t", "1", "--log-dir", &log_arg], "idle");
-    std::thread::sleep(Duration::from_secs(3));
-    let (c0, t0) = (t.cpu_secs(), Instant::now());
-    std::thread::sleep(IDLE_MEASURE);
-    let idle_cpu = (t.cpu_secs() - c0) / t0.elapsed().as_secs_f64();
-    t.stop();
-    let t = Tracer::start(&["-f", "-t", "1", "--json", "--no-log-file"], "idle-json");
-    std::thread::sleep(Duration::from_secs(3));
-    let (c0, t0) = (t.cpu_secs(), Instant::now());
-    std::thread::sleep(IDLE_MEASURE);
-    let idle_cpu_json = (t.cpu_secs() - c0) / t0.elapsed().as_secs_f64();
-    t.stop();
-    let _ = fs::remove_dir_all(&log_dir);
-    drop(hold);
+    let mut idle = Vec::new();
+    for pairs in IDLE_PAIRS {
+        eprintln!(
+            "netlens CPU with {pairs} idle connections ({} sockets), -t 1",
+            2 * pairs
+        );
+        idle.push((pairs, idle_cpu(&to, pairs)));
+    }
     drop(srv);
 
     let bulk_loss = 1.0 - bulk_traced / bulk_base;
@@ -218,10 +238,18 @@ fn main() {
         churn_loss * 100.0
     );
     println!(
-        "  idle {IDLE_CONNS} conns, -t 1:  netlens uses {:.2} % of one core (log file + console), {:.2} % (JSON) (target <= 1 %)",
-        idle_cpu * 100.0,
-        idle_cpu_json * 100.0
+        "  netlens's own CPU while loaded: {:.2} % of one core (bulk), {:.2} % (connections)",
+        bulk_cpu * 100.0,
+        churn_cpu * 100.0
     );
+    for (pairs, (logging, json)) in &idle {
+        println!(
+            "  idle, -t 1, {pairs} connections ({} sockets tracked): {:.2} % of one core (logging + log file), {:.2} % (JSON) (target <= 1 % for 10,000)",
+            2 * pairs,
+            logging * 100.0,
+            json * 100.0
+        );
+    }
     let mut progs = Vec::new();
     for (name, ns, cnt) in &stats {
         if *cnt > 0 {
@@ -236,8 +264,10 @@ fn main() {
         "bulk_bytes_per_sec": {"without": bulk_base, "with": bulk_traced, "loss": bulk_loss},
         "conns_per_sec": {"without": churn_base, "with": churn_traced, "loss": churn_loss,
                           "events_lost": churn_lost},
-        "idle_cpu_fraction_of_core": {"logging": idle_cpu, "json": idle_cpu_json,
-                                      "connections": IDLE_CONNS},
+        "netlens_cpu_fraction_of_core_loaded": {"bulk": bulk_cpu, "churn": churn_cpu},
+        "idle_cpu_fraction_of_core": idle.iter().map(|(pairs, (logging, json))| json!({
+            "connections": pairs, "sockets_tracked": 2 * pairs, "logging": logging, "json": json,
+        })).collect::<Vec<_>>(),
         "bpf_programs": progs,
     });
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-overhead.json");
