@@ -17,42 +17,22 @@ use serde::Serialize;
 use super::{fmt_time, IdentityCache, LineBuf, Sink};
 use crate::model::{ConnEvent, ConnInfo, EventKind, Losses, Metrics, Snapshot, UnixNanos};
 
-/// Counters of `metrics` and `close` objects.
-#[derive(Serialize)]
-struct CounterFields {
-    bytes_sent: u64,
-    bytes_received: u64,
-    packets_sent: u64,
-    packets_received: u64,
-    retransmits: u64,
-    rtt_us: u32,
-    rtt_var_us: u32,
-}
-
-impl From<&Metrics> for CounterFields {
-    fn from(m: &Metrics) -> CounterFields {
-        CounterFields {
-            bytes_sent: m.bytes_sent,
-            bytes_received: m.bytes_received,
-            packets_sent: m.packets_sent,
-            packets_received: m.packets_received,
-            retransmits: m.retransmits,
-            rtt_us: m.rtt_us,
-            rtt_var_us: m.rtt_var_us,
-        }
+/// `,"bytes_sent":N,...,"rtt_var_us":N`: the counters of `metrics` and
+/// `close` objects, by hand for the same reason as [`identity_bytes`].
+fn push_counters(b: &mut Vec<u8>, m: &Metrics) {
+    let mut n = itoa::Buffer::new();
+    for (key, value) in [
+        (&b",\"bytes_sent\":"[..], m.bytes_sent),
+        (b",\"bytes_received\":", m.bytes_received),
+        (b",\"packets_sent\":", m.packets_sent),
+        (b",\"packets_received\":", m.packets_received),
+        (b",\"retransmits\":", m.retransmits),
+        (b",\"rtt_us\":", m.rtt_us as u64),
+        (b",\"rtt_var_us\":", m.rtt_var_us as u64),
+    ] {
+        b.extend_from_slice(key);
+        b.extend_from_slice(n.format(value).as_bytes());
     }
-}
-
-/// What a `metrics` object adds after its counters.
-#[derive(Serialize)]
-struct SnapshotFields {
-    incremental: bool,
-    age_s: f64,
-}
-
-#[derive(Serialize)]
-struct ReasonField {
-    reason: String,
 }
 
 #[derive(Serialize)]
@@ -63,21 +43,6 @@ struct LossesRecord<'a> {
     events_lost: u64,
     map_full: u64,
     seed_map_full: u64,
-}
-
-/// Serializes `value` (a struct, so a JSON object) and appends its fields
-/// without the enclosing braces.
-fn push_fields(
-    buf: &mut Vec<u8>,
-    scratch: &mut Vec<u8>,
-    value: &impl Serialize,
-) -> anyhow::Result<()> {
-    scratch.clear();
-    serde_json::to_writer(&mut *scratch, value).context("serializing JSON record")?;
-    if scratch.len() >= 2 {
-        buf.extend_from_slice(&scratch[1..scratch.len() - 1]);
-    }
-    Ok(())
 }
 
 /// The fixed fields of a connection object (`"id":..` to `"remote_port":..`),
@@ -150,7 +115,6 @@ fn age_seconds(start: UnixNanos, now: UnixNanos) -> f64 {
 pub struct JsonSink<W: Write> {
     out: LineBuf<W>,
     identities: IdentityCache,
-    scratch: Vec<u8>,
 }
 
 impl<W: Write> JsonSink<W> {
@@ -158,7 +122,6 @@ impl<W: Write> JsonSink<W> {
         JsonSink {
             out: LineBuf::new(out),
             identities: IdentityCache::default(),
-            scratch: Vec::with_capacity(256),
         }
     }
 
@@ -175,20 +138,15 @@ impl<W: Write> JsonSink<W> {
 
 impl<W: Write> Sink for JsonSink<W> {
     fn event(&mut self, ev: &ConnEvent) -> anyhow::Result<()> {
-        let scratch = &mut self.scratch;
         let buf = self.out.buf_mut();
         push_head(buf, ev.kind.name(), &fmt_time(ev.timestamp))?;
         buf.extend_from_slice(&identity_bytes(&ev.conn));
         match (ev.kind, &ev.metrics) {
             (EventKind::ConnectFailed(reason), _) => {
-                buf.push(b',');
-                let reason = reason.to_string();
-                push_fields(buf, scratch, &ReasonField { reason })?;
+                // A word or errno_N: nothing to escape.
+                let _ = write!(buf, ",\"reason\":\"{reason}\"");
             }
-            (EventKind::Close, Some(m)) => {
-                buf.push(b',');
-                push_fields(buf, scratch, &CounterFields::from(m))?;
-            }
+            (EventKind::Close, Some(m)) => push_counters(buf, m),
             _ => {}
         }
         buf.push(b'}');
@@ -200,19 +158,18 @@ impl<W: Write> Sink for JsonSink<W> {
         let mut head = Vec::with_capacity(64);
         push_head(&mut head, "metrics", &time)?;
         for row in &snap.conns {
-            let scratch = &mut self.scratch;
             let identity = self.identities.get(&row.conn, identity_bytes);
             let buf = self.out.buf_mut();
             buf.extend_from_slice(&head);
             buf.extend_from_slice(identity);
-            buf.push(b',');
-            push_fields(buf, scratch, &CounterFields::from(&row.metrics))?;
-            buf.push(b',');
-            let extra = SnapshotFields {
-                incremental: snap.incremental,
-                age_s: age_seconds(row.conn.start, snap.timestamp),
-            };
-            push_fields(buf, scratch, &extra)?;
+            push_counters(buf, &row.metrics);
+            buf.extend_from_slice(if snap.incremental {
+                b",\"incremental\":true,\"age_s\":"
+            } else {
+                b",\"incremental\":false,\"age_s\":"
+            });
+            let age = age_seconds(row.conn.start, snap.timestamp);
+            serde_json::to_writer(&mut *buf, &age).context("serializing JSON record")?;
             buf.push(b'}');
             self.out.end_line()?;
         }

@@ -17,7 +17,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context;
 
-use crate::model::{ConnEvent, ConnInfo, IdMap, Losses, Snapshot, UnixNanos};
+use crate::model::{ConnEvent, ConnInfo, Losses, Snapshot, UnixNanos};
 
 /// One output of `netlens conns`.
 pub trait Sink {
@@ -203,33 +203,57 @@ impl<W: Write> LineBuf<W> {
 /// The formatted identity of each connection (tuple, owner, netns), kept
 /// from one snapshot to the next: with thousands of idle connections the
 /// identity never changes while the counters do, and formatting addresses
-/// is most of a line's cost. Entries of connections absent from a snapshot
-/// are dropped at its end, so the cache never outgrows the table.
+/// is most of a line's cost.
+///
+/// Snapshot rows come sorted by (start, id), so the cache is a vector in
+/// that order, walked alongside the rows (a merge, with sequential memory
+/// access, no hashing). Rows in another order still get correct bytes, only
+/// rendered afresh. Connections absent from a snapshot are dropped at its end.
 #[derive(Default)]
 pub(crate) struct IdentityCache {
-    entries: IdMap<(u64, u32), (u64, Vec<u8>)>,
-    snapshot: u64,
+    previous: Vec<CachedIdentity>,
+    cursor: usize,
+    current: Vec<CachedIdentity>,
+}
+
+struct CachedIdentity {
+    start: UnixNanos,
+    id: u64,
+    /// The owner can be learned after a connection was first shown.
+    pid: u32,
+    bytes: Vec<u8>,
 }
 
 impl IdentityCache {
-    /// The cached bytes for `c`, rendered by `render` on first use. Keyed by
-    /// id and PID: the owner (and so the command) of a connection can be
-    /// learned after it was first shown, everything else is fixed.
+    /// The bytes for `c`, rendered by `render` unless the previous snapshot
+    /// had them.
     pub(crate) fn get(&mut self, c: &ConnInfo, render: impl FnOnce(&ConnInfo) -> Vec<u8>) -> &[u8] {
-        let snapshot = self.snapshot;
-        let entry = self
-            .entries
-            .entry((c.id, c.pid))
-            .or_insert_with(|| (snapshot, render(c)));
-        entry.0 = snapshot;
-        &entry.1
+        let key = (c.start, c.id);
+        while self
+            .previous
+            .get(self.cursor)
+            .is_some_and(|p| (p.start, p.id) < key)
+        {
+            self.cursor += 1;
+        }
+        let bytes = match self.previous.get_mut(self.cursor) {
+            Some(p) if (p.start, p.id) == key && p.pid == c.pid => std::mem::take(&mut p.bytes),
+            _ => render(c),
+        };
+        self.current.push(CachedIdentity {
+            start: c.start,
+            id: c.id,
+            pid: c.pid,
+            bytes,
+        });
+        &self.current[self.current.len() - 1].bytes
     }
 
     /// Ends a snapshot: what was not used in it is forgotten.
     pub(crate) fn end_snapshot(&mut self) {
-        let snapshot = self.snapshot;
-        self.entries.retain(|_, (seen, _)| *seen == snapshot);
-        self.snapshot += 1;
+        self.previous = std::mem::take(&mut self.current);
+        self.current = Vec::with_capacity(self.previous.len());
+        self.cursor = 0;
     }
 }
 
@@ -308,6 +332,38 @@ mod tests {
     use super::*;
     use crate::model::{ConnRow, Direction, EventKind};
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn identity_cache_reuses_in_order_and_rerenders_on_change() {
+        let mk = |port: u16, start: u64| {
+            let mut c = test_util::conn("192.0.2.1", port, "192.0.2.2", 80, Direction::Outbound);
+            c.start = start;
+            c
+        };
+        let (a, b, c) = (mk(1, 10), mk(2, 20), mk(3, 30));
+        let renders = std::cell::Cell::new(0);
+        let render = |c: &ConnInfo| {
+            renders.set(renders.get() + 1);
+            c.tuple.local_port.to_string().into_bytes()
+        };
+        let mut cache = IdentityCache::default();
+        for c in [&a, &b, &c] {
+            cache.get(c, render);
+        }
+        cache.end_snapshot();
+        assert_eq!(renders.get(), 3);
+        // b is gone, a's owner changed, c is unchanged: only a is rendered.
+        let mut a2 = a.clone();
+        a2.pid = 4321;
+        assert_eq!(cache.get(&a2, render), b"1");
+        assert_eq!(cache.get(&c, render), b"3");
+        cache.end_snapshot();
+        assert_eq!(renders.get(), 4);
+        // Out of order still gives the right bytes (rendered again).
+        assert_eq!(cache.get(&c, render), b"3");
+        assert_eq!(cache.get(&a2, render), b"1");
+        assert_eq!(renders.get(), 5);
+    }
 
     #[test]
     fn time_is_rfc3339_utc_with_micros() {
