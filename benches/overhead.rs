@@ -86,6 +86,28 @@ impl Tracer {
     }
 }
 
+/// Runs `spawn` with this thread pinned to `cpu`, so the processes it
+/// starts inherit that affinity; the thread is unpinned afterwards.
+fn on_cpu<T>(cpu: usize, spawn: impl FnOnce() -> T) -> T {
+    let set = |cpus: &[usize]| {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
+        // sched_setaffinity only touch that local set and this thread.
+        unsafe {
+            let mut mask: libc::cpu_set_t = std::mem::zeroed();
+            for &c in cpus {
+                libc::CPU_SET(c, &mut mask);
+            }
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mask);
+        }
+    };
+    // SAFETY: sysconf has no preconditions.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    set(&[cpu]);
+    let out = spawn();
+    set(&(0..online).collect::<Vec<_>>());
+    out
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -100,10 +122,23 @@ fn events_lost(stderr: &str) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// What alternating rounds of one load measured.
+struct Compared {
+    /// Medians without and with netlens.
+    without: f64,
+    with: f64,
+    /// Median over rounds of (1 - with / without), each round comparing the
+    /// two runs done back to back: robust to the machine's slow drifts.
+    loss: f64,
+    /// Most events lost in a traced round.
+    events_lost: u64,
+    /// netlens's median CPU during traced rounds (fraction of one core).
+    cpu: f64,
+}
+
 /// Alternating rounds of `load` without and with netlens (JSON to
-/// /dev/null); returns the medians without and with, the most events lost
-/// in a traced round, and netlens's median CPU (fraction of one core).
-fn compare(name: &str, load: &dyn Fn() -> f64) -> (f64, f64, u64, f64) {
+/// /dev/null).
+fn compare(name: &str, load: &dyn Fn() -> f64) -> Compared {
     let (mut base, mut traced, mut lost, mut cpu) = (Vec::new(), Vec::new(), 0, Vec::new());
     for round in 0..ROUNDS {
         let b = load();
@@ -117,7 +152,14 @@ fn compare(name: &str, load: &dyn Fn() -> f64) -> (f64, f64, u64, f64) {
         base.push(b);
         traced.push(w);
     }
-    (median(base), median(traced), lost, median(cpu))
+    let losses = base.iter().zip(&traced).map(|(b, w)| 1.0 - w / b).collect();
+    Compared {
+        without: median(base),
+        with: median(traced),
+        loss: median(losses),
+        events_lost: lost,
+        cpu: median(cpu),
+    }
 }
 
 /// netlens's CPU (fraction of one core) at `-t 1` with `pairs` idle
@@ -182,29 +224,34 @@ fn main() {
     if !require_root() {
         return;
     }
-    let (srv, srv_addr) = server(
-        None,
-        &["--listen", "127.0.0.1:0", "--sink", "--max-secs", "900"],
-    );
+    // Server on CPU 1, load generators on CPU 0, netlens wherever the
+    // scheduler puts it: unpinned, loopback throughput swings by 30 % with
+    // where the two ends happen to run.
+    let (srv, srv_addr) = on_cpu(1, || {
+        server(
+            None,
+            &["--listen", "127.0.0.1:0", "--sink", "--max-secs", "900"],
+        )
+    });
     let to = srv_addr.to_string();
 
     let bulk = || -> f64 {
-        let out = peer(None, &["bulk", "--to", &to, "--secs", SECS]).finish_output();
+        let out = on_cpu(0, || peer(None, &["bulk", "--to", &to, "--secs", SECS])).finish_output();
         one(&out.events, "bulk")["bytes_per_sec"]
             .as_f64()
             .expect("bytes_per_sec")
     };
     let churn = || -> f64 {
-        let out = peer(None, &["churn", "--to", &to, "--secs", SECS]).finish_output();
+        let out = on_cpu(0, || peer(None, &["churn", "--to", &to, "--secs", SECS])).finish_output();
         one(&out.events, "churn")["conns_per_sec"]
             .as_f64()
             .expect("conns_per_sec")
     };
 
     eprintln!("bulk throughput, loopback, {ROUNDS} alternating rounds of {SECS} s");
-    let (bulk_base, bulk_traced, _, bulk_cpu) = compare("bulk", &bulk);
+    let bulk = compare("bulk", &bulk);
     eprintln!("short connections, loopback, {ROUNDS} alternating rounds of {SECS} s");
-    let (churn_base, churn_traced, churn_lost, churn_cpu) = compare("churn", &churn);
+    let conns = compare("churn", &churn);
 
     // BPF-side cost per program run, under connection churn.
     let _ = run("sysctl", &["-q", "kernel.bpf_stats_enabled=1"]);
@@ -224,23 +271,26 @@ fn main() {
     }
     drop(srv);
 
-    let bulk_loss = 1.0 - bulk_traced / bulk_base;
-    let churn_loss = 1.0 - churn_traced / churn_base;
-    println!("netlens conns overhead (medians of {ROUNDS} alternating rounds)");
     println!(
-        "  bulk throughput:   {:.2} GB/s without, {:.2} GB/s with: {:+.1} % loss (target <= 1 %)",
-        bulk_base / 1e9,
-        bulk_traced / 1e9,
-        bulk_loss * 100.0
+        "netlens conns overhead ({ROUNDS} alternating rounds; loss = median of per-round ratios)"
     );
     println!(
-        "  connection rate:   {churn_base:.0}/s without, {churn_traced:.0}/s with: {:+.1} % loss (target <= 3 %); events lost: {churn_lost}",
-        churn_loss * 100.0
+        "  bulk throughput:   {:.2} GB/s without, {:.2} GB/s with (medians): {:.1} % loss (target <= 1 %)",
+        bulk.without / 1e9,
+        bulk.with / 1e9,
+        bulk.loss * 100.0
+    );
+    println!(
+        "  connection rate:   {:.0}/s without, {:.0}/s with (medians): {:.1} % loss (target <= 3 %); events lost: {}",
+        conns.without,
+        conns.with,
+        conns.loss * 100.0,
+        conns.events_lost
     );
     println!(
         "  netlens's own CPU while loaded: {:.2} % of one core (bulk), {:.2} % (connections)",
-        bulk_cpu * 100.0,
-        churn_cpu * 100.0
+        bulk.cpu * 100.0,
+        conns.cpu * 100.0
     );
     for (pairs, (logging, json)) in &idle {
         println!(
@@ -261,10 +311,10 @@ fn main() {
         progs.push(json!({"name": name, "run_time_ns": ns, "run_cnt": cnt}));
     }
     let report = json!({
-        "bulk_bytes_per_sec": {"without": bulk_base, "with": bulk_traced, "loss": bulk_loss},
-        "conns_per_sec": {"without": churn_base, "with": churn_traced, "loss": churn_loss,
-                          "events_lost": churn_lost},
-        "netlens_cpu_fraction_of_core_loaded": {"bulk": bulk_cpu, "churn": churn_cpu},
+        "bulk_bytes_per_sec": {"without": bulk.without, "with": bulk.with, "loss": bulk.loss},
+        "conns_per_sec": {"without": conns.without, "with": conns.with, "loss": conns.loss,
+                          "events_lost": conns.events_lost},
+        "netlens_cpu_fraction_of_core_loaded": {"bulk": bulk.cpu, "churn": conns.cpu},
         "idle_cpu_fraction_of_core": idle.iter().map(|(pairs, (logging, json))| json!({
             "connections": pairs, "sockets_tracked": 2 * pairs, "logging": logging, "json": json,
         })).collect::<Vec<_>>(),
