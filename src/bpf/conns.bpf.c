@@ -263,53 +263,64 @@ static __always_inline void slot_write(struct conn_value *slot, struct conn_valu
 	v->id = id;
 }
 
+/* Takes a free slot index: a recycled one, else a never-used one. */
+static __always_inline int slot_take(__u32 *idx)
+{
+	__u64 fresh;
+
+	if (bpf_map_pop_elem(&free_slots, idx) == 0)
+		return 0;
+	if (next_fresh >= map_size)
+		return -E2BIG;
+	fresh = __sync_fetch_and_add(&next_fresh, 1);
+	if (fresh >= map_size)
+		return -E2BIG;
+	*idx = fresh;
+	return 0;
+}
+
 /* Starts tracking socket `key` with record *v (v->sk is set here).
  * replace: an entry already there can only be stale, its slot is reused;
- * otherwise it is kept and -EEXIST returned. -E2BIG when no slot is free. */
+ * otherwise it is kept and -EEXIST returned. -E2BIG when no slot is free
+ * (and there is no entry to replace), as the hash map said when it held
+ * the records. */
 static __always_inline int track(__u64 key, struct conn_value *v, bool replace)
 {
 	struct conn_value *slot;
 	__u32 idx, *cur;
-	__u64 fresh;
 	int err;
 
 	v->sk = key;
-	cur = bpf_map_lookup_elem(&conns, &key);
-	if (cur) {
-		if (!replace)
-			return -EEXIST;
-		idx = *cur;
+	/* The common case first, without a lookup: the socket is new. */
+	err = slot_take(&idx);
+	if (err == 0) {
 		slot = bpf_map_lookup_elem(&conn_slots, &idx);
 		if (!slot)
-			return -E2BIG;
-		slot_set_id(slot, 0);
+			return -E2BIG; /* idx < map_size: cannot happen */
+		/* Filled before it is reachable from conns, published (non-zero
+		 * id) only once it is: user space never sees a record the hooks
+		 * cannot find, and a failed insert leaves nothing visible. */
 		slot_write(slot, v);
-		if (v->id)
-			slot_set_id(slot, v->id);
-		return 0;
-	}
-	/* A recycled slot, else a never-used one. */
-	if (bpf_map_pop_elem(&free_slots, &idx)) {
-		if (next_fresh >= map_size)
-			return -E2BIG;
-		fresh = __sync_fetch_and_add(&next_fresh, 1);
-		if (fresh >= map_size)
-			return -E2BIG;
-		idx = fresh;
-	}
-	slot = bpf_map_lookup_elem(&conn_slots, &idx);
-	if (!slot)
-		return -E2BIG; /* idx < map_size: cannot happen */
-	/* Filled before it is reachable from conns, published (non-zero id)
-	 * only once it is: user space never sees a record the hooks cannot
-	 * find, and a failed insert leaves nothing visible. */
-	slot_write(slot, v);
-	err = bpf_map_update_elem(&conns, &key, &idx, BPF_NOEXIST);
-	if (err) {
+		err = bpf_map_update_elem(&conns, &key, &idx, BPF_NOEXIST);
+		if (err == 0) {
+			if (v->id)
+				slot_set_id(slot, v->id);
+			return 0;
+		}
 		slot->flags = 0;
 		bpf_map_push_elem(&free_slots, &idx, 0);
-		return err;
 	}
+	cur = bpf_map_lookup_elem(&conns, &key);
+	if (!cur)
+		return err;
+	if (!replace)
+		return -EEXIST;
+	idx = *cur;
+	slot = bpf_map_lookup_elem(&conn_slots, &idx);
+	if (!slot)
+		return -E2BIG;
+	slot_set_id(slot, 0);
+	slot_write(slot, v);
 	if (v->id)
 		slot_set_id(slot, v->id);
 	return 0;
