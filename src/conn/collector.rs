@@ -370,3 +370,57 @@ fn load_error(e: &libbpf_rs::Error) -> anyhow::Error {
          later); run `netlens check` for details, and `netlens -v conns` for the verifier log"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SlotArray over anonymous memory, laid out as the kernel lays out
+    /// conn_slots, written through the returned pointer.
+    fn anonymous(count: usize) -> (SlotArray, *mut types::conn_value) {
+        let stride = std::mem::size_of::<types::conn_value>().next_multiple_of(8);
+        let len = (count * stride).next_multiple_of(4096);
+        // SAFETY: a new private anonymous mapping; the result is checked below.
+        let addr = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(addr, libc::MAP_FAILED);
+        let base = NonNull::new(addr.cast::<u8>()).unwrap();
+        let slots = SlotArray {
+            base,
+            len,
+            count,
+            stride,
+        };
+        (slots, addr.cast())
+    }
+
+    #[test]
+    fn slots_with_an_id_are_read_and_empty_ones_skipped() {
+        let (slots, raw) = anonymous(3);
+        let v = types::conn_value {
+            id: 7,
+            sk: 0xffff_8880_0000_1000,
+            flags: CONN_ESTABLISHED,
+            bytes_sent: 42,
+            ..Default::default()
+        };
+        // SAFETY: slot 1 of 3 lies in the writable mapping, aligned (stride is a
+        // multiple of 8 from a page boundary); no reference into it is held.
+        unsafe { raw.add(1).write(v) };
+        assert!(slots.read(0).is_none(), "zero-filled slot has id 0");
+        let got = slots.read(1).expect("slot 1 holds a record");
+        assert_eq!((got.id, got.sk, got.bytes_sent), (7, v.sk, 42));
+        // Emptied (id 0): skipped even though the rest is still there.
+        // SAFETY: as above.
+        unsafe { (*raw.add(1)).id = 0 };
+        assert!(slots.read(1).is_none());
+    }
+}
