@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* TCP connection tracing from tracepoints only (no kprobe, no fentry):
  * lifecycle events go through a ring buffer, per-connection counters are
- * copied from struct tcp_sock into a hash map that user space reads on its
- * own tick. */
+ * copied from struct tcp_sock into slots of a memory-mapped array that user
+ * space reads on its own tick, without a system call. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -14,6 +14,8 @@
 #define IPPROTO_TCP 6
 #define SEND_SHUTDOWN 2
 #define MSG_PEEK 2
+#define E2BIG 7
+#define EEXIST 17
 
 /* Set by user space before load. */
 const volatile bool filter_loopback = true;
@@ -21,13 +23,34 @@ const volatile bool filter_loopback = true;
  * picks events up on its own timer (waking per event is what makes peer
  * tools expensive at high connection rates). */
 const volatile __u64 wakeup_bytes = 1 << 20;
+/* max_entries of conns, conn_slots and free_slots (-m/--map-size). */
+const volatile __u32 map_size = 65536;
 
+/* Tracked sockets: struct sock * -> index of their slot in conn_slots. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536); /* -m/--map-size overrides this */
-	__type(key, __u64);         /* struct sock * */
-	__type(value, struct conn_value);
+	__type(key, __u64);
+	__type(value, __u32);
 } conns SEC(".maps");
+
+/* The connection records, memory-mapped read-only by user space, which
+ * reads slots [0, next_fresh) every tick (see struct conn_value for how a
+ * slot is read without a lock). Lookups are inlined by the verifier. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 65536); /* -m/--map-size overrides this */
+	__type(key, __u32);
+	__type(value, struct conn_value);
+} conn_slots SEC(".maps");
+
+/* Indices of emptied slots, reused before fresh ones. */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK);
+	__uint(max_entries, 65536); /* -m/--map-size overrides this */
+	__type(value, __u32);
+} free_slots SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -49,6 +72,9 @@ enum conn_event_type _conn_event_type;
 enum loss_counter _loss_counter;
 
 __u64 next_id = 1;
+/* Slots below this index have been used at least once; no slot above it
+ * has. May pass map_size by up to the number of CPUs (user space clamps). */
+__u64 next_fresh = 0; /* 64-bit: the only fetch-and-add width without alu32 */
 
 static __always_inline void count_loss(__u32 idx)
 {
@@ -207,10 +233,115 @@ static __always_inline void read_counters(struct tcp_sock *tp, struct conn_value
 	v->rttvar_us = tp->mdev_us >> 2;
 }
 
+/* The slot of a tracked socket, NULL if the socket is not tracked. */
+static __always_inline struct conn_value *slot_of(__u64 key, __u32 *idx)
+{
+	__u32 *i = bpf_map_lookup_elem(&conns, &key);
+
+	if (!i)
+		return NULL;
+	*idx = *i;
+	return bpf_map_lookup_elem(&conn_slots, idx);
+}
+
+/* Sets a slot's id with a fully ordered exchange: the slot's other fields,
+ * written before, are visible to user space before a non-zero id is, and a
+ * zero id is visible before what is written after. */
+static __always_inline void slot_set_id(struct conn_value *slot, __u64 id)
+{
+	__sync_lock_test_and_set(&slot->id, id);
+}
+
+/* Copies *v into an empty slot (id 0), leaving the id for the caller to
+ * publish with slot_set_id(). */
+static __always_inline void slot_write(struct conn_value *slot, struct conn_value *v)
+{
+	__u64 id = v->id;
+
+	v->id = 0;
+	__builtin_memcpy(slot, v, sizeof(*v));
+	v->id = id;
+}
+
+/* Takes a free slot index: a recycled one, else a never-used one. */
+static __always_inline int slot_take(__u32 *idx)
+{
+	__u64 fresh;
+
+	if (bpf_map_pop_elem(&free_slots, idx) == 0)
+		return 0;
+	if (next_fresh >= map_size)
+		return -E2BIG;
+	fresh = __sync_fetch_and_add(&next_fresh, 1);
+	if (fresh >= map_size)
+		return -E2BIG;
+	*idx = fresh;
+	return 0;
+}
+
+/* Starts tracking socket `key` with record *v (v->sk is set here).
+ * replace: an entry already there can only be stale, its slot is reused;
+ * otherwise it is kept and -EEXIST returned. -E2BIG when no slot is free
+ * (and there is no entry to replace), as the hash map said when it held
+ * the records. */
+static __always_inline int track(__u64 key, struct conn_value *v, bool replace)
+{
+	struct conn_value *slot;
+	__u32 idx, *cur;
+	int err;
+
+	v->sk = key;
+	/* The common case first, without a lookup: the socket is new. */
+	err = slot_take(&idx);
+	if (err == 0) {
+		slot = bpf_map_lookup_elem(&conn_slots, &idx);
+		if (!slot)
+			return -E2BIG; /* idx < map_size: cannot happen */
+		/* Filled before it is reachable from conns, published (non-zero
+		 * id) only once it is: user space never sees a record the hooks
+		 * cannot find, and a failed insert leaves nothing visible. */
+		slot_write(slot, v);
+		err = bpf_map_update_elem(&conns, &key, &idx, BPF_NOEXIST);
+		if (err == 0) {
+			if (v->id)
+				slot_set_id(slot, v->id);
+			return 0;
+		}
+		slot->flags = 0;
+		bpf_map_push_elem(&free_slots, &idx, 0);
+	}
+	cur = bpf_map_lookup_elem(&conns, &key);
+	if (!cur)
+		return err;
+	if (!replace)
+		return -EEXIST;
+	idx = *cur;
+	slot = bpf_map_lookup_elem(&conn_slots, &idx);
+	if (!slot)
+		return -E2BIG;
+	slot_set_id(slot, 0);
+	slot_write(slot, v);
+	if (v->id)
+		slot_set_id(slot, v->id);
+	return 0;
+}
+
+/* Stops tracking socket `key`, whose slot is `slot` at index idx: empties
+ * the slot first (a reader finds it dead from here on), then frees it. */
+static __always_inline void untrack(__u64 key, struct conn_value *slot, __u32 idx)
+{
+	slot_set_id(slot, 0);
+	slot->flags = 0;
+	/* Only the caller that removed the entry frees the slot. */
+	if (bpf_map_delete_elem(&conns, &key) == 0)
+		bpf_map_push_elem(&free_slots, &idx, 0);
+}
+
 static __always_inline void refresh(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
-	struct conn_value *v = bpf_map_lookup_elem(&conns, &key);
+	__u32 idx;
+	struct conn_value *v = slot_of(key, &idx);
 	struct tcp_sock *tp;
 
 	if (!v || !(v->flags & CONN_ESTABLISHED))
@@ -274,15 +405,17 @@ static __always_inline void on_active_start(const struct sock *sk)
 		return;
 	v.flags = CONN_ACTIVE | CONN_OWNED;
 	set_owner(&v);
-	if (bpf_map_update_elem(&conns, &key, &v, BPF_ANY))
+	if (track(key, &v, true))
 		count_loss(LOSS_MAP_FULL);
 }
 
 static __always_inline void on_established(const struct sock *sk, int oldstate)
 {
 	__u64 key = (__u64)sk;
-	struct conn_value *v = bpf_map_lookup_elem(&conns, &key);
+	__u32 idx;
+	struct conn_value *v = slot_of(key, &idx);
 	struct tcp_sock *tp;
+	__u64 id;
 
 	/* An active open completes from SYN_SENT, or from SYN_RECV after a
 	 * simultaneous open (both ends sent SYNs): the entry made at SYN_SENT
@@ -294,8 +427,10 @@ static __always_inline void on_established(const struct sock *sk, int oldstate)
 		read_tuple(tp, v);
 		v->flags |= CONN_ESTABLISHED;
 		v->start_ns = bpf_ktime_get_boot_ns();
-		v->id = __sync_fetch_and_add(&next_id, 1);
 		read_counters(tp, v);
+		/* Published last: the record is complete when user space sees it. */
+		id = __sync_fetch_and_add(&next_id, 1);
+		slot_set_id(v, id);
 		/* The event happens at the establishment: one clock reading. */
 		emit(key, EV_CONNECT, 0, v->start_ns, v);
 		return;
@@ -317,33 +452,36 @@ static __always_inline void on_established(const struct sock *sk, int oldstate)
 	nv.start_ns = bpf_ktime_get_boot_ns();
 	nv.id = __sync_fetch_and_add(&next_id, 1);
 	read_counters(tp, &nv);
-	/* BPF_ANY: an entry left under this socket address could only be a
-	 * stale one (a fresh child has none); replacing it is right. */
-	if (bpf_map_update_elem(&conns, &key, &nv, BPF_ANY))
+	/* An entry left under this socket address could only be a stale one
+	 * (a fresh child has none); replacing it is right. */
+	if (track(key, &nv, true))
 		count_loss(LOSS_MAP_FULL);
 }
 
 static __always_inline void on_close(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
-	struct conn_value *v = bpf_map_lookup_elem(&conns, &key);
+	__u32 idx;
+	struct conn_value *v = slot_of(key, &idx);
 	struct conn_event *accept_ev = NULL, *close_ev;
 	struct tcp_sock *tp;
-	__u64 now;
+	__u64 now, failed_id = 0;
 
 	if (!v)
 		return;
 	tp = as_tcp_sock(sk);
 	now = bpf_ktime_get_boot_ns();
-	/* Events are reserved and filled straight from the map value, then
-	 * the entry is deleted, then the events are submitted: a reader that
-	 * has seen the close (or the failure) never finds the connection in
-	 * the map afterwards. */
+	/* Events are reserved and filled straight from the slot, then the
+	 * slot is emptied and freed, then the events are submitted: a reader
+	 * that has seen the close (or the failure) never finds the connection
+	 * live afterwards. */
 	if (!(v->flags & CONN_ESTABLISHED)) {
 		if (tp)
 			read_tuple(tp, v);
 		v->start_ns = now;
-		v->id = __sync_fetch_and_add(&next_id, 1);
+		/* In the event only: the slot of a connection that is not
+		 * established keeps id 0 until it is emptied. */
+		failed_id = __sync_fetch_and_add(&next_id, 1);
 		close_ev = event_start(key, EV_CONNECT_FAILED, sk->sk_err, now);
 	} else {
 		if (tp)
@@ -355,9 +493,12 @@ static __always_inline void on_close(const struct sock *sk)
 	}
 	if (accept_ev)
 		__builtin_memcpy(&accept_ev->conn, v, sizeof(*v));
-	if (close_ev)
+	if (close_ev) {
 		__builtin_memcpy(&close_ev->conn, v, sizeof(*v));
-	bpf_map_delete_elem(&conns, &key);
+		if (failed_id)
+			close_ev->conn.id = failed_id;
+	}
+	untrack(key, v, idx);
 	if (accept_ev)
 		event_submit(accept_ev);
 	if (close_ev)
@@ -403,13 +544,14 @@ static __always_inline void on_sock_io(const struct sock *sk, int ret, int flags
 	__u64 key = (__u64)sk;
 	struct conn_value *v;
 	struct tcp_sock *tp;
+	__u32 idx;
 
 	/* Every send and receive on the host (UDP, unix, failed calls) comes
 	 * here: reject on the argument in a register, then on one load from
 	 * the socket, before the map lookup. */
 	if (ret <= 0 || sk->sk_protocol != IPPROTO_TCP)
 		return;
-	v = bpf_map_lookup_elem(&conns, &key);
+	v = slot_of(key, &idx);
 	if (!v || !(v->flags & CONN_ESTABLISHED))
 		return;
 	if (!(v->flags & CONN_OWNED)) {
@@ -466,6 +608,7 @@ static __always_inline void on_accept_exit(long ret)
 	struct sock *sk;
 	__u64 key;
 	struct conn_value *v;
+	__u32 idx;
 
 	if (ret < 0)
 		return;
@@ -487,7 +630,7 @@ static __always_inline void on_accept_exit(long ret)
 		return;
 	sk = bpf_core_cast(sock, struct socket)->sk;
 	key = (__u64)sk;
-	v = bpf_map_lookup_elem(&conns, &key);
+	v = slot_of(key, &idx);
 	if (!v || (v->flags & CONN_OWNED) || !(v->flags & CONN_PASSIVE))
 		return;
 	v->flags |= CONN_OWNED;
@@ -546,10 +689,10 @@ int seed_tcp(struct bpf_iter__tcp *ctx)
 		rec.conn.start_ns = bpf_ktime_get_boot_ns();
 		rec.conn.id = __sync_fetch_and_add(&next_id, 1);
 		read_counters(tp, &rec.conn);
-		err = bpf_map_update_elem(&conns, &rec.sk, &rec.conn, BPF_NOEXIST);
+		err = track(rec.sk, &rec.conn, false);
 		if (err == 0)
 			rec.tracked = 1;
-		else if (err != -17 /* EEXIST: the hooks track it already */)
+		else if (err != -EEXIST /* the hooks track it already */)
 			count_loss(LOSS_SEED_MAP_FULL);
 	}
 	bpf_seq_write(seq, &rec, sizeof(rec));

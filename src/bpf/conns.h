@@ -30,9 +30,15 @@ enum loss_counter {
 	LOSS_MAX = 3,
 };
 
-/* One tracked connection, keyed by its kernel socket address. Counters are
- * copies of struct tcp_sock fields, already corrected to payload bytes
- * (SYN and FIN sequence numbers removed) and to microseconds. */
+/* One tracked connection, in a slot of the memory-mapped array conn_slots
+ * (the hash map conns gives the slot of a socket). Counters are copies of
+ * struct tcp_sock fields, already corrected to payload bytes (SYN and FIN
+ * sequence numbers removed) and to microseconds.
+ *
+ * User space reads slots without any lock: a slot is live while id != 0,
+ * and id is written last when a slot is filled (first, to 0, when it is
+ * emptied or refilled), so a reader that sees the same non-zero id before
+ * and after copying a slot has one connection's record. */
 struct conn_value {
 	__u64 id;       /* unique per connection, assigned at establishment */
 	__u64 start_ns; /* CLOCK_BOOTTIME at establishment (or at seeding) */
@@ -52,6 +58,7 @@ struct conn_value {
 	__u64 retrans;
 	__u32 srtt_us;
 	__u32 rttvar_us;
+	__u64 sk; /* struct sock address, the connection's key in conns */
 };
 
 struct conn_event {

@@ -1,20 +1,25 @@
 //! Owns the BPF side of connection tracing: loads and attaches the programs,
-//! drains the event ring buffer, reads the connection map and the loss
-//! counters. Produces raw records; conn::table turns them into model values.
+//! drains the event ring buffer, reads the connection records (from the
+//! memory-mapped slot array, without system calls) and the loss counters.
+//! Produces raw records; conn::table turns them into model values.
 
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::Read;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, RawFd};
+use std::ptr::{self, NonNull};
 use std::rc::Rc;
+use std::sync::atomic::{fence, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder};
 
-use super::decode::{read_record, LOSS_EVENTS, LOSS_MAP_FULL, LOSS_MAX, LOSS_SEED_MAP_FULL};
+use super::decode::{
+    read_record, CONN_ESTABLISHED, LOSS_EVENTS, LOSS_MAP_FULL, LOSS_MAX, LOSS_SEED_MAP_FULL,
+};
 use super::skel::{types, ConnsSkel, ConnsSkelBuilder};
 use crate::model::Losses;
 
@@ -46,9 +51,98 @@ pub struct Collector {
     _links: Vec<Link>,
     ring: RingBuffer<'static>,
     pending: Rc<RefCell<Vec<types::conn_event>>>,
-    keys: Vec<u64>,
+    slots: SlotArray,
+    /// next_fresh in the BPF object's .bss: slots at and above it were never used.
+    next_fresh: *const u64,
     values: Vec<types::conn_value>,
     pub attach_failures: Vec<AttachFailure>,
+}
+
+/// The BPF array conn_slots, mapped read-only into this process.
+struct SlotArray {
+    base: NonNull<u8>,
+    /// Bytes mapped.
+    len: usize,
+    /// Number of slots (max_entries).
+    count: usize,
+    /// Bytes from one slot to the next.
+    stride: usize,
+}
+
+impl SlotArray {
+    fn map(map: &libbpf_rs::Map) -> Result<SlotArray> {
+        let value_size = map.value_size() as usize;
+        if value_size != std::mem::size_of::<types::conn_value>() {
+            bail!(
+                "conn_slots holds {value_size}-byte values, expected {}",
+                std::mem::size_of::<types::conn_value>()
+            );
+        }
+        // The kernel lays an mmapable array out as max_entries values, each
+        // rounded up to 8 bytes, from the start of a page, and accepts a
+        // mapping of at most that size rounded up to whole pages.
+        let stride = value_size.next_multiple_of(8);
+        let count = map.max_entries() as usize;
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let page = usize::try_from(page).unwrap_or(4096);
+        let len = (count * stride).next_multiple_of(page);
+        // SAFETY: a new shared read-only mapping of the map's fd, at an address the
+        // kernel picks; nothing else is affected. The result is checked below.
+        let addr = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                map.as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("memory-mapping conn_slots");
+        }
+        let base = NonNull::new(addr.cast::<u8>()).context("mmap returned NULL")?;
+        Ok(SlotArray {
+            base,
+            len,
+            count,
+            stride,
+        })
+    }
+
+    /// A copy of slot `i` if it holds a connection record (non-zero id) and
+    /// the BPF side did not empty or refill it while it was being copied.
+    /// Counters may still be mid-update, as with any read of a map value.
+    fn read(&self, i: usize) -> Option<types::conn_value> {
+        debug_assert!(i < self.count);
+        // SAFETY: i < count, so the slot lies inside the mapping (count * stride <= len);
+        // the base is page-aligned and stride a multiple of 8, so the pointer is aligned
+        // for conn_value.
+        let slot = unsafe { self.base.as_ptr().add(i * self.stride) }.cast::<types::conn_value>();
+        // SAFETY (the three reads): slot points at a readable, aligned conn_value in the
+        // live mapping; the BPF side writes it concurrently, hence volatile reads, and
+        // conn_value is plain integers, so any bytes read are a valid value.
+        let id = unsafe { ptr::read_volatile(&raw const (*slot).id) };
+        if id == 0 {
+            return None;
+        }
+        fence(Ordering::Acquire);
+        // SAFETY: see above.
+        let v = unsafe { ptr::read_volatile(slot) };
+        fence(Ordering::Acquire);
+        // SAFETY: see above.
+        let after = unsafe { ptr::read_volatile(&raw const (*slot).id) };
+        (v.id == id && after == id).then_some(v)
+    }
+}
+
+impl Drop for SlotArray {
+    fn drop(&mut self) {
+        // SAFETY: base/len are exactly the mapping made in SlotArray::map, and no
+        // reference into it outlives self (reads copy the slots out).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
 }
 
 /// (program, required, what the user loses without it)
@@ -103,10 +197,15 @@ impl Collector {
             .context("BPF object has no .rodata")?;
         rodata.filter_loopback = cfg.filter_loopback;
         rodata.wakeup_bytes = WAKEUP_BYTES;
-        open.maps
-            .conns
-            .set_max_entries(cfg.map_size)
-            .context("setting the connection map size")?;
+        rodata.map_size = cfg.map_size;
+        for map in [
+            &mut open.maps.conns,
+            &mut open.maps.conn_slots,
+            &mut open.maps.free_slots,
+        ] {
+            map.set_max_entries(cfg.map_size)
+                .context("setting the connection map size")?;
+        }
         open.maps
             .events
             .set_max_entries(RING_BYTES)
@@ -150,12 +249,20 @@ impl Collector {
         let ring = builder
             .build()
             .context("setting up the event ring buffer")?;
+        let slots = SlotArray::map(&skel.maps.conn_slots)?;
+        let next_fresh = skel
+            .maps
+            .bss_data
+            .as_deref()
+            .map(|bss| &raw const bss.next_fresh)
+            .context("BPF object has no memory-mapped .bss")?;
         Ok(Collector {
             skel,
             _links: links,
             ring,
             pending,
-            keys: Vec::new(),
+            slots,
+            next_fresh,
             values: Vec::new(),
             attach_failures,
         })
@@ -183,60 +290,24 @@ impl Collector {
         Ok(())
     }
 
-    /// Everything in the connection map, read in batches into buffers that
-    /// are reused from tick to tick (one system call per 4096 connections,
-    /// no allocation per connection). Returns keys and values, index-aligned.
-    pub fn connections(&mut self) -> Result<(&[u64], &[types::conn_value])> {
-        let fd = self.skel.maps.conns.as_fd().as_raw_fd();
-        let batch = (self.skel.maps.conns.max_entries() as usize).clamp(1, 4096);
-        let mut filled = 0usize;
-        // The kernel's batch position token (a bucket index for hash maps).
-        let mut token: u64 = 0;
-        let mut first = true;
-        loop {
-            // Buffers grow with the number of connections, not the map size.
-            if self.keys.len() < filled + batch {
-                self.keys.resize(filled + batch, 0);
-                self.values
-                    .resize(filled + batch, types::conn_value::default());
+    /// The established connections, copied out of the memory-mapped slots
+    /// into a buffer reused from tick to tick (no system call, no
+    /// allocation per connection). Each record's `sk` is its socket.
+    pub fn connections(&mut self) -> &[types::conn_value] {
+        // SAFETY: next_fresh points into the skeleton's .bss mapping, which lives as
+        // long as self.skel; the BPF side updates it atomically, hence a volatile read.
+        let used = unsafe { ptr::read_volatile(self.next_fresh) } as usize;
+        // Slot contents written before next_fresh moved are visible after it.
+        fence(Ordering::Acquire);
+        self.values.clear();
+        for i in 0..used.min(self.slots.count) {
+            if let Some(v) = self.slots.read(i) {
+                if v.flags & CONN_ESTABLISHED != 0 {
+                    self.values.push(v);
+                }
             }
-            let mut count = batch as u32;
-            let mut next: u64 = 0;
-            let in_batch: *mut libc::c_void = if first {
-                std::ptr::null_mut()
-            } else {
-                (&mut token as *mut u64).cast()
-            };
-            // SAFETY: keys and values have room for `count` more entries from
-            // `filled` on (resized above); the token pointers point at live u64s,
-            // larger than the kernel's 4-byte hash map token; fd is the map's.
-            let ret = unsafe {
-                libbpf_rs::libbpf_sys::bpf_map_lookup_batch(
-                    fd,
-                    in_batch,
-                    (&mut next as *mut u64).cast(),
-                    self.keys.as_mut_ptr().add(filled).cast(),
-                    self.values.as_mut_ptr().add(filled).cast(),
-                    &mut count,
-                    std::ptr::null(),
-                )
-            };
-            let errno = if ret < 0 {
-                std::io::Error::last_os_error().raw_os_error()
-            } else {
-                None
-            };
-            if ret < 0 && errno != Some(libc::ENOENT) {
-                return Err(std::io::Error::last_os_error()).context("reading the connection map");
-            }
-            filled += count as usize;
-            if ret < 0 {
-                break; // ENOENT: the whole map was read
-            }
-            token = next;
-            first = false;
         }
-        Ok((&self.keys[..filled], &self.values[..filled]))
+        &self.values
     }
 
     /// Sum over CPUs of the loss counters.
@@ -298,4 +369,58 @@ fn load_error(e: &libbpf_rs::Error) -> anyhow::Error {
          (/sys/kernel/btf/vmlinux), tp_btf tracepoints and BPF ring buffers (Linux 5.9 or \
          later); run `netlens check` for details, and `netlens -v conns` for the verifier log"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SlotArray over anonymous memory, laid out as the kernel lays out
+    /// conn_slots, written through the returned pointer.
+    fn anonymous(count: usize) -> (SlotArray, *mut types::conn_value) {
+        let stride = std::mem::size_of::<types::conn_value>().next_multiple_of(8);
+        let len = (count * stride).next_multiple_of(4096);
+        // SAFETY: a new private anonymous mapping; the result is checked below.
+        let addr = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(addr, libc::MAP_FAILED);
+        let base = NonNull::new(addr.cast::<u8>()).unwrap();
+        let slots = SlotArray {
+            base,
+            len,
+            count,
+            stride,
+        };
+        (slots, addr.cast())
+    }
+
+    #[test]
+    fn slots_with_an_id_are_read_and_empty_ones_skipped() {
+        let (slots, raw) = anonymous(3);
+        let v = types::conn_value {
+            id: 7,
+            sk: 0xffff_8880_0000_1000,
+            flags: CONN_ESTABLISHED,
+            bytes_sent: 42,
+            ..Default::default()
+        };
+        // SAFETY: slot 1 of 3 lies in the writable mapping, aligned (stride is a
+        // multiple of 8 from a page boundary); no reference into it is held.
+        unsafe { raw.add(1).write(v) };
+        assert!(slots.read(0).is_none(), "zero-filled slot has id 0");
+        let got = slots.read(1).expect("slot 1 holds a record");
+        assert_eq!((got.id, got.sk, got.bytes_sent), (7, v.sk, 42));
+        // Emptied (id 0): skipped even though the rest is still there.
+        // SAFETY: as above.
+        unsafe { (*raw.add(1)).id = 0 };
+        assert!(slots.read(1).is_none());
+    }
 }

@@ -15,6 +15,7 @@ pub const CONN_ACTIVE: u16 = types::conn_flag::CONN_ACTIVE.0 as u16;
 pub const CONN_PASSIVE: u16 = types::conn_flag::CONN_PASSIVE.0 as u16;
 pub const CONN_SEEDED: u16 = types::conn_flag::CONN_SEEDED.0 as u16;
 pub const CONN_OWNED: u16 = types::conn_flag::CONN_OWNED.0 as u16;
+pub const CONN_ESTABLISHED: u16 = types::conn_flag::CONN_ESTABLISHED.0 as u16;
 
 pub const EV_CONNECT: u32 = types::conn_event_type::EV_CONNECT.0;
 pub const EV_ACCEPT: u32 = types::conn_event_type::EV_ACCEPT.0;

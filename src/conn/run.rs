@@ -77,8 +77,7 @@ pub fn run(
         let requested = refresh.is_some_and(|r| r.try_iter().count() > 0);
         if stopping || requested || Instant::now() >= next_tick {
             let losses = collector.losses()?;
-            let (keys, values) = collector.connections()?;
-            let entries = keys.iter().copied().zip(values);
+            let entries = collector.connections().iter().map(|v| (v.sk, v));
             let snap = Snapshot {
                 timestamp: clock.now_unix(),
                 conns: table.rows(entries, &clock, &opts.filter, opts.incremental),
