@@ -79,7 +79,7 @@ struct ConnsArgs {
     #[arg(long = "netns", value_name = "INODE")]
     netns: Vec<u32>,
     /// Capacity of the connection map: connections beyond it are counted
-    /// as lost, never silently dropped. Each entry takes about 150 bytes.
+    /// as lost, never silently dropped. Each entry takes about 200 bytes of kernel memory.
     #[arg(short = 'm', long = "map-size", default_value_t = 65536,
           value_parser = clap::value_parser!(u32).range(16..=16_777_216))]
     map_size: u32,
