@@ -3,6 +3,7 @@
 //! existed before netlens started, the last printed counters for deltas) and
 //! applies the user's filters. Pure logic, no BPF calls.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use super::decode::{self, CONN_ACTIVE, CONN_OWNED, CONN_PASSIVE, CONN_SEEDED};
@@ -101,6 +102,40 @@ pub struct ConnTable {
     snapshots: u64,
 }
 
+/// Identity and owner of a connection as the BPF side recorded it,
+/// completed with what user space knows about seeded ones.
+fn build_info(
+    seeds: &HashMap<u64, SeedOwner>,
+    sk: u64,
+    v: &types::conn_value,
+    clock: &Clock,
+) -> ConnInfo {
+    let seed = seeds.get(&sk).filter(|_| v.flags & CONN_SEEDED != 0);
+    let direction = if v.flags & CONN_ACTIVE != 0 {
+        Direction::Outbound
+    } else if v.flags & CONN_PASSIVE != 0 {
+        Direction::Inbound
+    } else {
+        seed.map_or(Direction::Unknown, |s| s.direction)
+    };
+    let (pid, comm) = if v.flags & CONN_OWNED != 0 {
+        (v.pid, decode::comm(&v.comm))
+    } else if let Some(s) = seed {
+        (s.pid, s.comm.clone())
+    } else {
+        (0, String::new())
+    };
+    ConnInfo {
+        id: v.id,
+        tuple: decode::tuple(v),
+        pid,
+        comm: comm.into(),
+        netns: v.netns,
+        direction,
+        start: clock.to_unix(v.start_ns),
+    }
+}
+
 impl ConnTable {
     pub fn new() -> ConnTable {
         ConnTable::default()
@@ -117,30 +152,7 @@ impl ConnTable {
     /// Identity and owner of a connection as the BPF side recorded it,
     /// completed with what user space knows.
     pub fn conn_info(&self, sk: u64, v: &types::conn_value, clock: &Clock) -> ConnInfo {
-        let seed = self.seeds.get(&sk).filter(|_| v.flags & CONN_SEEDED != 0);
-        let direction = if v.flags & CONN_ACTIVE != 0 {
-            Direction::Outbound
-        } else if v.flags & CONN_PASSIVE != 0 {
-            Direction::Inbound
-        } else {
-            seed.map_or(Direction::Unknown, |s| s.direction)
-        };
-        let (pid, comm) = if v.flags & CONN_OWNED != 0 {
-            (v.pid, decode::comm(&v.comm))
-        } else if let Some(s) = seed {
-            (s.pid, s.comm.clone())
-        } else {
-            (0, String::new())
-        };
-        ConnInfo {
-            id: v.id,
-            tuple: decode::tuple(v),
-            pid,
-            comm: comm.into(),
-            netns: v.netns,
-            direction,
-            start: clock.to_unix(v.start_ns),
-        }
+        build_info(&self.seeds, sk, v, clock)
     }
 
     /// Turns one ring-buffer record into an event; forgets what belonged to
@@ -185,21 +197,23 @@ impl ConnTable {
             if v.flags & established == 0 {
                 continue;
             }
-            let t = match self.tracked.get_mut(&v.id) {
-                Some(t) if t.flags == v.flags && t.pid == v.pid => t,
-                _ => {
-                    let info = self.conn_info(sk, v, clock);
-                    let printed = self.tracked.get(&v.id).and_then(|t| t.printed);
-                    let t = Tracked {
-                        flags: v.flags,
-                        pid: v.pid,
-                        info,
-                        printed,
-                        seen: now,
-                    };
-                    self.tracked.insert(v.id, t);
-                    self.tracked.get_mut(&v.id).expect("just inserted")
+            let t = match self.tracked.entry(v.id) {
+                Entry::Occupied(o) => {
+                    let t = o.into_mut();
+                    if t.flags != v.flags || t.pid != v.pid {
+                        t.info = build_info(&self.seeds, sk, v, clock);
+                        t.flags = v.flags;
+                        t.pid = v.pid;
+                    }
+                    t
                 }
+                Entry::Vacant(e) => e.insert(Tracked {
+                    flags: v.flags,
+                    pid: v.pid,
+                    info: build_info(&self.seeds, sk, v, clock),
+                    printed: None,
+                    seen: now,
+                }),
             };
             t.seen = now;
             if !filter.matches(&t.info) {
