@@ -20,15 +20,17 @@ fn exchange_over_veth(v6: bool) {
     if !require_root() {
         return;
     }
-    let a = Netns::new("sta");
-    let b = Netns::new("stb");
-    let veth = link(&a, &b, 0);
-    let listen = sock(veth.b(v6), 0);
-    let (srv, srv_addr) = server(
-        Some(&b),
+    let ServedPair {
+        server: srv,
+        addr: srv_addr,
+        veth,
+        a,
+        b: _b,
+    } = served_pair(
+        "st",
+        0,
+        v6,
         &[
-            "--listen",
-            &listen,
             "--respond",
             &RESPOND.to_string(),
             "--max-conns",
@@ -161,20 +163,17 @@ fn nft_random_drop_causes_retransmits() {
     if !require_root() {
         return;
     }
-    let a = Netns::new("dropa");
-    let b = Netns::new("dropb");
-    let veth = link(&a, &b, 1);
-    let (srv, srv_addr) = server(
-        Some(&b),
-        &[
-            "--listen",
-            &sock(veth.b(false), 0),
-            "--sink",
-            "--max-conns",
-            "1",
-            "--max-secs",
-            "30",
-        ],
+    let ServedPair {
+        server: srv,
+        addr: srv_addr,
+        veth: _veth,
+        a,
+        b,
+    } = served_pair(
+        "drop",
+        1,
+        false,
+        &["--sink", "--max-conns", "1", "--max-secs", "30"],
     );
     b.drop_share(srv_addr.port(), 10);
     let out = peer(
@@ -207,19 +206,17 @@ fn parallel_ipv6_connections_pair_up() {
         return;
     }
     const N: usize = 20;
-    let a = Netns::new("para");
-    let b = Netns::new("parb");
-    let veth = link(&a, &b, 1);
-    let (srv, srv_addr) = server(
-        Some(&b),
-        &[
-            "--listen",
-            &sock(veth.b(true), 0),
-            "--respond",
-            "500",
-            "--max-conns",
-            &N.to_string(),
-        ],
+    let ServedPair {
+        server: srv,
+        addr: srv_addr,
+        veth: _veth,
+        a,
+        b: _b,
+    } = served_pair(
+        "par",
+        1,
+        true,
+        &["--respond", "500", "--max-conns", &N.to_string()],
     );
     let cli = peer(
         Some(&a),
