@@ -202,7 +202,14 @@ fn refused_connect_is_connect_failed() {
         let out = out.finish_output();
         assert_eq!(out.status.code(), Some(3), "{out:?}");
         let err = one(&out.events, "connect_error");
+        let exited = std::time::Instant::now();
         let evs = wait_count(&nl, "connect_failed", target, 1);
+        // Batched output, yet prompt: the event is out within a second.
+        assert!(
+            exited.elapsed() < Duration::from_secs(1),
+            "connect_failed reached the JSON reader after {:?}",
+            exited.elapsed()
+        );
         let failed = of_type(&evs, "connect_failed");
         assert_eq!(failed.len(), 1, "{evs:#?}");
         assert_eq!(failed[0]["reason"], "refused");
