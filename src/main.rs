@@ -262,8 +262,33 @@ fn check_cmd() -> Result<(), Failure> {
             .as_deref()
             .is_some_and(|root| kernel::tracepoint_exists(root, cat, name))
     };
-    let features = check::report(version, kernel::has_btf(), eff, &exists);
+    let mut features = check::report(version, kernel::has_btf(), eff, &exists);
+    // Without privileges tracefs cannot be listed: say so instead of
+    // reporting every tracepoint as missing.
+    let listable = tracefs
+        .as_deref()
+        .is_some_and(|root| std::fs::read_dir(root.join("events")).is_ok());
+    if !listable {
+        for f in features
+            .iter_mut()
+            .filter(|f| f.name.starts_with("tracepoint "))
+        {
+            f.available = false;
+            f.required = false;
+            f.detail = "not checked: tracefs cannot be read without privileges".into();
+        }
+    }
     print!("{}", check::format_report(&features));
+    let missing = caps::missing_for_tracing(eff, version);
+    if !missing.is_empty() {
+        return Err(Failure {
+            status: EXIT_PRIVILEGES,
+            error: anyhow::anyhow!(
+                "missing capabilities: {}; run `netlens check` as root for the full report",
+                missing.join(", ")
+            ),
+        });
+    }
     if !check::conns_can_run(&features) {
         return Err(Failure {
             status: EXIT_UNSUPPORTED,
@@ -272,7 +297,7 @@ fn check_cmd() -> Result<(), Failure> {
     }
     // The report is based on what the kernel advertises; loading and
     // attaching the real programs is the proof.
-    if caps::missing_for_tracing(eff, version).is_empty() {
+    {
         let stop = Arc::new(AtomicBool::new(true));
         let opts = Options {
             collector: Config {

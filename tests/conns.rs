@@ -607,6 +607,21 @@ fn bad_input_and_missing_privileges() {
         !err.contains("panicked") && !err.contains("backtrace"),
         "{err}"
     );
+    // `check` without privileges: exit 3, and tracepoints marked unchecked
+    // rather than missing.
+    let out = run(
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            bin,
+            "check",
+        ],
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{report}");
+    assert!(report.contains("not checked"), "{report}");
     // An unwritable log directory.
     let out = run(bin, &["conns", "--log-dir", "/proc/netlens-no-such-dir"]);
     assert_eq!(out.status.code(), Some(1));

@@ -79,7 +79,7 @@ const TRACEPOINTS: [Tracepoint; 7] = [
         required: false,
         gives: "owner of inbound connections accepted with accept()",
         without: "inbound connections accepted with accept() get their owner \
-                  only from the /proc socket scan",
+                  from their first send or receive, not from the accept",
     },
     Tracepoint {
         category: "syscalls",
@@ -87,7 +87,7 @@ const TRACEPOINTS: [Tracepoint; 7] = [
         required: false,
         gives: "owner of inbound connections accepted with accept4()",
         without: "inbound connections accepted with accept4() get their owner \
-                  only from the /proc socket scan",
+                  from their first send or receive, not from the accept",
     },
 ];
 
@@ -319,7 +319,7 @@ mod tests {
         let tp = find(&features, "tracepoint sock/inet_sock_set_state");
         assert!(tp.required && !tp.available);
         let syscalls = find(&features, "tracepoint syscalls/sys_exit_accept4");
-        assert!(syscalls.detail.contains("/proc socket scan"));
+        assert!(syscalls.detail.contains("first send or receive"));
         assert!(format_report(&features).ends_with("cannot run; fix the FAIL lines above\n"));
     }
 
