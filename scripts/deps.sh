@@ -4,9 +4,9 @@
 set -euo pipefail
 
 NETLENS_BUILD_PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config make)
-# Test peers and ground truth: namespaces/veth, packet drops, ss, an
-# independent tracer, iperf3.
-NETLENS_TEST_PKGS=(iproute2 nftables bpftrace iperf3 procps)
+# Tests: namespaces and veth (ip), packet drops (nft), unprivileged runs
+# (setpriv, in util-linux), procps.
+NETLENS_TEST_PKGS=(iproute2 nftables util-linux procps)
 
 netlens_install_missing() {
     local missing=()
