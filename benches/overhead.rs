@@ -200,7 +200,10 @@ fn idle_cpu(to: &str, pairs: usize) -> (f64, f64) {
 }
 
 fn bpf_prog_stats() -> Vec<(String, u64, u64)> {
-    let out = match Command::new("bpftool").args(["-j", "prog", "show"]).output() {
+    let out = match Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+    {
         Ok(out) => out,
         Err(e) => {
             eprintln!("bpftool not available ({e}): per-program run times skipped");
