@@ -77,10 +77,14 @@ pub fn run(
         let requested = refresh.is_some_and(|r| r.try_iter().count() > 0);
         if stopping || requested || Instant::now() >= next_tick {
             let losses = collector.losses()?;
-            let entries = collector.connections().iter().map(|v| (v.sk, v));
             let snap = Snapshot {
                 timestamp: clock.now_unix(),
-                conns: table.rows(entries, &clock, &opts.filter, opts.incremental),
+                conns: table.rows(
+                    collector.connections(),
+                    &clock,
+                    &opts.filter,
+                    opts.incremental,
+                ),
                 incremental: opts.incremental,
                 losses,
             };

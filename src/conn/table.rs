@@ -6,7 +6,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
-use super::decode::{self, CONN_ACTIVE, CONN_OWNED, CONN_PASSIVE, CONN_SEEDED};
+use super::decode::{self, CONN_ACTIVE, CONN_ESTABLISHED, CONN_OWNED, CONN_PASSIVE, CONN_SEEDED};
 use super::decode::{EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_CONNECT_FAILED};
 use super::skel::types;
 use crate::model::{
@@ -179,24 +179,25 @@ impl ConnTable {
         })
     }
 
-    /// Rows for the established connections among `entries` (the map's
-    /// content) that pass `filter`, oldest first; counters are deltas since
-    /// the previous call when `incremental` is set.
-    pub fn rows<'a>(
+    /// Rows for the established connections among `entries` (the tracked
+    /// records, each naming its socket in `sk`) that pass `filter`, oldest
+    /// first; counters are deltas since the previous call when `incremental`
+    /// is set.
+    pub fn rows(
         &mut self,
-        entries: impl IntoIterator<Item = (u64, &'a types::conn_value)>,
+        entries: &[types::conn_value],
         clock: &Clock,
         filter: &Filter,
         incremental: bool,
     ) -> Vec<ConnRow> {
-        let established = types::conn_flag::CONN_ESTABLISHED.0 as u16;
         self.snapshots += 1;
         let now = self.snapshots;
         let mut rows = Vec::with_capacity(self.tracked.len() + 16);
-        for (sk, v) in entries {
-            if v.flags & established == 0 {
+        for v in entries {
+            if v.flags & CONN_ESTABLISHED == 0 {
                 continue;
             }
+            let sk = v.sk;
             let t = match self.tracked.entry(v.id) {
                 Entry::Occupied(o) => {
                     let t = o.into_mut();
@@ -244,11 +245,12 @@ mod tests {
     use super::*;
     use crate::conn::decode::AF_INET;
 
-    const ESTABLISHED: u16 = types::conn_flag::CONN_ESTABLISHED.0 as u16;
+    const ESTABLISHED: u16 = CONN_ESTABLISHED;
 
     fn value(id: u64, flags: u16, pid: u32, sport: u16, bytes_sent: u64) -> types::conn_value {
         let mut v = types::conn_value {
             id,
+            sk: 0xffff_0000 + id,
             start_ns: 1_000 * id,
             family: AF_INET,
             sport,
@@ -316,16 +318,11 @@ mod tests {
         let clock = Clock::new(0);
         let flags = ESTABLISHED | CONN_ACTIVE | CONN_OWNED;
         let mut entries = [
-            (1u64, value(2, flags, 10, 1001, 100)),
-            (2u64, value(1, flags, 11, 1002, 50)),
-            (3u64, value(3, CONN_ACTIVE | CONN_OWNED, 10, 1003, 0)), // SYN_SENT
+            value(2, flags, 10, 1001, 100),
+            value(1, flags, 11, 1002, 50),
+            value(3, CONN_ACTIVE | CONN_OWNED, 10, 1003, 0), // SYN_SENT
         ];
-        let rows = t.rows(
-            entries.iter().map(|(k, v)| (*k, v)),
-            &clock,
-            &Filter::default(),
-            true,
-        );
+        let rows = t.rows(&entries, &clock, &Filter::default(), true);
         // Oldest first; the pending connect is not a row.
         assert_eq!(
             rows.iter().map(|r| r.conn.id).collect::<Vec<_>>(),
@@ -334,27 +331,17 @@ mod tests {
         // First print of a connection shows its totals.
         assert_eq!(rows[1].metrics.bytes_sent, 100);
 
-        entries[0].1.bytes_sent = 160;
+        entries[0].bytes_sent = 160;
         let only_pid_10 = Filter {
             pids: vec![10],
             ..Filter::default()
         };
-        let rows = t.rows(
-            entries.iter().map(|(k, v)| (*k, v)),
-            &clock,
-            &only_pid_10,
-            true,
-        );
+        let rows = t.rows(&entries, &clock, &only_pid_10, true);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].metrics.bytes_sent, 60);
         assert_eq!(rows[0].metrics.rtt_us, 42);
 
-        let totals = t.rows(
-            entries.iter().map(|(k, v)| (*k, v)),
-            &clock,
-            &Filter::default(),
-            false,
-        );
+        let totals = t.rows(&entries, &clock, &Filter::default(), false);
         assert_eq!(totals[1].metrics.bytes_sent, 160);
     }
 
@@ -363,18 +350,18 @@ mod tests {
         let mut t = ConnTable::new();
         let clock = Clock::new(0);
         let mut v = value(7, ESTABLISHED | CONN_PASSIVE, 0, 80, 10);
-        let rows = t.rows([(1, &v)], &clock, &Filter::default(), true);
+        let rows = t.rows(&[v], &clock, &Filter::default(), true);
         assert_eq!(rows[0].conn.pid, 0);
         // accept() seen: owner known now; the counters stay deltas.
         v.flags |= CONN_OWNED;
         v.pid = 99;
         v.bytes_sent = 25;
-        let rows = t.rows([(1, &v)], &clock, &Filter::default(), true);
+        let rows = t.rows(&[v], &clock, &Filter::default(), true);
         assert_eq!((rows[0].conn.pid, rows[0].conn.comm.as_ref()), (99, "x"));
         assert_eq!(rows[0].metrics.bytes_sent, 15);
         // Gone from the map: forgotten, so a later entry with that id starts over.
-        assert!(t.rows([], &clock, &Filter::default(), true).is_empty());
-        let rows = t.rows([(1, &v)], &clock, &Filter::default(), true);
+        assert!(t.rows(&[], &clock, &Filter::default(), true).is_empty());
+        let rows = t.rows(&[v], &clock, &Filter::default(), true);
         assert_eq!(rows[0].metrics.bytes_sent, 25);
     }
 
