@@ -22,6 +22,7 @@ use super::decode::{
 };
 use super::skel::{types, ConnsSkel, ConnsSkelBuilder};
 use crate::model::Losses;
+use crate::sys::check;
 
 /// Size of the event ring buffer. At the ~20,000 connections/s this machine
 /// sustains, 4 events of 160 bytes per connection fill 16 MiB in 1.3 s, far
@@ -145,41 +146,6 @@ impl Drop for SlotArray {
     }
 }
 
-/// (program, required, what the user loses without it)
-const PROGRAMS: &[(&str, bool, &str)] = &[
-    ("on_set_state", true, "all connection events"),
-    (
-        "on_send_length",
-        false,
-        "counter refresh on send; sent counters refresh only on received segments",
-    ),
-    (
-        "on_recv_length",
-        false,
-        "counter refresh on receive by the application",
-    ),
-    (
-        "on_tcp_probe",
-        false,
-        "counter refresh on every received segment",
-    ),
-    (
-        "on_retransmit",
-        false,
-        "counter refresh at each retransmission",
-    ),
-    (
-        "on_accept4_exit",
-        false,
-        "accept4() attribution: inbound connections are attributed on their first send/receive",
-    ),
-    (
-        "on_accept_exit_tp",
-        false,
-        "accept() attribution: inbound connections are attributed on their first send/receive",
-    ),
-];
-
 impl Collector {
     /// Opens, configures, loads and attaches the connection tracer.
     pub fn start(cfg: &Config) -> Result<Collector> {
@@ -216,7 +182,8 @@ impl Collector {
 
         let mut links = Vec::new();
         let mut attach_failures = Vec::new();
-        for &(name, required, lost) in PROGRAMS {
+        for tp in &check::TRACEPOINTS {
+            let name = tp.program;
             let prog = skel
                 .object_mut()
                 .progs_mut()
@@ -224,12 +191,12 @@ impl Collector {
                 .with_context(|| format!("program {name} missing from the BPF object"))?;
             match prog.attach() {
                 Ok(link) => links.push(link),
-                Err(e) if required => {
+                Err(e) if tp.required => {
                     bail!("attaching {name} failed: {e}; netlens cannot trace connections on this kernel (run `netlens check`)")
                 }
                 Err(e) => attach_failures.push(AttachFailure {
                     program: name,
-                    what_is_lost: lost,
+                    what_is_lost: tp.without,
                     error: e.to_string(),
                 }),
             }

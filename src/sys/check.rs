@@ -25,21 +25,26 @@ const KERNEL_NEEDS: [(u32, u32, &str); 3] = [
     (5, 9, "bpf_skc_to_tcp_sock in tracing programs"),
 ];
 
-/// A tracepoint `conns` attaches to, and what is lost without it.
-struct Tracepoint {
-    category: &'static str,
-    name: &'static str,
-    required: bool,
+/// A tracepoint `conns` attaches to, the BPF program attached there, and
+/// what is lost without it. The collector attaches from this table too, so
+/// `check` and a running `conns` tell the same story.
+pub struct Tracepoint {
+    pub category: &'static str,
+    pub name: &'static str,
+    /// The program in src/bpf/conns.bpf.c.
+    pub program: &'static str,
+    pub required: bool,
     /// What it gives when present.
-    gives: &'static str,
+    pub gives: &'static str,
     /// What netlens loses when it is absent.
-    without: &'static str,
+    pub without: &'static str,
 }
 
-const TRACEPOINTS: [Tracepoint; 7] = [
+pub const TRACEPOINTS: [Tracepoint; 7] = [
     Tracepoint {
         category: "sock",
         name: "inet_sock_set_state",
+        program: "on_set_state",
         required: true,
         gives: "connection open, state changes and close",
         without: "connections cannot be tracked at all",
@@ -47,6 +52,7 @@ const TRACEPOINTS: [Tracepoint; 7] = [
     Tracepoint {
         category: "sock",
         name: "sock_send_length",
+        program: "on_send_length",
         required: false,
         gives: "refresh on every send",
         without: "sent counters refresh only on received segments",
@@ -54,6 +60,7 @@ const TRACEPOINTS: [Tracepoint; 7] = [
     Tracepoint {
         category: "sock",
         name: "sock_recv_length",
+        program: "on_recv_length",
         required: false,
         gives: "refresh on every receive call",
         without: "received counters refresh only when segments arrive, \
@@ -62,6 +69,7 @@ const TRACEPOINTS: [Tracepoint; 7] = [
     Tracepoint {
         category: "tcp",
         name: "tcp_probe",
+        program: "on_tcp_probe",
         required: false,
         gives: "refresh on every received segment (RTT, counters)",
         without: "RTT and counters refresh only on send/receive calls and state changes",
@@ -69,6 +77,7 @@ const TRACEPOINTS: [Tracepoint; 7] = [
     Tracepoint {
         category: "tcp",
         name: "tcp_retransmit_skb",
+        program: "on_retransmit",
         required: false,
         gives: "retransmissions as they happen",
         without: "retransmissions show up only at the next refresh of the connection",
@@ -76,6 +85,7 @@ const TRACEPOINTS: [Tracepoint; 7] = [
     Tracepoint {
         category: "syscalls",
         name: "sys_exit_accept",
+        program: "on_accept_exit_tp",
         required: false,
         gives: "owner of inbound connections accepted with accept()",
         without: "inbound connections accepted with accept() get their owner \
@@ -84,6 +94,7 @@ const TRACEPOINTS: [Tracepoint; 7] = [
     Tracepoint {
         category: "syscalls",
         name: "sys_exit_accept4",
+        program: "on_accept4_exit",
         required: false,
         gives: "owner of inbound connections accepted with accept4()",
         without: "inbound connections accepted with accept4() get their owner \
