@@ -4,6 +4,7 @@
 //! presentation (under [`output`]); both meet in the types of [`model`].
 
 pub mod conn;
+pub mod cost;
 pub mod model;
 pub mod output;
 pub mod sys;

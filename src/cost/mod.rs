@@ -1,0 +1,3 @@
+//! Network CPU cost: the NET_RX breakdown by kernel stack sampling.
+
+pub mod kallsyms;
