@@ -1,3 +1,4 @@
 //! Network CPU cost: the NET_RX breakdown by kernel stack sampling.
 
+pub mod classify;
 pub mod kallsyms;
