@@ -716,6 +716,17 @@ mod tests {
     }
 
     #[test]
+    fn readme_documents_every_category() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        for category in Category::ALL {
+            assert!(
+                readme.contains(&format!("`{}`", category.name())),
+                "{category:?} missing in README"
+            );
+        }
+    }
+
+    #[test]
     fn innermost_matching_frame_decides() {
         let deliver =
             format!("{RX};process_backlog;__netif_receive_skb_one_core;ip_local_deliver_finish");
