@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use libbpf_cargo::SkeletonBuilder;
 
 /// (name, source): each becomes `$OUT_DIR/<name>.skel.rs`.
-const PROGRAMS: &[(&str, &str)] = &[("conns", "src/bpf/conns.bpf.c")];
+const PROGRAMS: &[(&str, &str)] = &[
+    ("conns", "src/bpf/conns.bpf.c"),
+    ("cost", "src/bpf/cost.bpf.c"),
+];
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -24,6 +27,17 @@ fn main() {
         vmlinux_dir.join("vmlinux.h").display()
     );
     println!("cargo:rerun-if-changed=src/bpf/conns.h");
+    println!("cargo:rerun-if-changed=src/bpf/cost.h");
+    // bpf_tracing.h needs the target architecture to read system call
+    // arguments out of struct pt_regs.
+    let target_arch_define = match arch.as_str() {
+        "x86_64" => "-D__TARGET_ARCH_x86",
+        "aarch64" => "-D__TARGET_ARCH_arm64",
+        "riscv64" => "-D__TARGET_ARCH_riscv",
+        "s390x" => "-D__TARGET_ARCH_s390",
+        "powerpc64" => "-D__TARGET_ARCH_powerpc",
+        other => panic!("no BPF target architecture define for {other}"),
+    };
 
     for (name, src) in PROGRAMS {
         println!("cargo:rerun-if-changed={src}");
@@ -37,6 +51,7 @@ fn main() {
                 "-Wall".as_ref(),
                 "-Werror".as_ref(),
                 "-O2".as_ref(),
+                target_arch_define.as_ref(),
             ])
             .build_and_generate(&skel)
             .unwrap_or_else(|e| panic!("building BPF program {src}: {e:#}"));

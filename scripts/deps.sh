@@ -4,9 +4,11 @@
 set -euo pipefail
 
 NETLENS_BUILD_PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config make)
-# Tests: namespaces and veth (ip), packet drops (nft), unprivileged runs
-# (setpriv, in util-linux), procps.
-NETLENS_TEST_PKGS=(iproute2 nftables util-linux procps)
+# Tests: namespaces, veth and qdiscs (ip, tc), packet drops and netfilter
+# (nft), unprivileged runs (setpriv, in util-linux), procps, threaded NAPI
+# (ethtool), bridge reachability (ping), an independent NET_RX measurement
+# (bpftrace).
+NETLENS_TEST_PKGS=(iproute2 nftables util-linux procps ethtool iputils-ping bpftrace)
 
 netlens_install_missing() {
     local missing=()

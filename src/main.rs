@@ -45,6 +45,10 @@ enum Command {
     /// Trace TCP connections: connect, accept, close and failed connects, with
     /// per-connection bytes, packets, retransmissions, RTT and RTT variance.
     Conns(ConnsArgs),
+    /// Measure the CPU time the kernel spends in networking, per CPU: TX/RX
+    /// system calls, NET_TX/NET_RX softirqs, network hard IRQs, NAPI threads
+    /// and io_uring workers, with NET_RX broken down by stack sampling.
+    Cost(CostArgs),
     /// Report kernel version, BTF, capabilities and tracepoints, and which
     /// netlens features work here. Exits non-zero if `conns` cannot run.
     Check,
@@ -97,6 +101,39 @@ struct ConnsArgs {
     log_keep: usize,
 }
 
+#[derive(Args)]
+struct CostArgs {
+    /// Stack sampling frequency in Hz per CPU for the NET_RX breakdown
+    /// (0 turns sampling off). At most kernel.perf_event_max_sample_rate.
+    #[arg(short = 'f', long = "frequency", default_value_t = 1000)]
+    frequency: u64,
+    /// Milliseconds between two reports (table refresh, log line).
+    #[arg(long = "user-period", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
+    user_period: u64,
+    /// Append one JSON object per period to this file (schema in the README).
+    #[arg(short = 'l', long = "log-file", value_name = "FILE")]
+    log_file: Option<PathBuf>,
+    /// Write the sampled NET_RX stacks as folded stacks to FILE on exit.
+    #[arg(long, value_name = "FILE")]
+    folded: Option<PathBuf>,
+    /// Write a flame graph SVG of the sampled NET_RX stacks to FILE on exit.
+    #[arg(long, value_name = "FILE.svg")]
+    flamegraph: Option<PathBuf>,
+    /// Show the user and system CPU time of these processes beside the
+    /// kernel's network cost (comma-separated PIDs).
+    #[arg(
+        short = 'u',
+        long = "user-pids",
+        value_name = "PID,...",
+        value_delimiter = ','
+    )]
+    user_pids: Vec<u32>,
+    /// Stop after this many seconds (decimals allowed); default: until Ctrl-C.
+    #[arg(long, value_parser = parse_interval)]
+    duration: Option<Duration>,
+}
+
 fn parse_interval(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
@@ -126,6 +163,7 @@ fn main() -> ExitCode {
     route_libbpf_messages(cli.verbose);
     let result = match cli.command {
         Command::Conns(args) => conns(args),
+        Command::Cost(args) => cost_cmd(args),
         Command::Check => check_cmd(),
     };
     match result {
@@ -211,6 +249,114 @@ fn conns(args: ConnsArgs) -> Result<(), Failure> {
         "netlens: stopped; lost: {} events, {} connections not tracked (map full), {} existing \
          connections not seeded",
         losses.events_lost, losses.map_full, losses.seed_map_full
+    );
+    Ok(())
+}
+
+/// Exit status for input that is well-formed but wrong (as clap's own).
+const EXIT_USAGE: u8 = 2;
+
+fn usage_error(message: String) -> Failure {
+    Failure {
+        status: EXIT_USAGE,
+        error: anyhow::anyhow!(message),
+    }
+}
+
+/// Creates (truncating) an output file now, so a bad path fails at start
+/// rather than after a long run.
+fn check_writable(path: &std::path::Path, what: &str) -> Result<(), Failure> {
+    std::fs::File::create(path)
+        .map(drop)
+        .with_context(|| format!("cannot write the {what} file {}", path.display()))
+        .map_err(Failure::from)
+}
+
+fn cost_cmd(args: CostArgs) -> Result<(), Failure> {
+    preflight()?;
+    if args.frequency > 0 {
+        if let Some(max) = netlens::cost::run::max_sample_rate() {
+            if args.frequency > max {
+                return Err(usage_error(format!(
+                    "-f/--frequency {} Hz is above the kernel's maximum sampling rate of {max} Hz \
+                     (kernel.perf_event_max_sample_rate); choose -f {max} or lower",
+                    args.frequency
+                )));
+            }
+        }
+    } else if args.folded.is_some() || args.flamegraph.is_some() {
+        return Err(usage_error(
+            "--folded and --flamegraph need stack sampling: use -f with a non-zero frequency"
+                .into(),
+        ));
+    }
+    for &pid in &args.user_pids {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(usage_error(format!(
+                "-u/--user-pids: there is no process with PID {pid}"
+            )));
+        }
+    }
+    for (path, what) in [
+        (&args.folded, "folded stacks"),
+        (&args.flamegraph, "flame graph"),
+    ] {
+        if let Some(p) = path {
+            check_writable(p, what)?;
+        }
+    }
+    let stdout = std::io::stdout();
+    let mut sinks = output::cost::CostFanout::default();
+    let redraw = stdout.is_terminal();
+    sinks.push(output::cost::CostTableSink::new(stdout, redraw));
+    if let Some(path) = &args.log_file {
+        sinks.push(output::cost::CostLogSink::open(path)?);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    if let Some(d) = args.duration {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            std::thread::sleep(d);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    let opts = netlens::cost::run::Options {
+        frequency: args.frequency,
+        period: Duration::from_millis(args.user_period),
+        pids: args.user_pids.clone(),
+    };
+    let finished =
+        netlens::cost::run::run(&opts, &mut sinks, &stop, &mut |line| eprintln!("{line}"))?;
+    if let Some(book) = &finished.stacks {
+        let folded = book.folded();
+        if let Some(path) = &args.folded {
+            folded
+                .write_file(path)
+                .with_context(|| format!("writing folded stacks to {}", path.display()))?;
+        }
+        if let Some(path) = &args.flamegraph {
+            netlens::cost::folded::write_flamegraph(folded.lines(), path, "NET_RX (netlens cost)")
+                .with_context(|| format!("writing the flame graph to {}", path.display()))?;
+        }
+    }
+    let r = &finished.last;
+    let network: u64 = r
+        .entries
+        .iter()
+        .filter(|e| e.entry.is_network())
+        .map(|e| e.time.total_sum())
+        .sum();
+    eprintln!(
+        "netlens: stopped after {:.1} s; the kernel spent {:.3} CPU-seconds in networking; lost: \
+         {} NET_RX samples, {} unreadable stacks",
+        r.elapsed_ns as f64 / 1e9,
+        network as f64 / 1e9,
+        r.sampling.lost_total,
+        r.sampling.stack_errors_total
     );
     Ok(())
 }

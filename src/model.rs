@@ -4,6 +4,8 @@
 //! [`Snapshot`] on every tick; the outputs (log, table, JSON, ...) only ever see
 //! these types, never BPF structures.
 
+pub mod cost;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};

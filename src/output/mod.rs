@@ -6,6 +6,7 @@
 //! a busy host never costs one write syscall per line, and a rotating log file
 //! never splits a line between two files.
 
+pub mod cost;
 pub mod json;
 pub mod logfile;
 pub mod table;

@@ -35,6 +35,16 @@ pub const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound on any helper command (ip, nft, ...).
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A path under the temporary directory unique to this test process and
+/// call (the file is not created).
+pub fn temp_path(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "netlens-{tag}-{}-{}",
+        std::process::id(),
+        next_seq()
+    ))
+}
+
 /// Per-process sequence for unique namespace and interface names.
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -550,6 +560,19 @@ impl Netlens {
             );
         }
         nl
+    }
+
+    /// Starts `netlens cost` + `args` (its table goes to a pipe nobody
+    /// parses) and waits for `netlens: ready`.
+    pub fn start_cost(args: &[&str]) -> Netlens {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_netlens"));
+        cmd.arg("cost").args(args);
+        Netlens::start_cmd(cmd)
+    }
+
+    /// Stops netlens (SIGTERM) without requiring JSON on stdout.
+    pub fn stop_any_output(mut self) -> NetlensOutput {
+        self.shutdown()
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,0 +1,496 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* Exact CPU time of the kernel's networking entry points, from tracepoints
+ * only (no kprobe, no fentry), and kernel stacks sampled while NET_RX runs.
+ *
+ * Accounting model. Every CPU runs at one of three levels: task (a system
+ * call, a kernel thread), softirq, hard IRQ handler. Interrupt levels are
+ * timed directly from their entry and exit tracepoints; a hard IRQ inside a
+ * softirq is taken out of that softirq. For the task level, each CPU keeps
+ * intr_ns, the total time it has spent in softirqs and IRQ handlers; a task
+ * span (say a sendto) is timed per on-CPU stint, from the moment it starts
+ * or is switched in to the moment it ends or is switched out, minus the
+ * growth of intr_ns in between. So a softirq that runs inside a system call
+ * (NET_RX on loopback runs inside the sender's sendmsg) is charged to the
+ * softirq only, and time off-CPU is never charged. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "cost.h"
+
+#define PF_IO_WORKER 0x00000010
+#define PF_KTHREAD 0x00200000
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+
+/* Indexed by system call number; filled by user space before load. */
+#define SYSCALL_TABLE_SIZE 1024
+const volatile __u8 syscall_kind[SYSCALL_TABLE_SIZE] = {};
+
+/* Per-CPU totals read by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cpu_cost);
+} costs SEC(".maps");
+
+/* Where each CPU is: which softirq / IRQ handler runs, since when. */
+struct cpu_state {
+	/* total time spent in softirqs and IRQ handlers (outermost level) */
+	__u64 intr_ns;
+	__u64 softirq_start;
+	/* IRQ handler time inside the running softirq */
+	__u64 softirq_irq_ns;
+	__u64 irq_start;
+	/* vector + 1 of the running softirq, 0 outside softirqs */
+	__u32 softirq;
+	/* irq + 1 of the running IRQ handler, 0 outside IRQ handlers */
+	__u32 irq;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cpu_state);
+} cpu_states SEC(".maps");
+
+/* Processes (-u/--user-pids) whose own TX/RX system call time is kept;
+ * user space inserts their keys before attaching. */
+const volatile bool track_pids = false;
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct pid_cost);
+} pid_costs SEC(".maps");
+
+/* 1 for the IRQ numbers of network devices; user space keeps it current. */
+#define NET_IRQS_MAX 16384
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NET_IRQS_MAX);
+	__type(key, __u32);
+	__type(value, __u8);
+} net_irqs SEC(".maps");
+
+enum task_mode {
+	/* nothing is being timed */
+	MODE_NONE = 0,
+	/* a system call: every stint is charged to entry when it ends */
+	MODE_SPAN = 1,
+	/* a NAPI kthread: all its time is network time */
+	MODE_THREAD = 2,
+	/* io-wq workers and io_uring_enter: time accumulates in pending and
+	 * is charged when a socket operation completes, dropped when a
+	 * request completes without one */
+	MODE_SEGMENT = 3,
+};
+
+enum task_role {
+	ROLE_USER = 0,
+	ROLE_NAPI = 1,
+	ROLE_IO_WORKER = 2,
+};
+
+struct task_acct {
+	/* start of the current on-CPU stint, and intr_ns of that CPU then */
+	__u64 start;
+	__u64 start_intr;
+	/* MODE_SEGMENT: time of earlier stints not charged yet */
+	__u64 pending;
+	__u8 mode;
+	__u8 entry;
+	__u8 role;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_acct);
+} task_accts SEC(".maps");
+
+/* Kernel stacks sampled during NET_RX. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20); /* user space sizes it by CPUs and -f */
+} samples SEC(".maps");
+
+/* Put the shared types into BTF so libbpf-cargo generates them for Rust. */
+struct rx_sample _rx_sample = {};
+enum cost_entry _cost_entry;
+enum syscall_kind _syscall_kind;
+
+static __always_inline struct cpu_cost *cpu_cost(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&costs, &zero);
+}
+
+static __always_inline struct cpu_state *cpu_state(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&cpu_states, &zero);
+}
+
+static __always_inline void charge(__u32 entry, __u64 ns, bool span_end)
+{
+	struct cpu_cost *c = cpu_cost();
+
+	if (!c || entry >= COST_ENTRY_MAX)
+		return;
+	c->ns[entry] += ns;
+	if (span_end)
+		c->spans[entry]++;
+}
+
+/* Task-level charge of a TX/RX system call stint of the process tgid. */
+static __always_inline void charge_syscall(__u32 tgid, __u32 entry, __u64 ns,
+					   bool span_end)
+{
+	struct pid_cost *p;
+
+	charge(entry, ns, span_end);
+	if (!track_pids)
+		return;
+	p = bpf_map_lookup_elem(&pid_costs, &tgid);
+	if (!p)
+		return;
+	if (entry == COST_TX_SYSCALL) {
+		__sync_fetch_and_add(&p->tx_ns, ns);
+		if (span_end)
+			__sync_fetch_and_add(&p->tx_calls, 1);
+	} else if (entry == COST_RX_SYSCALL) {
+		__sync_fetch_and_add(&p->rx_ns, ns);
+		if (span_end)
+			__sync_fetch_and_add(&p->rx_calls, 1);
+	}
+}
+
+/* Interrupt time (outermost level) that ran while a -u process was current. */
+static __always_inline void charge_interrupted(__u64 ns)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct pid_cost *p;
+
+	if (!track_pids)
+		return;
+	p = bpf_map_lookup_elem(&pid_costs, &tgid);
+	if (p)
+		__sync_fetch_and_add(&p->intr_ns, ns);
+}
+
+/* Task-level time of the current stint: wall time minus the interrupt
+ * time this CPU accumulated meanwhile. */
+static __always_inline __u64 stint_ns(const struct task_acct *t,
+				      const struct cpu_state *cs, __u64 now)
+{
+	__u64 wall = now - t->start;
+	__u64 intr = cs->intr_ns - t->start_intr;
+
+	return wall > intr ? wall - intr : 0;
+}
+
+static __always_inline void start_stint(struct task_acct *t,
+					const struct cpu_state *cs, __u64 now)
+{
+	t->start = now;
+	t->start_intr = cs->intr_ns;
+}
+
+/* True when the current task's file descriptor fd refers to a socket. */
+static __always_inline bool fd_is_socket(struct task_struct *task, long fd)
+{
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds;
+	struct file *file = NULL;
+	umode_t mode;
+
+	if (!fdt || fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+		return false;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return false;
+	mode = BPF_CORE_READ(file, f_inode, i_mode);
+	return (mode & S_IFMT) == S_IFSOCK;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
+{
+	struct task_struct *task;
+	struct task_acct *t;
+	struct cpu_state *cs;
+	__u8 kind, entry;
+
+	if (id < 0 || id >= SYSCALL_TABLE_SIZE)
+		return 0;
+	kind = syscall_kind[id];
+	if (kind == SYSCALL_NOT_NET)
+		return 0;
+	task = bpf_get_current_task_btf();
+	if ((kind == SYSCALL_TX_IF_SOCKET || kind == SYSCALL_RX_IF_SOCKET) &&
+	    !fd_is_socket(task, PT_REGS_PARM1_CORE(regs)))
+		return 0;
+	cs = cpu_state();
+	if (!cs)
+		return 0;
+	t = bpf_task_storage_get(&task_accts, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!t)
+		return 0;
+	entry = (kind == SYSCALL_TX || kind == SYSCALL_TX_IF_SOCKET) ? COST_TX_SYSCALL
+								     : COST_RX_SYSCALL;
+	t->mode = kind == SYSCALL_IO_URING ? MODE_SEGMENT : MODE_SPAN;
+	t->entry = entry;
+	t->pending = 0;
+	start_stint(t, cs, bpf_ktime_get_ns());
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
+{
+	struct task_acct *t;
+	struct cpu_state *cs;
+
+	t = bpf_task_storage_get(&task_accts, bpf_get_current_task_btf(), 0, 0);
+	if (!t || t->role != ROLE_USER || t->mode == MODE_NONE)
+		return 0;
+	if (t->mode == MODE_SPAN) {
+		cs = cpu_state();
+		if (cs)
+			charge_syscall(bpf_get_current_pid_tgid() >> 32, t->entry,
+				       stint_ns(t, cs, bpf_ktime_get_ns()), true);
+	}
+	/* MODE_SEGMENT (io_uring_enter): what was not followed by a socket
+	 * operation was other I/O */
+	t->mode = MODE_NONE;
+	return 0;
+}
+
+/* A task that is a NAPI kthread or an io-wq worker gets its storage, and
+ * with it its role, the first time it is switched in. */
+static __always_inline struct task_acct *kthread_acct(struct task_struct *task)
+{
+	unsigned int flags = BPF_CORE_READ(task, flags);
+	struct task_acct *t;
+	char comm[5];
+	__u8 role;
+
+	if (flags & PF_IO_WORKER) {
+		role = ROLE_IO_WORKER;
+	} else if (flags & PF_KTHREAD) {
+		if (bpf_probe_read_kernel(comm, sizeof(comm), task->comm) ||
+		    comm[0] != 'n' || comm[1] != 'a' || comm[2] != 'p' ||
+		    comm[3] != 'i' || comm[4] != '/')
+			return NULL;
+		role = ROLE_NAPI;
+	} else {
+		return NULL;
+	}
+	t = bpf_task_storage_get(&task_accts, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!t)
+		return NULL;
+	t->role = role;
+	t->pending = 0;
+	if (role == ROLE_NAPI) {
+		t->mode = MODE_THREAD;
+		t->entry = COST_NAPI_THREAD;
+	} else {
+		t->mode = MODE_SEGMENT;
+		t->entry = COST_IO_URING_WORKER;
+	}
+	return t;
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
+	     struct task_struct *next, unsigned int prev_state)
+{
+	struct cpu_state *cs = cpu_state();
+	struct task_acct *t;
+	__u64 now;
+
+	if (!cs)
+		return 0;
+	now = bpf_ktime_get_ns();
+	t = bpf_task_storage_get(&task_accts, prev, 0, 0);
+	if (t) {
+		if (t->mode == MODE_SPAN)
+			charge_syscall(BPF_CORE_READ(prev, tgid), t->entry,
+				       stint_ns(t, cs, now), false);
+		else if (t->mode == MODE_THREAD)
+			charge(t->entry, stint_ns(t, cs, now), true);
+		else if (t->mode == MODE_SEGMENT)
+			t->pending += stint_ns(t, cs, now);
+	}
+	t = bpf_task_storage_get(&task_accts, next, 0, 0);
+	if (!t)
+		t = kthread_acct(next);
+	if (t && t->mode != MODE_NONE)
+		start_stint(t, cs, now);
+	return 0;
+}
+
+/* A socket send or receive completed in task context: charge the time that
+ * led to it when the task is an io-wq worker or inside io_uring_enter. */
+static __always_inline void socket_op_done(bool tx)
+{
+	struct cpu_state *cs = cpu_state();
+	struct task_acct *t;
+	__u64 now;
+
+	/* kernel sockets used from softirq context are not the task's */
+	if (!cs || cs->softirq || cs->irq)
+		return;
+	t = bpf_task_storage_get(&task_accts, bpf_get_current_task_btf(), 0, 0);
+	if (!t || t->mode != MODE_SEGMENT)
+		return;
+	now = bpf_ktime_get_ns();
+	if (t->role == ROLE_IO_WORKER)
+		charge(COST_IO_URING_WORKER, t->pending + stint_ns(t, cs, now), true);
+	else
+		charge_syscall(bpf_get_current_pid_tgid() >> 32,
+			       tx ? COST_TX_SYSCALL : COST_RX_SYSCALL,
+			       t->pending + stint_ns(t, cs, now), true);
+	t->pending = 0;
+	start_stint(t, cs, now);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(cost_sock_send, struct sock *sk, int ret, int flags)
+{
+	socket_op_done(true);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(cost_sock_recv, struct sock *sk, int ret, int flags)
+{
+	socket_op_done(false);
+	return 0;
+}
+
+/* An io_uring request completed: the time since the previous boundary was
+ * not a socket operation (those were charged when they completed). */
+SEC("tp_btf/io_uring_complete")
+int BPF_PROG(on_io_uring_complete, void *ring, void *req, void *cqe)
+{
+	struct cpu_state *cs = cpu_state();
+	struct task_acct *t;
+
+	if (!cs || cs->softirq || cs->irq)
+		return 0;
+	t = bpf_task_storage_get(&task_accts, bpf_get_current_task_btf(), 0, 0);
+	if (!t || t->mode != MODE_SEGMENT)
+		return 0;
+	t->pending = 0;
+	start_stint(t, cs, bpf_ktime_get_ns());
+	return 0;
+}
+
+SEC("tp_btf/softirq_entry")
+int BPF_PROG(on_softirq_entry, unsigned int vec)
+{
+	struct cpu_state *cs = cpu_state();
+
+	if (!cs)
+		return 0;
+	cs->softirq_irq_ns = 0;
+	cs->softirq_start = bpf_ktime_get_ns();
+	cs->softirq = vec + 1;
+	return 0;
+}
+
+SEC("tp_btf/softirq_exit")
+int BPF_PROG(on_softirq_exit, unsigned int vec)
+{
+	struct cpu_state *cs = cpu_state();
+	__u64 wall, busy;
+	__u32 entry;
+
+	/* entered before the programs were attached */
+	if (!cs || cs->softirq != vec + 1)
+		return 0;
+	wall = bpf_ktime_get_ns() - cs->softirq_start;
+	busy = wall > cs->softirq_irq_ns ? wall - cs->softirq_irq_ns : 0;
+	if (vec == NET_RX_SOFTIRQ)
+		entry = COST_NET_RX_SOFTIRQ;
+	else if (vec == NET_TX_SOFTIRQ)
+		entry = COST_NET_TX_SOFTIRQ;
+	else
+		entry = COST_OTHER_SOFTIRQ;
+	charge(entry, busy, true);
+	charge_interrupted(wall);
+	cs->intr_ns += wall;
+	/* last: an IRQ arriving before this line is still counted as inside
+	 * the softirq, whose time already went to intr_ns */
+	cs->softirq = 0;
+	return 0;
+}
+
+SEC("tp_btf/irq_handler_entry")
+int BPF_PROG(on_irq_entry, int irq, struct irqaction *action)
+{
+	struct cpu_state *cs = cpu_state();
+
+	if (!cs)
+		return 0;
+	cs->irq_start = bpf_ktime_get_ns();
+	cs->irq = irq + 1;
+	return 0;
+}
+
+SEC("tp_btf/irq_handler_exit")
+int BPF_PROG(on_irq_exit, int irq, struct irqaction *action, int ret)
+{
+	struct cpu_state *cs = cpu_state();
+	__u32 key = irq;
+	__u8 *is_net;
+	__u64 wall;
+
+	if (!cs || cs->irq != (__u32)irq + 1)
+		return 0;
+	wall = bpf_ktime_get_ns() - cs->irq_start;
+	is_net = bpf_map_lookup_elem(&net_irqs, &key);
+	charge(is_net && *is_net ? COST_NET_IRQ : COST_OTHER_IRQ, wall, true);
+	if (cs->softirq) {
+		cs->softirq_irq_ns += wall;
+	} else {
+		charge_interrupted(wall);
+		cs->intr_ns += wall;
+	}
+	cs->irq = 0;
+	return 0;
+}
+
+/* cpu-clock sample: keep the kernel stack when NET_RX is running here. */
+SEC("perf_event")
+int on_sample(struct bpf_perf_event_data *ctx)
+{
+	struct cpu_state *cs = cpu_state();
+	struct cpu_cost *c = cpu_cost();
+	struct rx_sample *s;
+	long bytes;
+
+	if (!cs || !c)
+		return 0;
+	c->samples++;
+	if (cs->softirq != NET_RX_SOFTIRQ + 1)
+		return 0;
+	c->net_rx_samples++;
+	s = bpf_ringbuf_reserve(&samples, sizeof(*s), 0);
+	if (!s) {
+		c->samples_lost++;
+		return 0;
+	}
+	s->cpu = bpf_get_smp_processor_id();
+	bytes = bpf_get_stack(ctx, s->ips, sizeof(s->ips), 0);
+	s->frames = bytes < 0 ? bytes : bytes / sizeof(__u64);
+	bpf_ringbuf_submit(s, BPF_RB_NO_WAKEUP);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,443 @@
+//! Owns the BPF side of `netlens cost`: loads and attaches the accounting
+//! programs, opens one cpu-clock sampling event per online CPU, and reads
+//! back the per-CPU totals, the sampled NET_RX stacks and the programs' own
+//! run time. Produces raw values; cost::account turns them into the model.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{libbpf_sys, Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder};
+
+use super::skel::{types, CostSkel, CostSkelBuilder};
+use crate::conn::decode::read_record;
+
+/// Per-CPU totals as the BPF side keeps them (cumulative since load).
+pub type RawCpuCost = types::cpu_cost;
+
+/// Entry indices of `cpu_cost.ns` (see enum cost_entry in cost.h).
+pub const ENTRY_COUNT: usize = types::cost_entry::COST_ENTRY_MAX.0 as usize;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Sampling frequency in Hz; 0 turns stack sampling off.
+    pub frequency: u64,
+    /// Processes whose own TX/RX system call time is kept (-u).
+    pub pids: Vec<u32>,
+}
+
+/// A program that could not be attached, and what is missing because of it.
+#[derive(Debug)]
+pub struct AttachFailure {
+    pub program: &'static str,
+    pub what_is_lost: &'static str,
+    pub error: String,
+}
+
+/// Run time of this collector's BPF programs (with BPF_ENABLE_STATS on).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgStats {
+    pub run_ns: u64,
+    pub runs: u64,
+    /// Runs the kernel skipped because a program was already running on that CPU.
+    pub recursion_misses: u64,
+}
+
+/// One sampled NET_RX stack: CPU and kernel instruction addresses, leaf first.
+pub struct Sample<'a> {
+    pub cpu: u32,
+    pub ips: &'a [u64],
+}
+
+/// Samples read from the ring, waiting to be handed out: all frames in one
+/// buffer, so the steady state allocates nothing per sample.
+#[derive(Default)]
+struct SampleQueue {
+    /// (CPU, end of its frames in ips)
+    samples: Vec<(u32, usize)>,
+    ips: Vec<u64>,
+}
+
+impl SampleQueue {
+    fn push(&mut self, cpu: u32, ips: &[u64]) {
+        self.ips.extend_from_slice(ips);
+        self.samples.push((cpu, self.ips.len()));
+    }
+}
+
+/// (program, required, what is lost without it)
+/// The sampling program (on_sample) is attached per CPU instead.
+const PROGRAMS: [(&str, bool, &str); 10] = [
+    ("on_sys_enter", true, "all system call time"),
+    ("on_sys_exit", true, "all system call time"),
+    ("on_sched_switch", true, "pausing across context switches"),
+    ("on_softirq_entry", true, "all softirq time"),
+    ("on_softirq_exit", true, "all softirq time"),
+    ("on_irq_entry", true, "hard IRQ time"),
+    ("on_irq_exit", true, "hard IRQ time"),
+    (
+        "cost_sock_send",
+        false,
+        "io_uring worker and io_uring_enter time of socket sends",
+    ),
+    (
+        "cost_sock_recv",
+        false,
+        "io_uring worker and io_uring_enter time of socket receives",
+    ),
+    (
+        "on_io_uring_complete",
+        false,
+        "separating non-socket io_uring requests (their time may be charged to the next socket operation)",
+    ),
+];
+
+pub struct Collector {
+    skel: CostSkel<'static>,
+    _links: Vec<Link>,
+    /// The sampling program's links, one per CPU.
+    sample_links: Vec<Link>,
+    ring: RingBuffer<'static>,
+    pending: Rc<RefCell<SampleQueue>>,
+    /// Keeps BPF_ENABLE_STATS on while it is open.
+    _stats: Option<OwnedFd>,
+    /// IRQ numbers currently marked as network IRQs in the BPF map.
+    net_irqs: BTreeSet<u32>,
+    /// CPUs that got a sampling event.
+    pub sampled_cpus: Vec<u32>,
+    pub attach_failures: Vec<AttachFailure>,
+}
+
+impl Collector {
+    pub fn start(cfg: &Config) -> Result<Collector> {
+        // One collector lives for the whole process: leaking its object is fine.
+        let object: &'static mut std::mem::MaybeUninit<OpenObject> =
+            Box::leak(Box::new(std::mem::MaybeUninit::uninit()));
+        let mut open = CostSkelBuilder::default()
+            .open(object)
+            .context("opening the BPF object")?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .context("BPF object has no .rodata")?;
+        for (nr, kind) in super::syscalls::table() {
+            if let Some(slot) = rodata.syscall_kind.get_mut(nr) {
+                *slot = kind.0 as u8;
+            }
+        }
+        rodata.track_pids = !cfg.pids.is_empty();
+        let cpus = libbpf_rs::num_possible_cpus().context("counting CPUs")?;
+        open.maps
+            .samples
+            .set_max_entries(sample_ring_bytes(cpus, cfg.frequency))
+            .context("setting the sample ring buffer size")?;
+        open.progs.on_sample.set_autoattach(false);
+        let mut skel = open.load().map_err(|e| load_error(&e))?;
+
+        for pid in &cfg.pids {
+            let zero = [0u8; std::mem::size_of::<types::pid_cost>()];
+            skel.maps
+                .pid_costs
+                .update(&pid.to_ne_bytes(), &zero, MapFlags::NO_EXIST)
+                .context("registering a -u process")?;
+        }
+
+        let mut links = Vec::new();
+        let mut attach_failures = Vec::new();
+        for (name, required, without) in &PROGRAMS {
+            let prog = skel
+                .object_mut()
+                .progs_mut()
+                .find(|p| p.name() == *name)
+                .with_context(|| format!("program {name} missing from the BPF object"))?;
+            match prog.attach() {
+                Ok(link) => links.push(link),
+                Err(e) if *required => bail!(
+                    "attaching {name} failed: {e}; netlens cannot measure network CPU cost on \
+                     this kernel (run `netlens check`)"
+                ),
+                Err(e) => attach_failures.push(AttachFailure {
+                    program: name,
+                    what_is_lost: without,
+                    error: e.to_string(),
+                }),
+            }
+        }
+
+        let mut sampled_cpus = Vec::new();
+        let mut sample_links = Vec::new();
+        if cfg.frequency > 0 {
+            for cpu in online_cpus()? {
+                let fd = open_cpu_clock(cpu, cfg.frequency)?;
+                let link = skel
+                    .progs
+                    .on_sample
+                    .attach_perf_event(fd.as_raw_fd())
+                    .with_context(|| format!("attaching the sampling program on CPU {cpu}"))?;
+                // libbpf closes the event's fd when the link is destroyed: the
+                // link owns it from here on.
+                let _ = fd.into_raw_fd();
+                sample_links.push(link);
+                sampled_cpus.push(cpu);
+            }
+        }
+
+        let pending: Rc<RefCell<SampleQueue>> = Rc::default();
+        let sink = Rc::clone(&pending);
+        let mut builder = RingBufferBuilder::new();
+        builder
+            .add(&skel.maps.samples, move |data: &[u8]| {
+                if let Some(s) = read_record::<types::rx_sample>(data) {
+                    let frames = usize::try_from(s.frames).unwrap_or(0).min(s.ips.len());
+                    sink.borrow_mut().push(s.cpu, &s.ips[..frames]);
+                }
+                0
+            })
+            .context("setting up the sample ring buffer")?;
+        let ring = builder
+            .build()
+            .context("setting up the sample ring buffer")?;
+        let mut collector = Collector {
+            skel,
+            _links: links,
+            sample_links,
+            ring,
+            pending,
+            _stats: enable_run_time_stats(),
+            net_irqs: BTreeSet::new(),
+            sampled_cpus,
+            attach_failures,
+        };
+        collector.refresh_net_irqs()?;
+        Ok(collector)
+    }
+
+    /// Marks the IRQs of network devices for the BPF side (devices come and
+    /// go, so this runs now and then); only changes are written.
+    pub fn refresh_net_irqs(&mut self) -> Result<()> {
+        let map = &self.skel.maps.net_irqs;
+        let max = map.max_entries();
+        let now: BTreeSet<u32> = super::irqs::network_irqs()
+            .into_iter()
+            .filter(|&irq| irq < max)
+            .collect();
+        for (irq, flag) in now
+            .difference(&self.net_irqs)
+            .map(|&i| (i, 1u8))
+            .chain(self.net_irqs.difference(&now).map(|&i| (i, 0u8)))
+        {
+            map.update(&irq.to_ne_bytes(), &[flag], MapFlags::ANY)
+                .context("updating the network IRQ map")?;
+        }
+        self.net_irqs = now;
+        Ok(())
+    }
+
+    /// The IRQ numbers counted as network device IRQs.
+    pub fn net_irqs(&self) -> &BTreeSet<u32> {
+        &self.net_irqs
+    }
+
+    /// Cumulative totals per possible CPU (index = CPU number).
+    pub fn cpu_costs(&self) -> Result<Vec<RawCpuCost>> {
+        let per_cpu = self
+            .skel
+            .maps
+            .costs
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .context("reading the per-CPU cost counters")?
+            .unwrap_or_default();
+        Ok(per_cpu
+            .iter()
+            .map(|v| read_record::<RawCpuCost>(v).unwrap_or_default())
+            .collect())
+    }
+
+    /// Detaches the sampling program from every CPU (no more samples).
+    pub fn stop_sampling(&mut self) {
+        self.sample_links.clear();
+    }
+
+    /// TX/RX system call time of each -u process, since start.
+    pub fn pid_costs(&self) -> Result<Vec<(u32, types::pid_cost)>> {
+        let map = &self.skel.maps.pid_costs;
+        let mut out = Vec::new();
+        for key in map.keys() {
+            let Some(pid) = read_record::<u32>(&key) else {
+                continue;
+            };
+            let value = map
+                .lookup(&key, MapFlags::ANY)
+                .context("reading per-process system call time")?;
+            if let Some(v) = value.as_deref().and_then(read_record::<types::pid_cost>) {
+                out.push((pid, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits up to `timeout`, then hands every queued NET_RX sample to `f`.
+    pub fn drain_samples(
+        &mut self,
+        timeout: Duration,
+        mut f: impl FnMut(Sample<'_>),
+    ) -> Result<()> {
+        if let Err(e) = self.ring.poll(timeout) {
+            if e.kind() != libbpf_rs::ErrorKind::Interrupted {
+                return Err(e).context("polling the sample ring buffer");
+            }
+        }
+        self.ring
+            .consume()
+            .context("reading the sample ring buffer")?;
+        let mut queue = self.pending.borrow_mut();
+        let mut start = 0;
+        for &(cpu, end) in &queue.samples {
+            f(Sample {
+                cpu,
+                ips: &queue.ips[start..end],
+            });
+            start = end;
+        }
+        queue.samples.clear();
+        queue.ips.clear();
+        Ok(())
+    }
+
+    /// Run time and run count of every program of this collector.
+    pub fn prog_stats(&self) -> ProgStats {
+        let mut total = ProgStats::default();
+        for prog in self.skel.object().progs() {
+            if let Some(s) = prog_info(prog.as_fd().as_raw_fd()) {
+                total.run_ns += s.run_ns;
+                total.runs += s.runs;
+                total.recursion_misses += s.recursion_misses;
+            }
+        }
+        total
+    }
+}
+
+/// Ring size for about half a second of samples on every CPU, as a power
+/// of two between 1 and 256 MiB (samples are only taken inside NET_RX, so
+/// this is the worst case).
+fn sample_ring_bytes(cpus: usize, frequency: u64) -> u32 {
+    let record = std::mem::size_of::<types::rx_sample>() as u64 + 8;
+    let want = (cpus as u64) * frequency.max(1) * record / 2;
+    want.clamp(1 << 20, 256 << 20).next_power_of_two() as u32
+}
+
+/// The CPUs in /sys/devices/system/cpu/online ("0-3,5").
+fn online_cpus() -> Result<Vec<u32>> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .context("reading /sys/devices/system/cpu/online")?;
+    parse_cpu_list(text.trim())
+        .with_context(|| format!("unexpected /sys/devices/system/cpu/online: {text:?}"))
+}
+
+pub fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
+    let mut cpus = Vec::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
+                if a > b {
+                    return None;
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    Some(cpus)
+}
+
+/// A cpu-clock software event on one CPU, sampling at `frequency` Hz.
+fn open_cpu_clock(cpu: u32, frequency: u64) -> Result<OwnedFd> {
+    let mut attr = libbpf_sys::perf_event_attr {
+        type_: libbpf_sys::PERF_TYPE_SOFTWARE,
+        size: std::mem::size_of::<libbpf_sys::perf_event_attr>() as u32,
+        config: u64::from(libbpf_sys::PERF_COUNT_SW_CPU_CLOCK),
+        ..Default::default()
+    };
+    attr.__bindgen_anon_1.sample_freq = frequency;
+    attr.set_freq(1);
+    // SAFETY: attr is a fully initialised perf_event_attr whose size field is
+    // its own size; the other arguments are plain integers. The kernel returns
+    // a new fd that we own, or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &raw const attr,
+            -1 as libc::pid_t,
+            cpu as libc::c_int,
+            -1 as libc::c_int,
+            libc::c_ulong::from(libbpf_sys::PERF_FLAG_FD_CLOEXEC),
+        )
+    };
+    if fd < 0 {
+        let err = std::io::Error::last_os_error();
+        bail!("opening a cpu-clock sampling event at {frequency} Hz on CPU {cpu}: {err}");
+    }
+    // SAFETY: fd was just returned by perf_event_open and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// BPF_ENABLE_STATS: the kernel records every program's run time while the
+/// returned fd is open. None when the kernel refuses (then self-cost is
+/// reported as unknown).
+fn enable_run_time_stats() -> Option<OwnedFd> {
+    // SAFETY: plain system call wrapper; returns a new fd or a negative errno.
+    let fd = unsafe { libbpf_sys::bpf_enable_stats(libbpf_sys::BPF_STATS_RUN_TIME) };
+    // SAFETY: a non-negative fd was just created for us.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn prog_info(fd: i32) -> Option<ProgStats> {
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: info is a zeroed bpf_prog_info of len bytes with no array
+    // pointers set, so the kernel writes only into it.
+    let ret = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd, &mut info, &mut len) };
+    (ret == 0).then_some(ProgStats {
+        run_ns: info.run_time_ns,
+        runs: info.run_cnt,
+        recursion_misses: info.recursion_misses,
+    })
+}
+
+fn load_error(e: &libbpf_rs::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "loading the BPF programs failed: {e}. `netlens cost` needs a kernel with BTF \
+         (/sys/kernel/btf/vmlinux), tp_btf tracepoints, task storage and BPF ring buffers \
+         (Linux 5.11 or later); run `netlens check` for details, and `netlens -v cost` for \
+         the verifier log"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-1"), Some(vec![0, 1]));
+        assert_eq!(parse_cpu_list("0,2-4,7"), Some(vec![0, 2, 3, 4, 7]));
+        assert_eq!(parse_cpu_list("3"), Some(vec![3]));
+        assert_eq!(parse_cpu_list("2-1"), None);
+        assert_eq!(parse_cpu_list("x"), None);
+    }
+
+    #[test]
+    fn sample_ring_is_a_bounded_power_of_two() {
+        assert_eq!(sample_ring_bytes(2, 1000), 1 << 20);
+        let big = sample_ring_bytes(256, 10_000);
+        assert!(big.is_power_of_two() && big <= 256 << 20);
+        assert!(sample_ring_bytes(1, 0).is_power_of_two());
+    }
+}

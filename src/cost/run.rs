@@ -1,0 +1,364 @@
+//! The `netlens cost` main loop: one thread owns the collector, drains the
+//! NET_RX samples as they come, and every period turns the counters into a
+//! [`CostReport`] for the outputs.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+
+use super::account::{self, CpuTotals};
+use super::classify::{category_times, Category};
+use super::collector::{Collector, Config, ProgStats, RawCpuCost};
+use super::stacks::StackBook;
+use crate::model::cost::{CategoryRow, CostReport, PerCpu, PidCpu, Sampling, SelfCost};
+use crate::output::cost::CostSink;
+use crate::sys::procfs;
+
+/// How often samples are drained (the ring is sized for half a second).
+const DRAIN_PERIOD: Duration = Duration::from_millis(100);
+/// How often the list of network device IRQs is refreshed.
+const IRQ_REFRESH: Duration = Duration::from_secs(5);
+
+pub struct Options {
+    /// Sampling frequency in Hz (0: no sampling, no NET_RX categories).
+    pub frequency: u64,
+    /// Time between two reports.
+    pub period: Duration,
+    /// Processes whose CPU time is shown beside the kernel cost.
+    pub pids: Vec<u32>,
+}
+
+/// What a finished run leaves behind.
+pub struct Finished {
+    pub last: CostReport,
+    pub stacks: Option<StackBook>,
+}
+
+/// Per-PID state between two reports.
+struct TrackedPid {
+    pid: u32,
+    comm: String,
+    /// (utime, stime) in ticks
+    first: (u64, u64),
+    prev: (u64, u64),
+    /// (TX, RX, interrupted) ns, cumulative from the BPF side
+    prev_syscalls: (u64, u64, u64),
+    alive: bool,
+}
+
+/// Loads the programs and reports every `opts.period` until `stop` is set.
+/// `status` receives human-readable progress lines (stderr in the binary).
+pub fn run(
+    opts: &Options,
+    sink: &mut dyn CostSink,
+    stop: &Arc<AtomicBool>,
+    status: &mut dyn FnMut(&str),
+) -> Result<Finished> {
+    let mut pids = track_pids(&opts.pids)?;
+    let mut stacks = if opts.frequency > 0 {
+        Some(StackBook::new()?)
+    } else {
+        None
+    };
+    let mut collector = Collector::start(&Config {
+        frequency: opts.frequency,
+        pids: opts.pids.clone(),
+    })?;
+    for f in &collector.attach_failures {
+        status(&format!(
+            "warning: {} not attached ({}); lost: {}",
+            f.program, f.error, f.what_is_lost
+        ));
+    }
+    let cpus = online_columns(&collector);
+    let ns_per_tick = 1_000_000_000 / procfs::clock_ticks_per_sec();
+    let first = totals(&collector.cpu_costs()?);
+    let mut prev = first.clone();
+    let first_self = (collector.prog_stats(), process_cpu_ns());
+    let mut prev_self = first_self;
+    let mut prev_stat = procfs::proc_stat_cpus().unwrap_or_default();
+    let started = Instant::now();
+    let mut last_report = started;
+    let mut last_irq_refresh = started;
+    let mut warned_throttle = false;
+    status(&format!(
+        "netlens: ready: measuring network CPU cost on {} CPUs{}; {} network device IRQs",
+        cpus.len(),
+        if opts.frequency > 0 {
+            format!(", sampling NET_RX stacks at {} Hz", opts.frequency)
+        } else {
+            ", stack sampling off".to_string()
+        },
+        collector.net_irqs().len()
+    ));
+
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        if stopping {
+            // No sample may arrive between the last drain and the last
+            // counter read: the counts in the final report are exact.
+            collector.stop_sampling();
+        }
+        let due = last_report + opts.period;
+        let wait = if stopping {
+            Duration::ZERO
+        } else {
+            DRAIN_PERIOD.min(due.saturating_duration_since(Instant::now()))
+        };
+        collector.drain_samples(wait, |s| {
+            if let (Some(book), Some(col)) =
+                (stacks.as_mut(), cpus.iter().position(|&c| c == s.cpu))
+            {
+                book.add(col, s.ips);
+            }
+        })?;
+        let now_instant = Instant::now();
+        if !stopping && now_instant < due {
+            continue;
+        }
+        if now_instant.duration_since(last_irq_refresh) >= IRQ_REFRESH {
+            collector.refresh_net_irqs()?;
+            last_irq_refresh = now_instant;
+        }
+        let now = totals(&collector.cpu_costs()?);
+        let period_ns = now_instant.duration_since(last_report).as_nanos() as u64;
+        let elapsed_ns = now_instant.duration_since(started).as_nanos() as u64;
+        last_report = now_instant;
+
+        let entries = account::entry_rows(&cpus, &first, &prev, &now);
+        let categories = match stacks.as_mut() {
+            Some(book) => category_rows(&cpus, book, &entries),
+            None => Vec::new(),
+        };
+        let stat = procfs::proc_stat_cpus().unwrap_or_default();
+        let proc_stat = account::cpu_stat_period(&cpus, &prev_stat, &stat, ns_per_tick);
+        prev_stat = stat;
+        let self_now = (collector.prog_stats(), process_cpu_ns());
+        let self_cost = self_cost(first_self, prev_self, self_now);
+        prev_self = self_now;
+        let mut sampling = sampling(opts.frequency, &collector, &first, &prev, &now, period_ns);
+        sampling.stack_errors_total = stacks.as_ref().map_or(0, |b| b.stack_errors);
+        if sampling.throttled && !warned_throttle {
+            warned_throttle = true;
+            status(&format!(
+                "warning: the kernel throttled sampling: kernel.perf_event_max_sample_rate is now \
+                 {} Hz, below -f {} Hz (it lowers it when sampling interrupts take too long); \
+                 NET_RX categories rest on fewer samples; lower -f",
+                sampling
+                    .max_sample_rate
+                    .map_or("unknown".to_string(), |m| m.to_string()),
+                opts.frequency
+            ));
+        }
+        prev = now;
+        let report = CostReport {
+            timestamp: unix_now(),
+            period_ns,
+            elapsed_ns,
+            cpus: cpus.clone(),
+            entries,
+            categories,
+            proc_stat,
+            pids: pid_rows(&mut pids, &collector.pid_costs()?, ns_per_tick),
+            self_cost,
+            sampling,
+        };
+        sink.report(&report)?;
+        if stopping {
+            return Ok(Finished {
+                last: report,
+                stacks,
+            });
+        }
+    }
+}
+
+/// Columns: the online CPUs that have counters (all of them when sampling
+/// is off, the sampled ones otherwise).
+fn online_columns(collector: &Collector) -> Vec<u32> {
+    if !collector.sampled_cpus.is_empty() {
+        return collector.sampled_cpus.clone();
+    }
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|t| super::collector::parse_cpu_list(t.trim()))
+        .unwrap_or_else(|| (0..num_cpus_fallback()).collect())
+}
+
+fn num_cpus_fallback() -> u32 {
+    libbpf_rs::num_possible_cpus().map_or(1, |n| n as u32)
+}
+
+fn totals(raw: &[RawCpuCost]) -> Vec<CpuTotals> {
+    raw.iter()
+        .map(|c| CpuTotals {
+            ns: c.ns,
+            spans: c.spans,
+            samples: c.samples,
+            net_rx_samples: c.net_rx_samples,
+            samples_lost: c.samples_lost,
+        })
+        .collect()
+}
+
+/// NET_RX time of each CPU split over the categories of that CPU's
+/// samples in this period, exactly (the rows add up to NET_RX per CPU; a
+/// CPU without samples puts its NET_RX time under "unsampled").
+fn category_rows(
+    cpus: &[u32],
+    book: &mut StackBook,
+    entries: &[crate::model::cost::EntryRow],
+) -> Vec<CategoryRow> {
+    let net_rx = entries
+        .iter()
+        .find(|r| r.entry == crate::model::cost::Entry::NetRxSoftirq)
+        .map(|r| r.time.period_ns.clone())
+        .unwrap_or_else(|| vec![0; cpus.len()]);
+    let counts = book.take_period_counts(cpus.len());
+    let mut rows: Vec<CategoryRow> = Category::ALL
+        .iter()
+        .map(|c| CategoryRow {
+            name: c.name(),
+            label: c.label(),
+            time: PerCpu::zeroed(cpus.len()),
+            samples_period: 0,
+        })
+        .collect();
+    for (col, per_cpu) in counts.iter().enumerate() {
+        let times = category_times(net_rx[col], per_cpu);
+        for (row, (category, ns)) in rows.iter_mut().zip(times) {
+            row.time.period_ns[col] = ns;
+            row.samples_period += per_cpu.get(category);
+        }
+    }
+    book.add_totals(&mut rows);
+    rows
+}
+
+fn self_cost(first: (ProgStats, u64), prev: (ProgStats, u64), now: (ProgStats, u64)) -> SelfCost {
+    // run_time_ns stays 0 when the kernel does not record it.
+    let stats_on = now.0.runs > 0 || now.0.run_ns > 0;
+    SelfCost {
+        bpf_ns_period: stats_on.then(|| now.0.run_ns.saturating_sub(prev.0.run_ns)),
+        bpf_runs_period: now.0.runs.saturating_sub(prev.0.runs),
+        process_ns_period: now.1.saturating_sub(prev.1),
+        bpf_ns_total: stats_on.then(|| now.0.run_ns.saturating_sub(first.0.run_ns)),
+        process_ns_total: now.1.saturating_sub(first.1),
+    }
+}
+
+fn sampling(
+    frequency: u64,
+    collector: &Collector,
+    first: &[CpuTotals],
+    prev: &[CpuTotals],
+    now: &[CpuTotals],
+    period_ns: u64,
+) -> Sampling {
+    let sum = |v: &[CpuTotals], f: fn(&CpuTotals) -> u64| v.iter().map(f).sum::<u64>();
+    let samples_period = sum(now, |c| c.samples).saturating_sub(sum(prev, |c| c.samples));
+    let effective_hz =
+        account::effective_hz(samples_period, collector.sampled_cpus.len(), period_ns);
+    let max_sample_rate = max_sample_rate();
+    Sampling {
+        frequency,
+        samples_period,
+        net_rx_samples_period: sum(now, |c| c.net_rx_samples)
+            .saturating_sub(sum(prev, |c| c.net_rx_samples)),
+        lost_total: sum(now, |c| c.samples_lost).saturating_sub(sum(first, |c| c.samples_lost)),
+        stack_errors_total: 0,
+        effective_hz,
+        max_sample_rate,
+        throttled: account::is_throttled(frequency, max_sample_rate),
+    }
+}
+
+/// kernel.perf_event_max_sample_rate, which the kernel lowers by itself
+/// when sampling interrupts take too long.
+pub fn max_sample_rate() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Fails with a clear message for a PID that does not exist.
+fn track_pids(pids: &[u32]) -> Result<Vec<TrackedPid>> {
+    pids.iter()
+        .map(|&pid| {
+            let st = procfs::pid_stat(pid).with_context(|| {
+                format!("-u/--user-pids: no process with PID {pid} (it may have exited)")
+            })?;
+            Ok(TrackedPid {
+                pid,
+                comm: st.comm,
+                first: (st.utime, st.stime),
+                prev: (st.utime, st.stime),
+                prev_syscalls: (0, 0, 0),
+                alive: true,
+            })
+        })
+        .collect()
+}
+
+fn pid_rows(
+    pids: &mut [TrackedPid],
+    syscalls: &[(u32, super::skel::types::pid_cost)],
+    ns_per_tick: u64,
+) -> Vec<PidCpu> {
+    pids.iter_mut()
+        .map(|p| {
+            let sys = syscalls
+                .iter()
+                .find(|(pid, _)| *pid == p.pid)
+                .map_or(p.prev_syscalls, |(_, c)| (c.tx_ns, c.rx_ns, c.intr_ns));
+            let now = match procfs::pid_stat(p.pid) {
+                Ok(st) if p.alive => (st.utime, st.stime),
+                _ => {
+                    p.alive = false;
+                    p.prev
+                }
+            };
+            let row = PidCpu {
+                pid: p.pid,
+                comm: p.comm.clone(),
+                user_ns_period: now.0.saturating_sub(p.prev.0) * ns_per_tick,
+                system_ns_period: now.1.saturating_sub(p.prev.1) * ns_per_tick,
+                user_ns_total: now.0.saturating_sub(p.first.0) * ns_per_tick,
+                system_ns_total: now.1.saturating_sub(p.first.1) * ns_per_tick,
+                tx_syscall_ns_period: sys.0.saturating_sub(p.prev_syscalls.0),
+                rx_syscall_ns_period: sys.1.saturating_sub(p.prev_syscalls.1),
+                tx_syscall_ns_total: sys.0,
+                rx_syscall_ns_total: sys.1,
+                interrupt_ns_period: sys.2.saturating_sub(p.prev_syscalls.2),
+                interrupt_ns_total: sys.2,
+                alive: p.alive,
+            };
+            p.prev = now;
+            p.prev_syscalls = sys;
+            row
+        })
+        .collect()
+}
+
+/// CPU time of this process (all threads, user + system), in nanoseconds.
+fn process_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec for the kernel to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}

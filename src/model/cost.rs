@@ -1,0 +1,239 @@
+//! The data model of `netlens cost`: one [`CostReport`] per period feeds the
+//! table, the JSON log and the Prometheus endpoint alike.
+
+use super::UnixNanos;
+
+/// A kernel networking entry point whose CPU time is measured exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Entry {
+    TxSyscall,
+    RxSyscall,
+    NetTxSoftirq,
+    NetRxSoftirq,
+    NetIrq,
+    NapiThread,
+    IoUringWorker,
+    /// Context: every other softirq.
+    OtherSoftirq,
+    /// Context: hard IRQ handlers of other devices.
+    OtherIrq,
+}
+
+impl Entry {
+    /// In the order of enum cost_entry in src/bpf/cost.h (its index there).
+    pub const ALL: [Entry; 9] = [
+        Entry::TxSyscall,
+        Entry::RxSyscall,
+        Entry::NetTxSoftirq,
+        Entry::NetRxSoftirq,
+        Entry::NetIrq,
+        Entry::NapiThread,
+        Entry::IoUringWorker,
+        Entry::OtherSoftirq,
+        Entry::OtherIrq,
+    ];
+
+    /// Stable name for JSON and Prometheus labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Entry::TxSyscall => "tx_syscall",
+            Entry::RxSyscall => "rx_syscall",
+            Entry::NetTxSoftirq => "net_tx_softirq",
+            Entry::NetRxSoftirq => "net_rx_softirq",
+            Entry::NetIrq => "net_irq",
+            Entry::NapiThread => "napi_thread",
+            Entry::IoUringWorker => "io_uring_worker",
+            Entry::OtherSoftirq => "other_softirq",
+            Entry::OtherIrq => "other_irq",
+        }
+    }
+
+    /// Row label of the table.
+    pub fn label(self) -> &'static str {
+        match self {
+            Entry::TxSyscall => "TX syscalls",
+            Entry::RxSyscall => "RX syscalls",
+            Entry::NetTxSoftirq => "NET_TX softirq",
+            Entry::NetRxSoftirq => "NET_RX softirq",
+            Entry::NetIrq => "net hard IRQs",
+            Entry::NapiThread => "NAPI threads",
+            Entry::IoUringWorker => "io_uring workers",
+            Entry::OtherSoftirq => "other softirqs",
+            Entry::OtherIrq => "other hard IRQs",
+        }
+    }
+
+    /// Part of the network cost (the others are shown as context).
+    pub fn is_network(self) -> bool {
+        !matches!(self, Entry::OtherSoftirq | Entry::OtherIrq)
+    }
+}
+
+/// Nanoseconds per CPU (in the order of [`CostReport::cpus`]) for one row,
+/// in this period and since start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PerCpu {
+    pub period_ns: Vec<u64>,
+    pub total_ns: Vec<u64>,
+}
+
+impl PerCpu {
+    pub fn zeroed(cpus: usize) -> PerCpu {
+        PerCpu {
+            period_ns: vec![0; cpus],
+            total_ns: vec![0; cpus],
+        }
+    }
+
+    pub fn period_sum(&self) -> u64 {
+        self.period_ns.iter().sum()
+    }
+
+    pub fn total_sum(&self) -> u64 {
+        self.total_ns.iter().sum()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryRow {
+    pub entry: Entry,
+    pub time: PerCpu,
+    /// Spans completed (system calls, softirq runs, IRQ handler runs, ...).
+    pub spans_period: u64,
+}
+
+/// One NET_RX category: NET_RX time times its share of the NET_RX samples.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CategoryRow {
+    /// Stable name for JSON and Prometheus labels.
+    pub name: &'static str,
+    pub label: &'static str,
+    pub time: PerCpu,
+    pub samples_period: u64,
+}
+
+/// The whole-CPU picture from /proc/stat, in nanoseconds of this period.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuStat {
+    pub user: u64,
+    pub nice: u64,
+    pub system: u64,
+    pub idle: u64,
+    pub iowait: u64,
+    pub irq: u64,
+    pub softirq: u64,
+    pub steal: u64,
+}
+
+impl CpuStat {
+    pub const FIELDS: [&'static str; 8] = [
+        "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
+    ];
+
+    pub fn values(&self) -> [u64; 8] {
+        [
+            self.user,
+            self.nice,
+            self.system,
+            self.idle,
+            self.iowait,
+            self.irq,
+            self.softirq,
+            self.steal,
+        ]
+    }
+}
+
+/// User-space and kernel CPU time of a process given with -u (from procfs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PidCpu {
+    pub pid: u32,
+    pub comm: String,
+    pub user_ns_period: u64,
+    pub system_ns_period: u64,
+    pub user_ns_total: u64,
+    pub system_ns_total: u64,
+    /// Its own time in TX and RX system calls (part of its system time),
+    /// measured like the per-CPU rows.
+    pub tx_syscall_ns_period: u64,
+    pub rx_syscall_ns_period: u64,
+    pub tx_syscall_ns_total: u64,
+    pub rx_syscall_ns_total: u64,
+    /// Softirqs and IRQ handlers that ran while it was on the CPU (for
+    /// example NET_RX inside its own sends on loopback). Kernels without
+    /// CONFIG_IRQ_TIME_ACCOUNTING count this in its system time.
+    pub interrupt_ns_period: u64,
+    pub interrupt_ns_total: u64,
+    /// False once the process has exited (its last values are kept).
+    pub alive: bool,
+}
+
+/// What netlens itself costs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SelfCost {
+    /// Run time of netlens's BPF programs (None when BPF_ENABLE_STATS is unavailable).
+    pub bpf_ns_period: Option<u64>,
+    pub bpf_runs_period: u64,
+    /// netlens's own process: user + system time.
+    pub process_ns_period: u64,
+    pub bpf_ns_total: Option<u64>,
+    pub process_ns_total: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Sampling {
+    /// Requested frequency (-f), 0 when sampling is off.
+    pub frequency: u64,
+    /// Samples taken on all CPUs in this period, and of them inside NET_RX.
+    pub samples_period: u64,
+    pub net_rx_samples_period: u64,
+    /// NET_RX samples lost since start (ring buffer full).
+    pub lost_total: u64,
+    /// NET_RX samples whose stack could not be read, since start.
+    pub stack_errors_total: u64,
+    /// Samples per second per CPU actually taken in this period.
+    pub effective_hz: f64,
+    /// The kernel's current limit (kernel.perf_event_max_sample_rate).
+    pub max_sample_rate: Option<u64>,
+    /// The kernel lowered its sampling limit below the frequency asked for.
+    pub throttled: bool,
+}
+
+/// One period of `netlens cost`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CostReport {
+    pub timestamp: UnixNanos,
+    /// Wall time this period covers.
+    pub period_ns: u64,
+    /// Wall time since the measurement started.
+    pub elapsed_ns: u64,
+    /// CPU numbers, the order of every per-CPU vector.
+    pub cpus: Vec<u32>,
+    /// Every [`Entry`], in [`Entry::ALL`] order.
+    pub entries: Vec<EntryRow>,
+    /// NET_RX categories; their times add up to the NET_RX softirq time
+    /// (empty when sampling is off).
+    pub categories: Vec<CategoryRow>,
+    /// Per CPU, same order as `cpus` (empty when /proc/stat is unreadable).
+    pub proc_stat: Vec<CpuStat>,
+    pub pids: Vec<PidCpu>,
+    pub self_cost: SelfCost,
+    pub sampling: Sampling,
+}
+
+impl CostReport {
+    pub fn entry(&self, e: Entry) -> Option<&EntryRow> {
+        self.entries.iter().find(|r| r.entry == e)
+    }
+
+    /// Network time (all network entries) per CPU in this period.
+    pub fn network_period_ns(&self) -> Vec<u64> {
+        let mut sum = vec![0; self.cpus.len()];
+        for row in self.entries.iter().filter(|r| r.entry.is_network()) {
+            for (s, v) in sum.iter_mut().zip(&row.time.period_ns) {
+                *s += v;
+            }
+        }
+        sum
+    }
+}
