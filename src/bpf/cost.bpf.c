@@ -47,6 +47,9 @@ struct cpu_state {
 	__u32 softirq;
 	/* irq + 1 of the running IRQ handler, 0 outside IRQ handlers */
 	__u32 irq;
+	/* the current task has a span being timed (task_acct.mode is not
+	 * MODE_NONE): lets the hot paths skip the task storage lookup */
+	__u32 tracked;
 };
 
 struct {
@@ -246,27 +249,29 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 	t->entry = entry;
 	t->pending = 0;
 	start_stint(t, cs, bpf_ktime_get_ns());
+	cs->tracked = 1;
 	return 0;
 }
 
 SEC("tp_btf/sys_exit")
 int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 {
+	struct cpu_state *cs = cpu_state();
 	struct task_acct *t;
-	struct cpu_state *cs;
 
+	/* every system call on the host ends here: most leave at this test */
+	if (!cs || !cs->tracked)
+		return 0;
 	t = bpf_task_storage_get(&task_accts, bpf_get_current_task_btf(), 0, 0);
 	if (!t || t->role != ROLE_USER || t->mode == MODE_NONE)
 		return 0;
-	if (t->mode == MODE_SPAN) {
-		cs = cpu_state();
-		if (cs)
-			charge_syscall(bpf_get_current_pid_tgid() >> 32, t->entry,
-				       stint_ns(t, cs, bpf_ktime_get_ns()), true);
-	}
+	if (t->mode == MODE_SPAN)
+		charge_syscall(bpf_get_current_pid_tgid() >> 32, t->entry,
+			       stint_ns(t, cs, bpf_ktime_get_ns()), true);
 	/* MODE_SEGMENT (io_uring_enter): what was not followed by a socket
 	 * operation was other I/O */
 	t->mode = MODE_NONE;
+	cs->tracked = 0;
 	return 0;
 }
 
@@ -316,7 +321,7 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 	if (!cs)
 		return 0;
 	now = bpf_ktime_get_ns();
-	t = bpf_task_storage_get(&task_accts, prev, 0, 0);
+	t = cs->tracked ? bpf_task_storage_get(&task_accts, prev, 0, 0) : NULL;
 	if (t) {
 		if (t->mode == MODE_SPAN)
 			charge_syscall(BPF_CORE_READ(prev, tgid), t->entry,
@@ -329,7 +334,8 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 	t = bpf_task_storage_get(&task_accts, next, 0, 0);
 	if (!t)
 		t = kthread_acct(next);
-	if (t && t->mode != MODE_NONE)
+	cs->tracked = t && t->mode != MODE_NONE;
+	if (cs->tracked)
 		start_stint(t, cs, now);
 	return 0;
 }
@@ -343,7 +349,7 @@ static __always_inline void socket_op_done(bool tx)
 	__u64 now;
 
 	/* kernel sockets used from softirq context are not the task's */
-	if (!cs || cs->softirq || cs->irq)
+	if (!cs || !cs->tracked || cs->softirq || cs->irq)
 		return;
 	t = bpf_task_storage_get(&task_accts, bpf_get_current_task_btf(), 0, 0);
 	if (!t || t->mode != MODE_SEGMENT)
@@ -381,7 +387,7 @@ int BPF_PROG(on_io_uring_complete, void *ring, void *req, void *cqe)
 	struct cpu_state *cs = cpu_state();
 	struct task_acct *t;
 
-	if (!cs || cs->softirq || cs->irq)
+	if (!cs || !cs->tracked || cs->softirq || cs->irq)
 		return 0;
 	t = bpf_task_storage_get(&task_accts, bpf_get_current_task_btf(), 0, 0);
 	if (!t || t->mode != MODE_SEGMENT)
