@@ -50,7 +50,8 @@ enum Command {
     /// and io_uring workers, with NET_RX broken down by stack sampling.
     Cost(CostArgs),
     /// Report kernel version, BTF, capabilities and tracepoints, and which
-    /// netlens features work here. Exits non-zero if `conns` cannot run.
+    /// netlens features work here. Exits non-zero if `conns` or `cost`
+    /// cannot run.
     Check,
 }
 
@@ -421,6 +422,7 @@ fn check_cmd() -> Result<(), Failure> {
         {
             f.available = false;
             f.required = false;
+            f.required_by_cost = false;
             f.detail = "not checked: tracefs cannot be read without privileges".into();
         }
     }
@@ -465,6 +467,32 @@ fn check_cmd() -> Result<(), Failure> {
                     error: e.context("the BPF programs do not load here"),
                 });
             }
+        }
+    }
+    if !check::cost_can_run(&features) {
+        return Err(Failure {
+            status: EXIT_UNSUPPORTED,
+            error: anyhow::anyhow!("`netlens cost` cannot run here (see above)"),
+        });
+    }
+    // The same for cost, with a short burst of stack sampling.
+    let stop = Arc::new(AtomicBool::new(true));
+    let opts = netlens::cost::run::Options {
+        frequency: 10,
+        period: Duration::from_secs(1),
+        pids: Vec::new(),
+    };
+    let mut null = output::cost::CostFanout::default();
+    match netlens::cost::run::run(&opts, &mut null, &stop, &mut |_| {}) {
+        Ok(_) => println!(
+            "load test: all cost BPF programs loaded and attached, stack sampling works: ok"
+        ),
+        Err(e) => {
+            println!("load test: FAILED: {e:#}");
+            return Err(Failure {
+                status: EXIT_UNSUPPORTED,
+                error: e.context("the cost BPF programs do not load here"),
+            });
         }
     }
     Ok(())

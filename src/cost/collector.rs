@@ -15,6 +15,7 @@ use libbpf_rs::{libbpf_sys, Link, MapCore, MapFlags, OpenObject, RingBuffer, Rin
 
 use super::skel::{types, CostSkel, CostSkelBuilder};
 use crate::conn::decode::read_record;
+use crate::sys::check;
 
 /// Per-CPU totals as the BPF side keeps them (cumulative since load).
 pub type RawCpuCost = types::cpu_cost;
@@ -70,32 +71,6 @@ impl SampleQueue {
 }
 
 /// (program, required, what is lost without it)
-/// The sampling program (on_sample) is attached per CPU instead.
-const PROGRAMS: [(&str, bool, &str); 10] = [
-    ("on_sys_enter", true, "all system call time"),
-    ("on_sys_exit", true, "all system call time"),
-    ("on_sched_switch", true, "pausing across context switches"),
-    ("on_softirq_entry", true, "all softirq time"),
-    ("on_softirq_exit", true, "all softirq time"),
-    ("on_irq_entry", true, "hard IRQ time"),
-    ("on_irq_exit", true, "hard IRQ time"),
-    (
-        "cost_sock_send",
-        false,
-        "io_uring worker and io_uring_enter time of socket sends",
-    ),
-    (
-        "cost_sock_recv",
-        false,
-        "io_uring worker and io_uring_enter time of socket receives",
-    ),
-    (
-        "on_io_uring_complete",
-        false,
-        "separating non-socket io_uring requests (their time may be charged to the next socket operation)",
-    ),
-];
-
 pub struct Collector {
     skel: CostSkel<'static>,
     _links: Vec<Link>,
@@ -149,21 +124,23 @@ impl Collector {
 
         let mut links = Vec::new();
         let mut attach_failures = Vec::new();
-        for (name, required, without) in &PROGRAMS {
+        // The sampling program (on_sample) is attached per CPU below.
+        for tp in &check::COST_TRACEPOINTS {
+            let name = tp.program;
             let prog = skel
                 .object_mut()
                 .progs_mut()
-                .find(|p| p.name() == *name)
+                .find(|p| p.name() == name)
                 .with_context(|| format!("program {name} missing from the BPF object"))?;
             match prog.attach() {
                 Ok(link) => links.push(link),
-                Err(e) if *required => bail!(
+                Err(e) if tp.required => bail!(
                     "attaching {name} failed: {e}; netlens cannot measure network CPU cost on \
                      this kernel (run `netlens check`)"
                 ),
                 Err(e) => attach_failures.push(AttachFailure {
                     program: name,
-                    what_is_lost: without,
+                    what_is_lost: tp.without,
                     error: e.to_string(),
                 }),
             }

@@ -14,6 +14,8 @@ pub struct Feature {
     /// `netlens conns` cannot run without it; a missing optional feature
     /// only costs some detail.
     pub required: bool,
+    /// `netlens cost` cannot run without it.
+    pub required_by_cost: bool,
     pub detail: String,
 }
 
@@ -23,6 +25,12 @@ const KERNEL_NEEDS: [(u32, u32, &str); 3] = [
     (5, 5, "tp_btf programs"),
     (5, 8, "BPF ring buffer"),
     (5, 9, "bpf_skc_to_tcp_sock in tracing programs"),
+];
+
+/// The oldest kernel `cost` runs on, and why.
+const COST_KERNEL_NEEDS: [(u32, u32, &str); 2] = [
+    (5, 8, "BPF ring buffer"),
+    (5, 11, "task storage in tracing programs"),
 ];
 
 /// A tracepoint `conns` attaches to, the BPF program attached there, and
@@ -102,6 +110,91 @@ pub const TRACEPOINTS: [Tracepoint; 7] = [
     },
 ];
 
+/// The tracepoints `cost` attaches to (`required`: required by cost). The
+/// cost collector attaches from this table.
+pub const COST_TRACEPOINTS: [Tracepoint; 10] = [
+    Tracepoint {
+        category: "raw_syscalls",
+        name: "sys_enter",
+        program: "on_sys_enter",
+        required: true,
+        gives: "start of TX/RX system calls",
+        without: "no system call time",
+    },
+    Tracepoint {
+        category: "raw_syscalls",
+        name: "sys_exit",
+        program: "on_sys_exit",
+        required: true,
+        gives: "end of TX/RX system calls",
+        without: "no system call time",
+    },
+    Tracepoint {
+        category: "sched",
+        name: "sched_switch",
+        program: "on_sched_switch",
+        required: true,
+        gives: "pausing spans across context switches; NAPI thread time",
+        without: "time off the CPU would be counted",
+    },
+    Tracepoint {
+        category: "irq",
+        name: "softirq_entry",
+        program: "on_softirq_entry",
+        required: true,
+        gives: "start of NET_TX/NET_RX softirqs",
+        without: "no softirq time",
+    },
+    Tracepoint {
+        category: "irq",
+        name: "softirq_exit",
+        program: "on_softirq_exit",
+        required: true,
+        gives: "end of NET_TX/NET_RX softirqs",
+        without: "no softirq time",
+    },
+    Tracepoint {
+        category: "irq",
+        name: "irq_handler_entry",
+        program: "on_irq_entry",
+        required: true,
+        gives: "start of hard IRQ handlers",
+        without: "no hard IRQ time, and it would be counted in what it interrupted",
+    },
+    Tracepoint {
+        category: "irq",
+        name: "irq_handler_exit",
+        program: "on_irq_exit",
+        required: true,
+        gives: "end of hard IRQ handlers",
+        without: "no hard IRQ time, and it would be counted in what it interrupted",
+    },
+    Tracepoint {
+        category: "sock",
+        name: "sock_send_length",
+        program: "cost_sock_send",
+        required: false,
+        gives: "io_uring socket sends",
+        without: "no io_uring worker or io_uring_enter time for socket sends",
+    },
+    Tracepoint {
+        category: "sock",
+        name: "sock_recv_length",
+        program: "cost_sock_recv",
+        required: false,
+        gives: "io_uring socket receives",
+        without: "no io_uring worker or io_uring_enter time for socket receives",
+    },
+    Tracepoint {
+        category: "io_uring",
+        name: "io_uring_complete",
+        program: "on_io_uring_complete",
+        required: false,
+        gives: "io_uring request boundaries",
+        without: "time of non-socket io_uring requests may be charged to the next socket one",
+    },
+];
+
 fn kernel_feature(kernel: KernelVersion) -> Feature {
     let lacking: Vec<String> = KERNEL_NEEDS
         .iter()
@@ -120,7 +213,27 @@ fn kernel_feature(kernel: KernelVersion) -> Feature {
         name: "kernel".into(),
         available: lacking.is_empty(),
         required: true,
+        required_by_cost: false,
         detail,
+    }
+}
+
+fn cost_kernel_feature(kernel: KernelVersion) -> Feature {
+    let lacking: Vec<String> = COST_KERNEL_NEEDS
+        .iter()
+        .filter(|(major, minor, _)| !kernel.at_least(*major, *minor))
+        .map(|(major, minor, what)| format!("{what} (>= {major}.{minor})"))
+        .collect();
+    Feature {
+        name: "kernel for cost".into(),
+        available: lacking.is_empty(),
+        required: false,
+        required_by_cost: true,
+        detail: if lacking.is_empty() {
+            format!("{kernel} (cost needs >= 5.11)")
+        } else {
+            format!("{kernel} is too old for cost; lacks {}", lacking.join(", "))
+        },
     }
 }
 
@@ -137,6 +250,7 @@ fn btf_feature(btf: bool) -> Feature {
         name: "BTF".into(),
         available: btf,
         required: true,
+        required_by_cost: true,
         detail,
     }
 }
@@ -155,6 +269,7 @@ fn caps_feature(kernel: KernelVersion, caps_eff: u64) -> Feature {
         name: "capabilities".into(),
         available: missing.is_empty(),
         required: true,
+        required_by_cost: true,
         detail,
     }
 }
@@ -179,6 +294,7 @@ pub fn report(
             name: format!("tracepoint {}/{}", tp.category, tp.name),
             available,
             required: tp.required,
+            required_by_cost: false,
             detail: if available {
                 tp.gives.to_owned()
             } else {
@@ -186,7 +302,38 @@ pub fn report(
             },
         }
     }));
+    features.push(cost_kernel_feature(kernel));
+    for tp in &COST_TRACEPOINTS {
+        let name = format!("tracepoint {}/{}", tp.category, tp.name);
+        // Shared with conns: one line telling both.
+        if let Some(f) = features.iter_mut().find(|f| f.name == name) {
+            f.required_by_cost |= tp.required;
+            let _ = write!(
+                f.detail,
+                "; cost: {}",
+                if f.available { tp.gives } else { tp.without }
+            );
+            continue;
+        }
+        let available = tracepoints(tp.category, tp.name);
+        features.push(Feature {
+            name,
+            available,
+            required: false,
+            required_by_cost: tp.required,
+            detail: if available {
+                format!("cost: {}", tp.gives)
+            } else {
+                format!("missing: cost: {}", tp.without)
+            },
+        });
+    }
     features
+}
+
+/// True if every feature `cost` needs is available.
+pub fn cost_can_run(features: &[Feature]) -> bool {
+    features.iter().all(|f| f.available || !f.required_by_cost)
 }
 
 /// True if every required feature is available.
@@ -200,7 +347,7 @@ pub fn format_report(features: &[Feature]) -> String {
     let width = features.iter().map(|f| f.name.len()).max().unwrap_or(0);
     let mut out = String::new();
     for f in features {
-        let mark = match (f.available, f.required) {
+        let mark = match (f.available, f.required || f.required_by_cost) {
             (true, _) => " ok ",
             (false, true) => "FAIL",
             (false, false) => "warn",
@@ -209,7 +356,10 @@ pub fn format_report(features: &[Feature]) -> String {
         let _ = writeln!(out, "[{mark}] {:<width$}  {}", f.name, f.detail);
     }
     if conns_can_run(features) {
-        let degraded = features.iter().filter(|f| !f.available).count();
+        let degraded = features
+            .iter()
+            .filter(|f| !f.available && !f.required_by_cost)
+            .count();
         if degraded == 0 {
             out.push_str("netlens conns: can run, with every feature\n");
         } else {
@@ -221,6 +371,11 @@ pub fn format_report(features: &[Feature]) -> String {
         }
     } else {
         out.push_str("netlens conns: cannot run; fix the FAIL lines above\n");
+    }
+    if cost_can_run(features) {
+        out.push_str("netlens cost: can run\n");
+    } else {
+        out.push_str("netlens cost: cannot run; fix the FAIL lines above\n");
     }
     out
 }
@@ -247,13 +402,24 @@ mod tests {
     #[test]
     fn healthy_host_is_all_ok() {
         let features = report(NEW, true, ALL_CAPS, &all_tracepoints);
-        assert_eq!(features.len(), 3 + TRACEPOINTS.len());
+        // sock_send_length and sock_recv_length serve both commands: one line each.
+        assert_eq!(
+            features.len(),
+            3 + TRACEPOINTS.len() + 1 + COST_TRACEPOINTS.len() - 2
+        );
         assert!(features.iter().all(|f| f.available));
         assert!(conns_can_run(&features));
+        assert!(cost_can_run(&features));
         let text = format_report(&features);
         assert!(!text.contains("FAIL") && !text.contains("warn"), "{text}");
         assert!(text.contains("6.18.44"), "{text}");
-        assert!(text.ends_with("netlens conns: can run, with every feature\n"));
+        assert!(
+            text.contains("refresh on every send; cost: io_uring socket sends"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("netlens conns: can run, with every feature\nnetlens cost: can run\n")
+        );
     }
 
     #[test]
@@ -331,7 +497,9 @@ mod tests {
         assert!(tp.required && !tp.available);
         let syscalls = find(&features, "tracepoint syscalls/sys_exit_accept4");
         assert!(syscalls.detail.contains("first send or receive"));
-        assert!(format_report(&features).ends_with("cannot run; fix the FAIL lines above\n"));
+        assert!(!cost_can_run(&features));
+        assert!(format_report(&features).contains("conns: cannot run; fix the FAIL lines above\n"));
+        assert!(format_report(&features).ends_with("cost: cannot run; fix the FAIL lines above\n"));
     }
 
     #[test]
@@ -352,8 +520,39 @@ mod tests {
                 "tcp/tcp_retransmit_skb",
                 "syscalls/sys_exit_accept",
                 "syscalls/sys_exit_accept4",
+                "raw_syscalls/sys_enter",
+                "raw_syscalls/sys_exit",
+                "sched/sched_switch",
+                "irq/softirq_entry",
+                "irq/softirq_exit",
+                "irq/irq_handler_entry",
+                "irq/irq_handler_exit",
+                "io_uring/io_uring_complete",
             ]
         );
+    }
+
+    #[test]
+    fn cost_needs_its_kernel_and_tracepoints_but_not_conns_ones() {
+        let no_conns_tp = |cat: &str, _: &str| cat != "sock" && cat != "tcp";
+        let features = report(NEW, true, ALL_CAPS, &no_conns_tp);
+        assert!(!conns_can_run(&features));
+        assert!(cost_can_run(&features));
+        let no_sched = |cat: &str, _: &str| cat != "sched";
+        let features = report(NEW, true, ALL_CAPS, &no_sched);
+        assert!(conns_can_run(&features));
+        assert!(!cost_can_run(&features));
+        assert!(format_report(&features).contains("[FAIL] tracepoint sched/sched_switch"));
+        let old = report(
+            KernelVersion::new(5, 10, 0),
+            true,
+            ALL_CAPS,
+            &all_tracepoints,
+        );
+        assert!(conns_can_run(&old) && !cost_can_run(&old));
+        assert!(find(&old, "kernel for cost")
+            .detail
+            .contains("task storage"));
     }
 
     #[test]
