@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::collector::{Collector, Config};
-use super::seed;
 use super::table::{Clock, ConnTable, Filter};
-use crate::model::{Losses, Snapshot};
+use super::{decode, seed};
+use crate::model::{ConnRow, Losses, Snapshot};
 use crate::output::Sink;
 
 /// How often events are drained and output is flushed: a reader sees every
@@ -25,12 +25,26 @@ pub struct Options {
     pub filter: Filter,
 }
 
+/// An output fed apart from the printed ones, more often and always with
+/// totals: the Prometheus exporter, whose scrapes should not see values as
+/// old as the print interval (30 s by default), nor deltas in `-i` mode.
+///
+/// It gets every event, and every `every` a snapshot of all active
+/// connections with absolute counters (`incremental` false). Building that
+/// snapshot costs one pass over the memory-mapped records; without a live
+/// output nothing extra runs.
+pub struct Live<'a> {
+    pub sink: &'a mut dyn Sink,
+    pub every: Duration,
+}
+
 /// Loads the tracer, seeds existing connections and runs until `stop` is
 /// set. `refresh` requests an immediate snapshot (Enter in table mode).
 /// `status` receives human-readable progress lines (stderr in the binary).
 pub fn run(
     opts: &Options,
     sink: &mut dyn Sink,
+    mut live: Option<Live<'_>>,
     stop: &Arc<AtomicBool>,
     refresh: Option<&Receiver<()>>,
     status: &mut dyn FnMut(&str),
@@ -57,6 +71,7 @@ pub fn run(
     ));
 
     let mut next_tick = Instant::now() + opts.interval;
+    let mut next_live = Instant::now();
     let mut last_losses = Losses::default();
     let mut raw_events = Vec::new();
     loop {
@@ -71,7 +86,23 @@ pub fn run(
             if let Some(ev) = table.event(raw, &clock) {
                 if opts.filter.matches(&ev.conn) {
                     sink.event(&ev)?;
+                    if let Some(l) = live.as_mut() {
+                        l.sink.event(&ev)?;
+                    }
                 }
+            }
+        }
+        if let Some(l) = live.as_mut() {
+            if stopping || Instant::now() >= next_live {
+                let snap = Snapshot {
+                    timestamp: clock.now_unix(),
+                    conns: absolute_rows(&mut collector, &table, &clock, &opts.filter),
+                    incremental: false,
+                    losses: collector.losses()?,
+                };
+                l.sink.snapshot(&snap)?;
+                l.sink.flush()?;
+                next_live = Instant::now() + l.every;
             }
         }
         let requested = refresh.is_some_and(|r| r.try_iter().count() > 0);
@@ -106,4 +137,26 @@ pub fn run(
             return Ok(last_losses);
         }
     }
+}
+
+/// Totals of every established connection that passes `filter`, built
+/// without touching the table's state (its last printed counters are what
+/// `-i` deltas are computed from). Unsorted.
+fn absolute_rows(
+    collector: &mut Collector,
+    table: &ConnTable,
+    clock: &Clock,
+    filter: &Filter,
+) -> Vec<ConnRow> {
+    collector
+        .connections()
+        .iter()
+        .filter_map(|v| {
+            let conn = table.conn_info(v.sk, v, clock);
+            filter.matches(&conn).then(|| ConnRow {
+                conn,
+                metrics: decode::metrics(v),
+            })
+        })
+        .collect()
 }
