@@ -238,6 +238,11 @@ fn preflight() -> Result<(), Failure> {
 
 fn conns(args: ConnsArgs) -> Result<(), Failure> {
     preflight()?;
+    // Bound before anything else is set up, so a taken port fails at once.
+    let exporter = args
+        .prometheus
+        .map(|addr| start_exporter(addr, args.max_series))
+        .transpose()?;
     let mut sink = build_sink(&args)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -261,21 +266,6 @@ fn conns(args: ConnsArgs) -> Result<(), Failure> {
             ports: args.ports,
             netns: args.netns,
         },
-    };
-    // Bound before the BPF programs load, so a taken port fails at once.
-    let exporter = match args.prometheus {
-        Some(addr) => {
-            let metrics = ConnMetrics::new(args.max_series);
-            let registry = prometheus::Registry::new();
-            registry.register(metrics.clone());
-            let server = prometheus::Server::start(addr, registry)?;
-            eprintln!(
-                "netlens: prometheus: serving http://{}/metrics",
-                server.addr()
-            );
-            Some((server, ConnSink::new(metrics)))
-        }
-        None => None,
     };
     let (_server, mut exporter_sink) = exporter.unzip();
     let live = exporter_sink.as_mut().map(|s| Live {
@@ -405,6 +395,20 @@ fn cost_cmd(args: CostArgs) -> Result<(), Failure> {
         r.sampling.stack_errors_total
     );
     Ok(())
+}
+
+/// Serves the connection metrics at `addr`; returns the server (stopped on
+/// drop) and the sink that feeds it.
+fn start_exporter(addr: SocketAddr, max_series: u32) -> Result<(prometheus::Server, ConnSink)> {
+    let metrics = ConnMetrics::new(max_series);
+    let registry = prometheus::Registry::new();
+    registry.register(metrics.clone());
+    let server = prometheus::Server::start(addr, registry)?;
+    eprintln!(
+        "netlens: prometheus: serving http://{}/metrics",
+        server.addr()
+    );
+    Ok((server, ConnSink::new(metrics)))
 }
 
 /// Each line typed on the terminal requests a refresh of the table.
