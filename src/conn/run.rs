@@ -11,7 +11,7 @@ use anyhow::Result;
 use super::collector::{Collector, Config};
 use super::table::{Clock, ConnTable, Filter};
 use super::{decode, seed};
-use crate::model::{ConnRow, Losses, Snapshot};
+use crate::model::{ConnInfo, ConnRow, IdMap, Losses, Snapshot};
 use crate::output::Sink;
 
 /// How often events are drained and output is flushed: a reader sees every
@@ -72,6 +72,7 @@ pub fn run(
 
     let mut next_tick = Instant::now() + opts.interval;
     let mut next_live = Instant::now();
+    let mut live_rows = LiveRows::default();
     let mut last_losses = Losses::default();
     let mut raw_events = Vec::new();
     loop {
@@ -96,7 +97,7 @@ pub fn run(
             if stopping || Instant::now() >= next_live {
                 let snap = Snapshot {
                     timestamp: clock.now_unix(),
-                    conns: absolute_rows(&mut collector, &table, &clock, &opts.filter),
+                    conns: live_rows.rows(&mut collector, &table, &clock, &opts.filter),
                     incremental: false,
                     losses: collector.losses()?,
                 };
@@ -139,24 +140,62 @@ pub fn run(
     }
 }
 
-/// Totals of every established connection that passes `filter`, built
-/// without touching the table's state (its last printed counters are what
-/// `-i` deltas are computed from). Unsorted.
-fn absolute_rows(
-    collector: &mut Collector,
-    table: &ConnTable,
-    clock: &Clock,
-    filter: &Filter,
-) -> Vec<ConnRow> {
-    collector
-        .connections()
-        .iter()
-        .filter_map(|v| {
-            let conn = table.conn_info(v.sk, v, clock);
-            filter.matches(&conn).then(|| ConnRow {
-                conn,
-                metrics: decode::metrics(v),
-            })
-        })
-        .collect()
+/// Builds the absolute snapshots of a [`Live`] output. Connection
+/// identities are kept from one snapshot to the next and decoded again only
+/// when the owner changes, as the table does for printed snapshots: with
+/// thousands of idle connections, names and addresses never change while
+/// this runs every second.
+#[derive(Default)]
+struct LiveRows {
+    known: IdMap<u64, KnownConn>,
+    passes: u64,
+}
+
+struct KnownConn {
+    flags: u16,
+    pid: u32,
+    info: ConnInfo,
+    pass: u64,
+}
+
+impl LiveRows {
+    /// Totals of every established connection that passes `filter`, without
+    /// touching the table's state (its last printed counters are what `-i`
+    /// deltas are computed from). Unsorted.
+    fn rows(
+        &mut self,
+        collector: &mut Collector,
+        table: &ConnTable,
+        clock: &Clock,
+        filter: &Filter,
+    ) -> Vec<ConnRow> {
+        self.passes += 1;
+        let pass = self.passes;
+        let mut rows = Vec::with_capacity(self.known.len() + 16);
+        for v in collector.connections() {
+            let k = self.known.entry(v.id).or_insert_with(|| KnownConn {
+                flags: v.flags,
+                pid: v.pid,
+                info: table.conn_info(v.sk, v, clock),
+                pass,
+            });
+            if k.flags != v.flags || k.pid != v.pid {
+                *k = KnownConn {
+                    flags: v.flags,
+                    pid: v.pid,
+                    info: table.conn_info(v.sk, v, clock),
+                    pass,
+                };
+            }
+            k.pass = pass;
+            if filter.matches(&k.info) {
+                rows.push(ConnRow {
+                    conn: k.info.clone(),
+                    metrics: decode::metrics(v),
+                });
+            }
+        }
+        self.known.retain(|_, k| k.pass == pass);
+        rows
+    }
 }
