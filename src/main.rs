@@ -528,7 +528,7 @@ mod tests {
         let full = ["netlens", "conns"].iter().chain(args);
         match Cli::try_parse_from(full)?.command {
             Command::Conns(a) => Ok(a),
-            Command::Check => unreachable!("parsed conns"),
+            _ => unreachable!("parsed conns"),
         }
     }
 
