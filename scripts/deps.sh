@@ -7,8 +7,9 @@ NETLENS_BUILD_PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config make)
 # Tests: namespaces, veth and qdiscs (ip, tc), packet drops and netfilter
 # (nft), unprivileged runs (setpriv, in util-linux), procps, threaded NAPI
 # (ethtool), bridge reachability (ping), an independent NET_RX measurement
-# (bpftrace).
-NETLENS_TEST_PKGS=(iproute2 nftables util-linux procps ethtool iputils-ping bpftrace)
+# (bpftrace), and a real Prometheus server scraping `-P`
+# (tests/prometheus.rs runs its binary directly, not the service).
+NETLENS_TEST_PKGS=(iproute2 nftables util-linux procps ethtool iputils-ping bpftrace prometheus)
 
 netlens_install_missing() {
     local missing=()

@@ -1,6 +1,7 @@
 //! The netlens command line.
 
 use std::io::{BufRead, IsTerminal};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -11,8 +12,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use netlens::conn::collector::Config;
-use netlens::conn::run::{self, Options};
+use netlens::conn::run::{self, Live, Options};
 use netlens::conn::table::Filter;
+use netlens::output::prometheus::{self, conns::ConnMetrics, conns::ConnSink};
 use netlens::output::{self, Sink};
 use netlens::sys::{caps, check, kernel};
 
@@ -100,6 +102,21 @@ struct ConnsArgs {
     /// Rotated log files to keep.
     #[arg(long, default_value_t = 5)]
     log_keep: usize,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics, aggregated per
+    /// process, direction, remote address and service port. Without a value:
+    /// 127.0.0.1:9474. A bare PORT listens on 127.0.0.1; use 0.0.0.0:PORT to
+    /// be reachable from other hosts.
+    #[arg(short = 'P', long, value_name = "ADDR:PORT", num_args = 0..=1,
+          default_missing_value = "127.0.0.1:9474",
+          value_parser = prometheus::parse_listen_addr)]
+    prometheus: Option<SocketAddr>,
+    /// Most label sets of the Prometheus connection metrics; connections of
+    /// further ones are added to an overflow series (labels "other") and
+    /// counted in netlens_prometheus_series_overflow_total.
+    #[arg(long, value_name = "N", default_value_t = prometheus::conns::DEFAULT_MAX_SERIES,
+          requires = "prometheus",
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    max_series: u32,
 }
 
 #[derive(Args)]
@@ -134,6 +151,10 @@ struct CostArgs {
     #[arg(long, value_parser = parse_interval)]
     duration: Option<Duration>,
 }
+
+/// How often the Prometheus metrics of active connections are refreshed,
+/// whatever the print interval.
+const PROMETHEUS_REFRESH: Duration = Duration::from_secs(1);
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
@@ -218,6 +239,11 @@ fn preflight() -> Result<(), Failure> {
 
 fn conns(args: ConnsArgs) -> Result<(), Failure> {
     preflight()?;
+    // Bound before anything else is set up, so a taken port fails at once.
+    let exporter = args
+        .prometheus
+        .map(|addr| start_exporter(addr, args.max_series))
+        .transpose()?;
     let mut sink = build_sink(&args)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -242,9 +268,19 @@ fn conns(args: ConnsArgs) -> Result<(), Failure> {
             netns: args.netns,
         },
     };
-    let losses = run::run(&opts, sink.as_mut(), &stop, refresh.as_ref(), &mut |line| {
-        eprintln!("{line}")
-    })?;
+    let (_server, mut exporter_sink) = exporter.unzip();
+    let live = exporter_sink.as_mut().map(|s| Live {
+        sink: s,
+        every: PROMETHEUS_REFRESH,
+    });
+    let losses = run::run(
+        &opts,
+        sink.as_mut(),
+        live,
+        &stop,
+        refresh.as_ref(),
+        &mut |line| eprintln!("{line}"),
+    )?;
     sink.flush()?;
     eprintln!(
         "netlens: stopped; lost: {} events, {} connections not tracked (map full), {} existing \
@@ -362,6 +398,20 @@ fn cost_cmd(args: CostArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Serves the connection metrics at `addr`; returns the server (stopped on
+/// drop) and the sink that feeds it.
+fn start_exporter(addr: SocketAddr, max_series: u32) -> Result<(prometheus::Server, ConnSink)> {
+    let metrics = ConnMetrics::new(max_series);
+    let registry = prometheus::Registry::new();
+    registry.register(metrics.clone());
+    let server = prometheus::Server::start(addr, registry)?;
+    eprintln!(
+        "netlens: prometheus: serving http://{}/metrics",
+        server.addr()
+    );
+    Ok((server, ConnSink::new(metrics)))
+}
+
 /// Each line typed on the terminal requests a refresh of the table.
 fn enter_key_channel() -> mpsc::Receiver<()> {
     let (tx, rx) = mpsc::channel();
@@ -457,7 +507,7 @@ fn check_cmd() -> Result<(), Failure> {
             filter: Filter::default(),
         };
         let mut null = output::Fanout::new();
-        let result = run::run(&opts, &mut null, &stop, None, &mut |_| {});
+        let result = run::run(&opts, &mut null, None, &stop, None, &mut |_| {});
         match result {
             Ok(_) => println!("load test: all conns BPF programs loaded and attached: ok"),
             Err(e) => {
@@ -496,4 +546,44 @@ fn check_cmd() -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conns_args(args: &[&str]) -> Result<ConnsArgs, clap::Error> {
+        let full = ["netlens", "conns"].iter().chain(args);
+        match Cli::try_parse_from(full)?.command {
+            Command::Conns(a) => Ok(a),
+            _ => unreachable!("parsed conns"),
+        }
+    }
+
+    #[test]
+    fn prometheus_flag() {
+        let a = conns_args(&[]).expect("no flags");
+        assert_eq!(a.prometheus, None);
+        let a = conns_args(&["-P"]).expect("-P alone");
+        assert_eq!(a.prometheus, Some(prometheus::DEFAULT_ADDR));
+        let a = conns_args(&["-P", "-t", "2"]).expect("-P then another flag");
+        assert_eq!(a.prometheus, Some(prometheus::DEFAULT_ADDR));
+        assert_eq!(a.interval, Duration::from_secs(2));
+        let a = conns_args(&["--prometheus", "0.0.0.0:9100", "--max-series", "50"])
+            .expect("address and limit");
+        assert_eq!(a.prometheus, Some("0.0.0.0:9100".parse().unwrap()));
+        assert_eq!(a.max_series, 50);
+        assert_eq!(
+            conns_args(&["-P"]).map(|a| a.max_series).ok(),
+            Some(prometheus::conns::DEFAULT_MAX_SERIES)
+        );
+        for bad in [
+            &["-P", "nope:1"][..],
+            &["--max-series", "5"],
+            &["-P", "--max-series", "0"],
+        ] {
+            let err = conns_args(bad).err().expect("refused");
+            assert_eq!(err.exit_code(), 2, "{bad:?}: {err}");
+        }
+    }
 }

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::collector::{Collector, Config};
-use super::seed;
 use super::table::{Clock, ConnTable, Filter};
-use crate::model::{Losses, Snapshot};
+use super::{decode, seed};
+use crate::model::{ConnInfo, ConnRow, IdMap, Losses, Snapshot};
 use crate::output::Sink;
 
 /// How often events are drained and output is flushed: a reader sees every
@@ -25,12 +25,26 @@ pub struct Options {
     pub filter: Filter,
 }
 
+/// An output fed apart from the printed ones, more often and always with
+/// totals: the Prometheus exporter, whose scrapes should not see values as
+/// old as the print interval (30 s by default), nor deltas in `-i` mode.
+///
+/// It gets every event, and every `every` a snapshot of all active
+/// connections with absolute counters (`incremental` false). Building that
+/// snapshot costs one pass over the memory-mapped records; without a live
+/// output nothing extra runs.
+pub struct Live<'a> {
+    pub sink: &'a mut dyn Sink,
+    pub every: Duration,
+}
+
 /// Loads the tracer, seeds existing connections and runs until `stop` is
 /// set. `refresh` requests an immediate snapshot (Enter in table mode).
 /// `status` receives human-readable progress lines (stderr in the binary).
 pub fn run(
     opts: &Options,
     sink: &mut dyn Sink,
+    mut live: Option<Live<'_>>,
     stop: &Arc<AtomicBool>,
     refresh: Option<&Receiver<()>>,
     status: &mut dyn FnMut(&str),
@@ -57,6 +71,8 @@ pub fn run(
     ));
 
     let mut next_tick = Instant::now() + opts.interval;
+    let mut next_live = Instant::now();
+    let mut live_rows = LiveRows::default();
     let mut last_losses = Losses::default();
     let mut raw_events = Vec::new();
     loop {
@@ -71,7 +87,23 @@ pub fn run(
             if let Some(ev) = table.event(raw, &clock) {
                 if opts.filter.matches(&ev.conn) {
                     sink.event(&ev)?;
+                    if let Some(l) = live.as_mut() {
+                        l.sink.event(&ev)?;
+                    }
                 }
+            }
+        }
+        if let Some(l) = live.as_mut() {
+            if stopping || Instant::now() >= next_live {
+                let snap = Snapshot {
+                    timestamp: clock.now_unix(),
+                    conns: live_rows.rows(&mut collector, &table, &clock, &opts.filter),
+                    incremental: false,
+                    losses: collector.losses()?,
+                };
+                l.sink.snapshot(&snap)?;
+                l.sink.flush()?;
+                next_live = Instant::now() + l.every;
             }
         }
         let requested = refresh.is_some_and(|r| r.try_iter().count() > 0);
@@ -105,5 +137,65 @@ pub fn run(
         if stopping {
             return Ok(last_losses);
         }
+    }
+}
+
+/// Builds the absolute snapshots of a [`Live`] output. Connection
+/// identities are kept from one snapshot to the next and decoded again only
+/// when the owner changes, as the table does for printed snapshots: with
+/// thousands of idle connections, names and addresses never change while
+/// this runs every second.
+#[derive(Default)]
+struct LiveRows {
+    known: IdMap<u64, KnownConn>,
+    passes: u64,
+}
+
+struct KnownConn {
+    flags: u16,
+    pid: u32,
+    info: ConnInfo,
+    pass: u64,
+}
+
+impl LiveRows {
+    /// Totals of every established connection that passes `filter`, without
+    /// touching the table's state (its last printed counters are what `-i`
+    /// deltas are computed from). Unsorted.
+    fn rows(
+        &mut self,
+        collector: &mut Collector,
+        table: &ConnTable,
+        clock: &Clock,
+        filter: &Filter,
+    ) -> Vec<ConnRow> {
+        self.passes += 1;
+        let pass = self.passes;
+        let mut rows = Vec::with_capacity(self.known.len() + 16);
+        for v in collector.connections() {
+            let k = self.known.entry(v.id).or_insert_with(|| KnownConn {
+                flags: v.flags,
+                pid: v.pid,
+                info: table.conn_info(v.sk, v, clock),
+                pass,
+            });
+            if k.flags != v.flags || k.pid != v.pid {
+                *k = KnownConn {
+                    flags: v.flags,
+                    pid: v.pid,
+                    info: table.conn_info(v.sk, v, clock),
+                    pass,
+                };
+            }
+            k.pass = pass;
+            if filter.matches(&k.info) {
+                rows.push(ConnRow {
+                    conn: k.info.clone(),
+                    metrics: decode::metrics(v),
+                });
+            }
+        }
+        self.known.retain(|_, k| k.pass == pass);
+        rows
     }
 }

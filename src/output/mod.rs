@@ -9,6 +9,7 @@
 pub mod cost;
 pub mod json;
 pub mod logfile;
+pub mod prometheus;
 pub mod table;
 pub mod text;
 

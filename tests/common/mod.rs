@@ -951,3 +951,362 @@ impl Netns {
             .contains("drop"));
     }
 }
+
+// ---------------------------------------------------------------------------
+// Prometheus: the endpoint of `netlens ... -P`, its text format, and a real
+// Prometheus server scraping it
+
+/// The line netlens prints on stderr once its metrics endpoint listens.
+pub const PROMETHEUS_SERVING: &str = "netlens: prometheus: serving http://";
+
+impl Netlens {
+    /// The address of the `/metrics` endpoint (started with `-P ADDR:0`, the
+    /// port is the one netlens printed).
+    pub fn prometheus_addr(&self) -> SocketAddr {
+        let stderr = self.stderr();
+        stderr
+            .lines()
+            .find_map(|l| l.strip_prefix(PROMETHEUS_SERVING))
+            .and_then(|rest| rest.strip_suffix("/metrics"))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no {PROMETHEUS_SERVING:?} line; stderr:\n{stderr}"))
+    }
+}
+
+/// One HTTP answer.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header lines, as sent.
+    pub headers: Vec<String>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find_map(|h| {
+            let (n, v) = h.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// `GET path` over HTTP/1.0 (so the body is never chunked), bounded to 10 s.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
+    use std::io::Read;
+    let timeout = Duration::from_secs(10);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "no end of HTTP head")
+    })?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad status line"))?;
+    Ok(HttpResponse {
+        status,
+        headers: lines.map(str::to_string).collect(),
+        body: body.to_string(),
+    })
+}
+
+/// Percent-encodes a query-string value.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One sample of a text exposition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromSample {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Parses a text exposition (format 0.0.4) strictly enough to catch what
+/// Prometheus would refuse: every sample belongs to a family announced by
+/// HELP and TYPE lines, label values are quoted and escaped, values parse.
+/// Panics with the offending line otherwise.
+pub fn parse_exposition(text: &str) -> Vec<PromSample> {
+    let mut helped = std::collections::HashSet::new();
+    let mut typed = std::collections::HashSet::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap_or("");
+            assert!(helped.insert(name.to_string()), "second HELP: {line}");
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let name = parts.next().unwrap_or("");
+            let kind = parts.next().unwrap_or("");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "bad TYPE: {line}"
+            );
+            assert!(
+                kind != "counter" || name.ends_with("_total"),
+                "counter not named _total: {line}"
+            );
+            assert!(typed.insert(name.to_string()), "second TYPE: {line}");
+            continue;
+        }
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let name_end = line
+            .find(['{', ' '])
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        let name = &line[..name_end];
+        assert!(
+            helped.contains(name) && typed.contains(name),
+            "sample before its HELP/TYPE: {line}"
+        );
+        let (labels, rest) = match line[name_end..].strip_prefix('{') {
+            Some(r) => parse_labels(r).unwrap_or_else(|| panic!("bad label set: {line}")),
+            None => (Default::default(), &line[name_end..]),
+        };
+        let value_str = rest.trim_start().split(' ').next().unwrap_or("");
+        let value = match value_str {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line}")),
+        };
+        samples.push(PromSample {
+            name: name.to_string(),
+            labels,
+            value,
+        });
+    }
+    samples
+}
+
+/// Parses `a="x",b="y\"z"}` (the part after `{`) into labels and the rest of
+/// the line; None if it is malformed.
+fn parse_labels(mut r: &str) -> Option<(std::collections::BTreeMap<String, String>, &str)> {
+    let mut labels = std::collections::BTreeMap::new();
+    loop {
+        r = r.strip_prefix(',').unwrap_or(r);
+        if let Some(rest) = r.strip_prefix('}') {
+            return Some((labels, rest));
+        }
+        let (name, after) = r.split_once("=\"")?;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return None;
+        }
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    c @ ('\\' | '"') => value.push(c),
+                    _ => return None,
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        if labels.insert(name.to_string(), value).is_some() {
+            return None;
+        }
+        r = &after[end + 1..];
+    }
+}
+
+/// The value of the one sample named `name` whose labels include all of
+/// `labels`; None if there is none, panics if several match.
+pub fn prom_value(samples: &[PromSample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let found: Vec<&PromSample> = samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .collect();
+    assert!(found.len() <= 1, "several {name} {labels:?}: {found:?}");
+    found.first().map(|s| s.value)
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released: a small window in
+/// which another process could take it).
+pub fn free_local_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// A real Prometheus server (the Debian package's binary, run directly, never
+/// the system service) with its own config and data directory, scraping the
+/// given targets every second. Stopped by its PID and its directory removed
+/// on Drop.
+pub struct PrometheusServer {
+    child: Option<Child>,
+    dir: PathBuf,
+    pub addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl PrometheusServer {
+    /// The `prometheus` binary, or None with a message saying how to get it.
+    pub fn binary() -> Option<PathBuf> {
+        let found = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists());
+        if found.is_none() {
+            eprintln!("prometheus not found: `apt-get install prometheus` (scripts/deps.sh does)");
+        }
+        found
+    }
+
+    /// Starts Prometheus scraping `targets` (job `netlens`) and waits (up to
+    /// 60 s) until it is ready.
+    pub fn start(binary: &std::path::Path, targets: &[SocketAddr]) -> PrometheusServer {
+        let dir = std::env::temp_dir().join(format!(
+            "netlens-prometheus-{}-{}",
+            std::process::id(),
+            next_seq()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("data")).expect("create prometheus dir");
+        let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: netlens\n    static_configs:\n      - targets: [{}]\n",
+            list.join(", ")
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).expect("write prometheus.yml");
+        let log = dir.join("prometheus.log");
+        let log_file = std::fs::File::create(&log).expect("create prometheus.log");
+        let err_file = log_file.try_clone().expect("clone log file");
+        let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+        // A port taken between the check and the bind: try again with another.
+        for _ in 0..3 {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_local_port()));
+            let mut child = Command::new(binary)
+                .arg(format!(
+                    "--config.file={}",
+                    dir.join("prometheus.yml").display()
+                ))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("data").display()
+                ))
+                .arg(format!("--web.listen-address={addr}"))
+                .arg("--storage.tsdb.retention.time=1h")
+                .arg("--log.level=warn")
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone().expect("clone log file"))
+                .stderr(err_file.try_clone().expect("clone log file"))
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            let end = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // exited: port taken? try another
+                }
+                if http_get(addr, "/-/ready").is_ok_and(|r| r.status == 200) {
+                    return PrometheusServer {
+                        child: Some(child),
+                        dir,
+                        addr,
+                        log,
+                    };
+                }
+                if Instant::now() >= end {
+                    terminate(&mut child, libc::SIGTERM, STOP_TIMEOUT);
+                    panic!("prometheus not ready within 60 s; log:\n{}", log_text());
+                }
+                thread::sleep(Duration::from_millis(200));
+            }
+        }
+        panic!("prometheus did not start; log:\n{}", log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET /api/v1/...` and its JSON; panics unless `"status": "success"`.
+    pub fn api(&self, path_and_query: &str) -> Value {
+        let resp = http_get(self.addr, &format!("/api/v1/{path_and_query}"))
+            .unwrap_or_else(|e| panic!("prometheus API {path_and_query}: {e}"));
+        let v: Value = serde_json::from_str(&resp.body)
+            .unwrap_or_else(|e| panic!("prometheus API {path_and_query}: {e}: {}", resp.body));
+        assert_eq!(
+            v["status"], "success",
+            "prometheus API {path_and_query}: {v}"
+        );
+        v
+    }
+
+    /// The values of an instant query's result vector, with their labels.
+    pub fn query(&self, promql: &str) -> Vec<(Value, f64)> {
+        let v = self.api(&format!("query?query={}", url_encode(promql)));
+        v["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| {
+                let value = r["value"][1]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| panic!("bad sample {r}"));
+                (r["metric"].clone(), value)
+            })
+            .collect()
+    }
+
+    /// Polls `query` until `pred` holds for its result, up to `timeout`;
+    /// returns the last result and whether `pred` held.
+    pub fn wait_query(
+        &self,
+        promql: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&[(Value, f64)]) -> bool,
+    ) -> (Vec<(Value, f64)>, bool) {
+        let end = Instant::now() + timeout;
+        loop {
+            let r = self.query(promql);
+            if pred(&r) {
+                return (r, true);
+            }
+            if Instant::now() >= end {
+                return (r, false);
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, libc::SIGTERM, STOP_TIMEOUT);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,303 @@
+//! `netlens conns -P`: the `/metrics` endpoint against what the test's own
+//! peers sent, and a real Prometheus server scraping it and answering
+//! queries through its HTTP API.
+//!
+//! Several tests run at once and every netlens sees the whole host, so each
+//! test reads only the series of its own server port and processes.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SEND: u64 = 100_000;
+const RESPOND: u64 = 3_000;
+const WAIT: Duration = Duration::from_secs(20);
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// One scrape of netlens's endpoint, checked for status, content type and
+/// format.
+fn scrape(ep: SocketAddr) -> Vec<PromSample> {
+    let resp = http_get(ep, "/metrics").unwrap_or_else(|e| panic!("GET {ep}/metrics: {e}"));
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.header("content-type"), Some(CONTENT_TYPE));
+    parse_exposition(&resp.body)
+}
+
+/// Scrapes until `pred` holds (up to [`WAIT`]); panics with the last scrape.
+fn wait_metrics(
+    nl: &Netlens,
+    what: &str,
+    mut pred: impl FnMut(&[PromSample]) -> bool,
+) -> Vec<PromSample> {
+    let ep = nl.prometheus_addr();
+    let end = Instant::now() + WAIT;
+    loop {
+        let samples = scrape(ep);
+        if pred(&samples) {
+            return samples;
+        }
+        assert!(
+            Instant::now() < end,
+            "netlens metrics never showed {what} within {WAIT:?}: {:#?}\nstderr:\n{}",
+            samples
+                .iter()
+                .filter(|s| s.name.starts_with("netlens_tcp_"))
+                .collect::<Vec<_>>(),
+            nl.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Three connections from one client process in namespace A to one server
+/// in namespace B: one series per side, with exactly the bytes the peers
+/// wrote, and the client's segment counts equal to its TCP_INFO.
+#[test]
+fn metrics_are_exact_per_process_and_service() {
+    if !require_root() {
+        return;
+    }
+    let nl = Netlens::start(&["-t", "30", "-P", "127.0.0.1:0"]);
+    let ep = nl.prometheus_addr();
+    let pair = served_pair(
+        "pm",
+        0,
+        false,
+        &["--respond", &RESPOND.to_string(), "--max-conns", "3"],
+    );
+    let cli = peer(
+        Some(&pair.a),
+        &[
+            "connect",
+            "--to",
+            &pair.addr.to_string(),
+            "--send",
+            &SEND.to_string(),
+            "--count",
+            "3",
+        ],
+    );
+    let (cli_pid, srv_pid) = (cli.pid().to_string(), pair.server.pid().to_string());
+    let cli_out = cli.finish_output();
+    assert!(cli_out.status.success(), "{cli_out:?}");
+
+    let port = pair.addr.port().to_string();
+    let (srv_ip, cli_ip) = (
+        pair.veth.b(false).to_string(),
+        pair.veth.a(false).to_string(),
+    );
+    let out: &[(&str, &str)] = &[
+        ("pid", &cli_pid),
+        ("comm", "netlens-peer"),
+        ("direction", "out"),
+        ("remote_addr", &srv_ip),
+        ("port", &port),
+    ];
+    // Inbound: the service port is the server's local port, not the client's.
+    let inb: &[(&str, &str)] = &[
+        ("pid", &srv_pid),
+        ("comm", "netlens-peer"),
+        ("direction", "in"),
+        ("remote_addr", &cli_ip),
+        ("port", &port),
+    ];
+    let closed = "netlens_tcp_connections_closed_total";
+    let m = wait_metrics(&nl, "3 closes on each side", |s| {
+        prom_value(s, closed, out) == Some(3.0) && prom_value(s, closed, inb) == Some(3.0)
+    });
+    let v = |name: &str, labels: &[(&str, &str)]| {
+        prom_value(&m, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?}"))
+    };
+    let n = 3.0;
+    assert_eq!(v("netlens_tcp_sent_bytes_total", out), n * SEND as f64);
+    assert_eq!(
+        v("netlens_tcp_received_bytes_total", out),
+        n * RESPOND as f64
+    );
+    assert_eq!(v("netlens_tcp_sent_bytes_total", inb), n * RESPOND as f64);
+    assert_eq!(v("netlens_tcp_received_bytes_total", inb), n * SEND as f64);
+    assert_eq!(v("netlens_tcp_connections_opened_total", out), n);
+    assert_eq!(v("netlens_tcp_connections_opened_total", inb), n);
+    assert_eq!(v("netlens_tcp_connections_active", out), 0.0);
+    assert_eq!(v("netlens_tcp_connections_active", inb), 0.0);
+    // The client reads TCP_INFO after EOF, when its counters are final.
+    let client_conns = conns(&cli_out.events, "client");
+    assert_eq!(client_conns.len(), 3);
+    let sum = |field: &str| client_conns.iter().map(|c| ti(c, field)).sum::<u64>() as f64;
+    assert_eq!(v("netlens_tcp_sent_packets_total", out), sum("segs_out"));
+    assert_eq!(v("netlens_tcp_received_packets_total", out), sum("segs_in"));
+    assert_eq!(
+        v("netlens_tcp_retransmits_total", out),
+        sum("total_retrans")
+    );
+    // Losses and the exporter's own counters are there.
+    assert_eq!(prom_value(&m, "netlens_events_lost_total", &[]), Some(0.0));
+    assert_eq!(
+        prom_value(&m, "netlens_prometheus_series_overflow_total", &[]),
+        Some(0.0)
+    );
+    // Anything but /metrics is a 404.
+    let other = http_get(ep, "/").expect("GET /");
+    assert_eq!(other.status, 404);
+
+    let stopped = nl.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+}
+
+/// The print interval is 60 s, yet an open connection's counters reach the
+/// endpoint within a second or two while it runs.
+#[test]
+fn active_connections_are_refreshed_between_prints() {
+    if !require_root() {
+        return;
+    }
+    let nl = Netlens::start(&["-t", "60", "-P", "127.0.0.1:0"]);
+    let pair = served_pair("pa", 1, false, &["--echo", "--max-conns", "1"]);
+    let size = 1000u64;
+    let cli = peer(
+        Some(&pair.a),
+        &[
+            "rr",
+            "--to",
+            &pair.addr.to_string(),
+            "--secs",
+            "8",
+            "--size",
+            &size.to_string(),
+        ],
+    );
+    let cli_pid = cli.pid().to_string();
+    let port = pair.addr.port().to_string();
+    let out: &[(&str, &str)] = &[("pid", &cli_pid), ("direction", "out"), ("port", &port)];
+    let sent = "netlens_tcp_sent_bytes_total";
+    let active = "netlens_tcp_connections_active";
+    wait_metrics(&nl, "bytes of the open connection", |s| {
+        prom_value(s, active, out) == Some(1.0) && prom_value(s, sent, out).unwrap_or(0.0) > 0.0
+    });
+    let cli_out = cli.finish_output();
+    assert!(cli_out.status.success(), "{cli_out:?}");
+    let rr = one(&cli_out.events, "rr");
+    let bytes = (u(rr, "transactions") * size) as f64;
+    let m = wait_metrics(&nl, "the close", |s| {
+        prom_value(s, "netlens_tcp_connections_closed_total", out) == Some(1.0)
+    });
+    assert_eq!(prom_value(&m, sent, out), Some(bytes));
+    assert_eq!(
+        prom_value(&m, "netlens_tcp_received_bytes_total", out),
+        Some(bytes)
+    );
+    assert_eq!(prom_value(&m, active, out), Some(0.0));
+}
+
+/// A real Prometheus server scrapes netlens every second; its query API
+/// returns the bytes the client sent, with the metadata netlens declared.
+#[test]
+fn prometheus_server_scrapes_and_answers_queries() {
+    if !require_root() {
+        return;
+    }
+    let Some(binary) = PrometheusServer::binary() else {
+        panic!("the prometheus binary is needed for this test (scripts/deps.sh installs it)");
+    };
+    let nl = Netlens::start(&["-t", "30", "-P", "127.0.0.1:0"]);
+    let prom = PrometheusServer::start(&binary, &[nl.prometheus_addr()]);
+
+    let pair = served_pair(
+        "pq",
+        0,
+        true,
+        &["--respond", &RESPOND.to_string(), "--max-conns", "1"],
+    );
+    let cli = peer(
+        Some(&pair.a),
+        &[
+            "connect",
+            "--to",
+            &pair.addr.to_string(),
+            "--send",
+            &SEND.to_string(),
+        ],
+    );
+    let cli_pid = cli.pid();
+    let cli_out = cli.finish_output();
+    assert!(cli_out.status.success(), "{cli_out:?}");
+
+    let port = pair.addr.port();
+    let selector = format!(
+        "{{job=\"netlens\",pid=\"{cli_pid}\",direction=\"out\",port=\"{port}\",remote_addr=\"{}\"}}",
+        pair.veth.b(true)
+    );
+    let query = format!("netlens_tcp_sent_bytes_total{selector}");
+    let (result, ok) = prom.wait_query(&query, Duration::from_secs(30), |r| {
+        r.len() == 1 && r[0].1 == SEND as f64
+    });
+    assert!(
+        ok,
+        "{query} gave {result:?}; netlens stderr:\n{}\nprometheus log:\n{}",
+        nl.stderr(),
+        prom.log_text()
+    );
+    assert_eq!(result[0].0["comm"], "netlens-peer");
+    let received = prom.query(&format!("netlens_tcp_received_bytes_total{selector}"));
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].1, RESPOND as f64);
+
+    // The scrape itself is healthy and the declared types were understood.
+    let target = nl.prometheus_addr().to_string();
+    let up = prom.query(&format!("up{{job=\"netlens\",instance=\"{target}\"}}"));
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!(up[0].1, 1.0);
+    let meta = prom.api("metadata?metric=netlens_tcp_sent_bytes_total");
+    let entry = &meta["data"]["netlens_tcp_sent_bytes_total"][0];
+    assert_eq!(entry["type"], "counter", "{meta}");
+    assert!(
+        entry["help"].as_str().is_some_and(|h| h.contains("bytes")),
+        "{meta}"
+    );
+    let meta = prom.api("metadata?metric=netlens_tcp_connections_active");
+    assert_eq!(
+        meta["data"]["netlens_tcp_connections_active"][0]["type"],
+        "gauge"
+    );
+}
+
+/// A taken port: a clear message naming the address, exit status 1, at once.
+#[test]
+fn address_in_use_is_a_runtime_error() {
+    if !require_root() {
+        return;
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("address").to_string();
+    let out = run(
+        env!("CARGO_BIN_EXE_netlens"),
+        &["conns", "--no-log-file", "-P", &addr],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "netlens: error: cannot serve Prometheus metrics on {addr}"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("in use"), "{stderr}");
+    assert!(stderr.contains("-P ADDR:PORT"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Bad values are command-line errors (status 2), also without root.
+#[test]
+fn bad_prometheus_arguments_are_usage_errors() {
+    let bin = env!("CARGO_BIN_EXE_netlens");
+    let out = run(bin, &["conns", "-P", "nowhere:80"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ADDR:PORT"));
+    let out = run(bin, &["conns", "--max-series", "10"]);
+    assert_eq!(out.status.code(), Some(2), "--max-series needs -P");
+    let out = run(bin, &["conns", "-P", "--max-series", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+}
