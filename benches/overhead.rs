@@ -12,6 +12,12 @@
 //! with, without, ...) and medians are compared, since this machine's
 //! run-to-run noise is 10-30 %. Results go to stdout and to
 //! target/bench-overhead.json.
+//!
+//! To compare two builds, set NETLENS_BENCH_OTHER to another netlens
+//! binary: only the connection-rate rounds run, each one without netlens,
+//! with this build and with the other one, back to back, so both builds see
+//! the same machine state (comparing separate bench runs drowns a 1 %
+//! difference in the noise).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -41,10 +47,14 @@ struct Tracer {
 
 impl Tracer {
     fn start(args: &[&str], tag: &str) -> Tracer {
+        Tracer::start_bin(env!("CARGO_BIN_EXE_netlens"), args, tag)
+    }
+
+    fn start_bin(bin: &str, args: &[&str], tag: &str) -> Tracer {
         let dir = std::env::temp_dir();
         let stderr_path = dir.join(format!("netlens-bench-{tag}-{}.err", std::process::id()));
         let stderr = fs::File::create(&stderr_path).expect("create stderr file");
-        let child = Command::new(env!("CARGO_BIN_EXE_netlens"))
+        let child = Command::new(bin)
             .arg("conns")
             .args(args)
             .stdin(Stdio::null())
@@ -199,6 +209,48 @@ fn idle_cpu(to: &str, pairs: usize) -> (f64, f64) {
     (out[0], out[1])
 }
 
+/// Rounds of `load` without netlens, with this build and with `other`
+/// (JSON to /dev/null); prints the median loss of each build.
+fn compare_builds(other: &str, load: &dyn Fn() -> f64) {
+    const TRACER: [&str; 5] = ["-f", "--json", "--no-log-file", "-t", "1"];
+    let (mut this_loss, mut other_loss) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let b = load();
+        // Alternate which build runs first, so neither always follows the
+        // untraced run.
+        let run_with = |bin: &str| {
+            let t = Tracer::start_bin(bin, &TRACER, "ab");
+            let w = load();
+            let lost = events_lost(&t.stop());
+            (w, lost)
+        };
+        let ((w, lost), (o, other_lost)) = if round % 2 == 0 {
+            let w = run_with(env!("CARGO_BIN_EXE_netlens"));
+            (w, run_with(other))
+        } else {
+            let o = run_with(other);
+            (run_with(env!("CARGO_BIN_EXE_netlens")), o)
+        };
+        eprintln!(
+            "  round {round}: without {b:.0}, this build {w:.0} (lost {lost}), other {o:.0} (lost {other_lost})"
+        );
+        this_loss.push(1.0 - w / b);
+        other_loss.push(1.0 - o / b);
+    }
+    let spread = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        format!(
+            "median {:.1} %, quartiles {:.1} .. {:.1} %",
+            v[v.len() / 2] * 100.0,
+            v[v.len() / 4] * 100.0,
+            v[v.len() * 3 / 4] * 100.0
+        )
+    };
+    println!("connection-rate loss, this build: {}", spread(&this_loss));
+    println!("connection-rate loss, {other}: {}", spread(&other_loss));
+}
+
 fn bpf_prog_stats() -> Vec<(String, u64, u64)> {
     let out = match Command::new("bpftool")
         .args(["-j", "prog", "show"])
@@ -243,6 +295,7 @@ fn main() {
         )
     });
     let to = srv_addr.to_string();
+    let other = std::env::var("NETLENS_BENCH_OTHER").ok();
 
     let bulk = || -> f64 {
         let out = on_cpu(0, || peer(None, &["bulk", "--to", &to, "--secs", SECS])).finish_output();
@@ -257,6 +310,11 @@ fn main() {
             .expect("conns_per_sec")
     };
 
+    if let Some(other) = other {
+        eprintln!("short connections, loopback, {ROUNDS} rounds: without, this build, {other}");
+        compare_builds(&other, &churn);
+        return;
+    }
     eprintln!("bulk throughput, loopback, {ROUNDS} alternating rounds of {SECS} s");
     let bulk = compare("bulk", &bulk);
     eprintln!("short connections, loopback, {ROUNDS} alternating rounds of {SECS} s");

@@ -5,6 +5,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::decode::{self, CONN_ACTIVE, CONN_ESTABLISHED, CONN_OWNED, CONN_PASSIVE, CONN_SEEDED};
 use super::decode::{EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_CONNECT_FAILED};
@@ -93,10 +94,40 @@ struct Tracked {
     seen: u64,
 }
 
+/// Process names as shared strings, for the few processes that own most
+/// connections: at tens of thousands of events a second, decoding the name
+/// and allocating a string for each event is a visible share of netlens's
+/// CPU, while most events name a process seen just before.
+#[derive(Default)]
+struct CommCache {
+    entries: Vec<([i8; 16], Arc<str>)>,
+    /// The entry replaced next once the cache is full (round robin).
+    next: usize,
+}
+
+impl CommCache {
+    const SIZE: usize = 16;
+
+    fn get(&mut self, raw: &[i8; 16]) -> Arc<str> {
+        if let Some((_, s)) = self.entries.iter().find(|(r, _)| r == raw) {
+            return Arc::clone(s);
+        }
+        let s: Arc<str> = decode::comm(raw).into();
+        if self.entries.len() < Self::SIZE {
+            self.entries.push((*raw, Arc::clone(&s)));
+        } else {
+            self.entries[self.next] = (*raw, Arc::clone(&s));
+            self.next = (self.next + 1) % Self::SIZE;
+        }
+        s
+    }
+}
+
 #[derive(Default)]
 pub struct ConnTable {
     /// Owners of seeded connections, by kernel socket address.
     seeds: HashMap<u64, SeedOwner>,
+    comms: CommCache,
     /// Established connections as of the last snapshot, by connection id.
     tracked: IdMap<u64, Tracked>,
     snapshots: u64,
@@ -106,11 +137,17 @@ pub struct ConnTable {
 /// completed with what user space knows about seeded ones.
 fn build_info(
     seeds: &HashMap<u64, SeedOwner>,
+    comms: &mut CommCache,
     sk: u64,
     v: &types::conn_value,
     clock: &Clock,
 ) -> ConnInfo {
-    let seed = seeds.get(&sk).filter(|_| v.flags & CONN_SEEDED != 0);
+    // Only seeded records can have an entry: the others skip the lookup.
+    let seed = if v.flags & CONN_SEEDED != 0 {
+        seeds.get(&sk)
+    } else {
+        None
+    };
     let direction = if v.flags & CONN_ACTIVE != 0 {
         Direction::Outbound
     } else if v.flags & CONN_PASSIVE != 0 {
@@ -119,17 +156,17 @@ fn build_info(
         seed.map_or(Direction::Unknown, |s| s.direction)
     };
     let (pid, comm) = if v.flags & CONN_OWNED != 0 {
-        (v.pid, decode::comm(&v.comm))
+        (v.pid, comms.get(&v.comm))
     } else if let Some(s) = seed {
-        (s.pid, s.comm.clone())
+        (s.pid, s.comm.as_str().into())
     } else {
-        (0, String::new())
+        (0, "".into())
     };
     ConnInfo {
         id: v.id,
         tuple: decode::tuple(v),
         pid,
-        comm: comm.into(),
+        comm,
         netns: v.netns,
         direction,
         start: clock.to_unix(v.start_ns),
@@ -151,8 +188,8 @@ impl ConnTable {
 
     /// Identity and owner of a connection as the BPF side recorded it,
     /// completed with what user space knows.
-    pub fn conn_info(&self, sk: u64, v: &types::conn_value, clock: &Clock) -> ConnInfo {
-        build_info(&self.seeds, sk, v, clock)
+    pub fn conn_info(&mut self, sk: u64, v: &types::conn_value, clock: &Clock) -> ConnInfo {
+        build_info(&self.seeds, &mut self.comms, sk, v, clock)
     }
 
     /// Turns one ring-buffer record into an event; forgets what belonged to
@@ -168,7 +205,10 @@ impl ConnTable {
         let conn = self.conn_info(e.sk, &e.conn, clock);
         let metrics = (kind == EventKind::Close).then(|| decode::metrics(&e.conn));
         if matches!(kind, EventKind::Close | EventKind::ConnectFailed(_)) {
-            self.seeds.remove(&e.sk);
+            // Only seeded connections have an entry (see build_info).
+            if e.conn.flags & CONN_SEEDED != 0 {
+                self.seeds.remove(&e.sk);
+            }
             self.tracked.remove(&e.conn.id);
         }
         Some(ConnEvent {
@@ -202,7 +242,7 @@ impl ConnTable {
                 Entry::Occupied(o) => {
                     let t = o.into_mut();
                     if t.flags != v.flags || t.pid != v.pid {
-                        t.info = build_info(&self.seeds, sk, v, clock);
+                        t.info = build_info(&self.seeds, &mut self.comms, sk, v, clock);
                         t.flags = v.flags;
                         t.pid = v.pid;
                     }
@@ -211,7 +251,7 @@ impl ConnTable {
                 Entry::Vacant(e) => e.insert(Tracked {
                     flags: v.flags,
                     pid: v.pid,
-                    info: build_info(&self.seeds, sk, v, clock),
+                    info: build_info(&self.seeds, &mut self.comms, sk, v, clock),
                     printed: None,
                     seen: now,
                 }),
@@ -366,9 +406,29 @@ mod tests {
     }
 
     #[test]
+    fn comm_cache_gives_each_name_also_after_evictions() {
+        let mut cache = CommCache::default();
+        let raw = |i: usize| {
+            let mut r = [0i8; 16];
+            for (j, b) in format!("proc{i}").bytes().enumerate() {
+                r[j] = b as i8;
+            }
+            r
+        };
+        // Twice the cache size, twice over: hits, misses and replacements.
+        for _ in 0..2 {
+            for i in 0..2 * CommCache::SIZE {
+                assert_eq!(&*cache.get(&raw(i)), format!("proc{i}"));
+                assert_eq!(&*cache.get(&raw(i)), format!("proc{i}"));
+            }
+        }
+        assert_eq!(cache.entries.len(), CommCache::SIZE);
+    }
+
+    #[test]
     fn filter_matches_ports_on_either_side_and_netns() {
         let clock = Clock::new(0);
-        let t = ConnTable::new();
+        let mut t = ConnTable::new();
         let info = t.conn_info(1, &value(1, ESTABLISHED, 5, 40000, 0), &clock);
         let by_remote = Filter {
             ports: vec![80],

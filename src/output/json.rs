@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use anyhow::Context;
 use serde::Serialize;
 
-use super::{fmt_time, IdentityCache, LineBuf, Sink};
+use super::{fmt_time, IdentityCache, LineBuf, Sink, TimeFormatter};
 use crate::model::{ConnEvent, ConnInfo, EventKind, Losses, Metrics, Snapshot, UnixNanos};
 
 /// `,"bytes_sent":N,...,"rtt_var_us":N`: the counters of `metrics` and
@@ -46,19 +46,43 @@ struct LossesRecord<'a> {
 }
 
 /// The fixed fields of a connection object (`"id":..` to `"remote_port":..`),
-/// written by hand: they are the bulk of every line, and only `comm` can
-/// need escaping. Cached per connection for `metrics` lines.
+/// as [`push_identity`] writes them, in a buffer of their own: cached per
+/// connection for `metrics` lines.
 fn identity_bytes(c: &ConnInfo) -> Vec<u8> {
-    let t = &c.tuple;
     let mut b = Vec::with_capacity(224);
+    push_identity(&mut b, c);
+    b
+}
+
+/// A process name as a JSON string. Names are almost always plain
+/// printable ASCII, which needs no escaping; anything else goes through
+/// serde_json.
+fn push_comm(b: &mut Vec<u8>, comm: &str) {
+    if comm
+        .bytes()
+        .all(|c| (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\')
+    {
+        b.push(b'"');
+        b.extend_from_slice(comm.as_bytes());
+        b.push(b'"');
+    } else {
+        // Serializing a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *b, comm);
+    }
+}
+
+/// The fixed fields of a connection object (`"id":..` to `"remote_port":..`),
+/// written by hand: they are the bulk of every line, and only `comm` can
+/// need escaping.
+fn push_identity(b: &mut Vec<u8>, c: &ConnInfo) {
+    let t = &c.tuple;
     let mut n = itoa::Buffer::new();
     b.extend_from_slice(b"\"id\":");
     b.extend_from_slice(n.format(c.id).as_bytes());
     b.extend_from_slice(b",\"pid\":");
     b.extend_from_slice(n.format(c.pid).as_bytes());
     b.extend_from_slice(b",\"comm\":");
-    // Serializing a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut b, &*c.comm);
+    push_comm(b, &c.comm);
     b.extend_from_slice(b",\"netns\":");
     b.extend_from_slice(n.format(c.netns).as_bytes());
     b.extend_from_slice(b",\"family\":");
@@ -66,14 +90,13 @@ fn identity_bytes(c: &ConnInfo) -> Vec<u8> {
     b.extend_from_slice(b",\"direction\":\"");
     b.extend_from_slice(c.direction.as_str().as_bytes());
     b.extend_from_slice(b"\",\"local_addr\":\"");
-    push_ip(&mut b, t.local_addr);
+    push_ip(b, t.local_addr);
     b.extend_from_slice(b"\",\"local_port\":");
     b.extend_from_slice(n.format(t.local_port).as_bytes());
     b.extend_from_slice(b",\"remote_addr\":\"");
-    push_ip(&mut b, t.remote_addr);
+    push_ip(b, t.remote_addr);
     b.extend_from_slice(b"\",\"remote_port\":");
     b.extend_from_slice(n.format(t.remote_port).as_bytes());
-    b
 }
 
 /// An address in its usual text form (never anything JSON must escape).
@@ -115,6 +138,8 @@ fn age_seconds(start: UnixNanos, now: UnixNanos) -> f64 {
 pub struct JsonSink<W: Write> {
     out: LineBuf<W>,
     identities: IdentityCache,
+    /// Event timestamps, formatted straight into the output buffer.
+    times: TimeFormatter,
 }
 
 impl<W: Write> JsonSink<W> {
@@ -122,6 +147,7 @@ impl<W: Write> JsonSink<W> {
         JsonSink {
             out: LineBuf::new(out),
             identities: IdentityCache::default(),
+            times: TimeFormatter::default(),
         }
     }
 
@@ -138,9 +164,16 @@ impl<W: Write> JsonSink<W> {
 
 impl<W: Write> Sink for JsonSink<W> {
     fn event(&mut self, ev: &ConnEvent) -> anyhow::Result<()> {
+        // What push_head() writes, with the time formatted in place (it
+        // never needs escaping), and the identity written in place: an
+        // event line is written once, caching it would gain nothing.
         let buf = self.out.buf_mut();
-        push_head(buf, ev.kind.name(), &fmt_time(ev.timestamp))?;
-        buf.extend_from_slice(&identity_bytes(&ev.conn));
+        buf.extend_from_slice(b"{\"type\":\"");
+        buf.extend_from_slice(ev.kind.name().as_bytes());
+        buf.extend_from_slice(b"\",\"timestamp\":\"");
+        self.times.push(buf, ev.timestamp);
+        buf.extend_from_slice(b"\",");
+        push_identity(buf, &ev.conn);
         match (ev.kind, &ev.metrics) {
             (EventKind::ConnectFailed(reason), _) => {
                 // A word or errno_N: nothing to escape.
@@ -252,6 +285,26 @@ mod tests {
             timestamp: T0 + 123_456_789,
             conn: c,
             metrics: m,
+        }
+    }
+
+    #[test]
+    fn comm_is_written_as_serde_json_writes_it() {
+        for name in [
+            "curl",
+            "",
+            "a\"b",
+            "back\\slash",
+            "tab\tname",
+            "del\u{7f}",
+            "größe",
+        ] {
+            let mut b = Vec::new();
+            push_comm(&mut b, name);
+            assert_eq!(
+                String::from_utf8(b).unwrap(),
+                serde_json::to_string(name).unwrap()
+            );
         }
     }
 

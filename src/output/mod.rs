@@ -103,6 +103,56 @@ pub fn fmt_time(ns: UnixNanos) -> String {
     humantime::format_rfc3339_micros(t).to_string()
 }
 
+/// Formats times as [`fmt_time`] does, appending to a buffer without
+/// allocating. Events come in bursts within the same second, so the date and
+/// time down to the second are formatted once per second and reused; only
+/// the microseconds are formatted per call.
+#[derive(Default)]
+pub(crate) struct TimeFormatter {
+    /// The whole second `prefix` is for.
+    sec: Option<u64>,
+    /// `YYYY-MM-DDTHH:MM:SS.`
+    prefix: String,
+}
+
+impl TimeFormatter {
+    /// Appends the time `ns` to `buf`.
+    pub(crate) fn push(&mut self, buf: &mut Vec<u8>, ns: UnixNanos) {
+        let digits = self.micros(ns);
+        buf.extend_from_slice(self.prefix.as_bytes());
+        buf.extend_from_slice(&digits);
+    }
+
+    /// Appends the time `ns` to `s`.
+    pub(crate) fn push_str(&mut self, s: &mut String, ns: UnixNanos) {
+        let digits = self.micros(ns);
+        s.push_str(&self.prefix);
+        // Always ASCII digits and 'Z'.
+        s.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+    }
+
+    /// Makes `prefix` the one of `ns`'s second and returns the rest: the
+    /// microseconds (truncated, as humantime does) and the `Z`.
+    fn micros(&mut self, ns: UnixNanos) -> [u8; 7] {
+        let sec = ns / 1_000_000_000;
+        if self.sec != Some(sec) {
+            let full = fmt_time(sec * 1_000_000_000);
+            // "....SS.000000Z": keep up to and including the dot.
+            self.prefix.clear();
+            self.prefix.push_str(&full[..full.len() - "000000Z".len()]);
+            self.sec = Some(sec);
+        }
+        let mut micros = (ns % 1_000_000_000 / 1_000) as u32;
+        let mut out = [b'0'; 7];
+        for d in out[..6].iter_mut().rev() {
+            *d = b'0' + (micros % 10) as u8;
+            micros /= 10;
+        }
+        out[6] = b'Z';
+        out
+    }
+}
+
 /// A process name as one whitespace-free token: whitespace and control
 /// characters become `_`, and an empty name (no owning process) becomes `-`.
 pub fn comm_token(comm: &str) -> Cow<'_, str> {
@@ -374,6 +424,30 @@ mod tests {
             fmt_time(test_util::T0 + 123_456_789),
             "2026-11-23T13:31:47.123456Z"
         );
+    }
+
+    #[test]
+    fn time_formatter_matches_fmt_time() {
+        let mut f = TimeFormatter::default();
+        let mut buf = Vec::new();
+        // Same second twice (the cached prefix), the next second, the last
+        // nanosecond of a second (truncated, not rounded), and going back.
+        let mut s = String::new();
+        for ns in [
+            test_util::T0 + 123_456_789,
+            test_util::T0 + 999_999,
+            test_util::T0 + 1_000_000_000,
+            test_util::T0 + 1_999_999_999,
+            0,
+            test_util::T0 + 5,
+        ] {
+            buf.clear();
+            f.push(&mut buf, ns);
+            assert_eq!(String::from_utf8_lossy(&buf), fmt_time(ns), "{ns}");
+            s.clear();
+            f.push_str(&mut s, ns);
+            assert_eq!(s, fmt_time(ns), "{ns}");
+        }
     }
 
     #[test]

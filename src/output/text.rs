@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::io::Write;
 
-use super::{comm_token, fmt_time, losses_hint, IdentityCache, LineBuf, Sink};
+use super::{comm_token, fmt_time, losses_hint, IdentityCache, LineBuf, Sink, TimeFormatter};
 use crate::model::{
     fmt_endpoint, ConnEvent, ConnInfo, ConnRow, EventKind, Losses, Metrics, Snapshot,
 };
@@ -51,20 +51,29 @@ fn push_metrics(s: &mut String, m: &Metrics) {
 /// ` reason:..` on connect_failed and the final counters on close.
 pub fn event_line(ev: &ConnEvent) -> String {
     let mut s = String::with_capacity(192);
-    let _ = write!(s, "{} event {} ", fmt_time(ev.timestamp), ev.kind.name());
-    push_conn(&mut s, &ev.conn);
+    push_event_line(&mut s, &mut TimeFormatter::default(), ev);
+    s
+}
+
+/// What [`event_line`] returns, appended to `s`, with the time formatted by
+/// `times` (which keeps the date part from one event to the next).
+fn push_event_line(s: &mut String, times: &mut TimeFormatter, ev: &ConnEvent) {
+    times.push_str(s, ev.timestamp);
+    s.push_str(" event ");
+    s.push_str(ev.kind.name());
+    s.push(' ');
+    push_conn(s, &ev.conn);
     match ev.kind {
         EventKind::ConnectFailed(reason) => {
             let _ = write!(s, " reason:{reason}");
         }
         EventKind::Close => {
             if let Some(m) = &ev.metrics {
-                push_metrics(&mut s, m);
+                push_metrics(s, m);
             }
         }
         EventKind::Connect | EventKind::Accept => {}
     }
-    s
 }
 
 /// `<time> metrics|delta <local> <arrow> <remote> NS:.. PID:.. comm:.. sent:..`
@@ -107,6 +116,7 @@ pub struct TextSink<W: Write> {
     out: LineBuf<W>,
     identities: IdentityCache,
     line: String,
+    times: TimeFormatter,
 }
 
 impl<W: Write> TextSink<W> {
@@ -115,6 +125,7 @@ impl<W: Write> TextSink<W> {
             out: LineBuf::new(out),
             identities: IdentityCache::default(),
             line: String::with_capacity(256),
+            times: TimeFormatter::default(),
         }
     }
 
@@ -126,7 +137,10 @@ impl<W: Write> TextSink<W> {
 
 impl<W: Write> Sink for TextSink<W> {
     fn event(&mut self, ev: &ConnEvent) -> anyhow::Result<()> {
-        self.out.line(&event_line(ev))
+        // Into the reused line buffer: no allocation per event.
+        self.line.clear();
+        push_event_line(&mut self.line, &mut self.times, ev);
+        self.out.line(&self.line)
     }
 
     fn snapshot(&mut self, snap: &Snapshot) -> anyhow::Result<()> {
