@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use netlens::conn::collector::Config;
 use netlens::conn::run::{self, Live, Options};
 use netlens::conn::table::Filter;
+use netlens::output::prometheus::cost::{CostMetrics, CostMetricsSink};
 use netlens::output::prometheus::{self, conns::ConnMetrics, conns::ConnSink};
 use netlens::output::{self, Sink};
 use netlens::sys::{caps, check, kernel};
@@ -150,6 +151,13 @@ struct CostArgs {
     /// Stop after this many seconds (decimals allowed); default: until Ctrl-C.
     #[arg(long, value_parser = parse_interval)]
     duration: Option<Duration>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics: per-CPU
+    /// netlens_cost_*_seconds_total counters by entry and NET_RX category.
+    /// Without a value: 127.0.0.1:9474. A bare PORT listens on 127.0.0.1.
+    #[arg(short = 'P', long, value_name = "ADDR:PORT", num_args = 0..=1,
+          default_missing_value = "127.0.0.1:9474",
+          value_parser = prometheus::parse_listen_addr)]
+    prometheus: Option<SocketAddr>,
 }
 
 /// How often the Prometheus metrics of active connections are refreshed,
@@ -334,6 +342,23 @@ fn cost_cmd(args: CostArgs) -> Result<(), Failure> {
             )));
         }
     }
+    // Bound before anything else is set up, so a taken port fails at once.
+    let mut sinks = output::cost::CostFanout::default();
+    let _exporter = match args.prometheus {
+        Some(addr) => {
+            let metrics = CostMetrics::new();
+            let registry = prometheus::Registry::new();
+            registry.register(metrics.clone());
+            let server = prometheus::Server::start(addr, registry)?;
+            eprintln!(
+                "netlens: prometheus: serving http://{}/metrics",
+                server.addr()
+            );
+            sinks.push(CostMetricsSink::new(metrics));
+            Some(server)
+        }
+        None => None,
+    };
     for (path, what) in [
         (&args.folded, "folded stacks"),
         (&args.flamegraph, "flame graph"),
@@ -343,7 +368,6 @@ fn cost_cmd(args: CostArgs) -> Result<(), Failure> {
         }
     }
     let stdout = std::io::stdout();
-    let mut sinks = output::cost::CostFanout::default();
     let redraw = stdout.is_terminal();
     sinks.push(output::cost::CostTableSink::new(stdout, redraw));
     if let Some(path) = &args.log_file {

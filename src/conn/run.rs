@@ -97,7 +97,7 @@ pub fn run(
             if stopping || Instant::now() >= next_live {
                 let snap = Snapshot {
                     timestamp: clock.now_unix(),
-                    conns: live_rows.rows(&mut collector, &table, &clock, &opts.filter),
+                    conns: live_rows.rows(&mut collector, &mut table, &clock, &opts.filter),
                     incremental: false,
                     losses: collector.losses()?,
                 };
@@ -165,7 +165,7 @@ impl LiveRows {
     fn rows(
         &mut self,
         collector: &mut Collector,
-        table: &ConnTable,
+        table: &mut ConnTable,
         clock: &Clock,
         filter: &Filter,
     ) -> Vec<ConnRow> {

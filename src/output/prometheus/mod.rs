@@ -5,7 +5,9 @@
 //! the same endpoint:
 //! - [`exposition`]: the text format (HELP/TYPE lines, names, escaping);
 //! - [`server`]: the HTTP endpoint and the [`Registry`] of producers it serves;
-//! - [`conns`]: the producer of `netlens conns`, fed as a [`Sink`](crate::output::Sink).
+//! - [`conns`]: the producer of `netlens conns`, fed as a [`Sink`](crate::output::Sink);
+//! - [`cost`]: the producer of `netlens cost`, fed as a
+//!   [`CostSink`](crate::output::cost::CostSink).
 //!
 //! # Adding a producer (e.g. `netlens cost`)
 //!
@@ -32,6 +34,7 @@
 //! bounded (see `--max-series` in [`conns`]).
 
 pub mod conns;
+pub mod cost;
 pub mod exposition;
 pub mod server;
 

@@ -1,0 +1,285 @@
+//! The Prometheus producer of `netlens cost`: per-CPU `_seconds_total`
+//! counters of every entry point and NET_RX category, the `/proc/stat`
+//! context, the `-u` processes and netlens's own cost, all cumulative since
+//! netlens started. The number of series is bounded by construction: CPUs ×
+//! (entries + categories + /proc/stat fields), plus the `-u` processes.
+
+use std::sync::{Arc, Mutex};
+
+use super::exposition::{Exposition, Kind, Labels};
+use super::server::Producer;
+use crate::model::cost::{CostReport, CpuStat};
+use crate::output::cost::CostSink;
+
+const NS: f64 = 1e9;
+
+/// What the endpoint serves: the latest report and the few totals the
+/// reports only carry per period.
+#[derive(Default)]
+struct State {
+    last: Option<CostReport>,
+    /// /proc/stat per CPU column, nanoseconds since start.
+    proc_stat_total: Vec<[u64; 8]>,
+    samples_total: u64,
+    net_rx_samples_total: u64,
+}
+
+#[derive(Default)]
+pub struct CostMetrics(Mutex<State>);
+
+impl CostMetrics {
+    pub fn new() -> Arc<CostMetrics> {
+        Arc::new(CostMetrics::default())
+    }
+
+    fn update(&self, r: &CostReport) {
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        s.proc_stat_total.resize(r.proc_stat.len(), [0; 8]);
+        for (total, period) in s.proc_stat_total.iter_mut().zip(&r.proc_stat) {
+            for (t, p) in total.iter_mut().zip(period.values()) {
+                *t += p;
+            }
+        }
+        s.samples_total += r.sampling.samples_period;
+        s.net_rx_samples_total += r.sampling.net_rx_samples_period;
+        s.last = Some(r.clone());
+    }
+}
+
+impl Producer for CostMetrics {
+    fn render(&self, out: &mut Exposition) {
+        let s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(r) = &s.last else {
+            return; // before the first period: nothing measured yet
+        };
+        let cpu_labels: Vec<Labels> = r
+            .cpus
+            .iter()
+            .map(|c| Labels::new().with("cpu", &c.to_string()))
+            .collect();
+
+        let mut f = out.family(
+            "netlens_cost_cpu_seconds_total",
+            Kind::Counter,
+            "CPU time of each kernel networking entry point per CPU, measured at entry and exit \
+             (entry: tx_syscall, rx_syscall, net_tx_softirq, net_rx_softirq, net_irq, \
+             napi_thread, io_uring_worker; other_softirq and other_irq are context).",
+        );
+        for e in &r.entries {
+            for (labels, ns) in cpu_labels.iter().zip(&e.time.total_ns) {
+                f.sample_f64(&labels.and("entry", e.entry.name()), *ns as f64 / NS);
+            }
+        }
+        let mut f = out.family(
+            "netlens_cost_net_rx_cpu_seconds_total",
+            Kind::Counter,
+            "NET_RX softirq time per CPU split by what it was spent on (stack sampling); \
+             the categories of a CPU add up to its net_rx_softirq time.",
+        );
+        for c in &r.categories {
+            for (labels, ns) in cpu_labels.iter().zip(&c.time.total_ns) {
+                f.sample_f64(&labels.and("category", c.name), *ns as f64 / NS);
+            }
+        }
+        let mut f = out.family(
+            "netlens_cost_proc_stat_cpu_seconds_total",
+            Kind::Counter,
+            "Context: /proc/stat time per CPU and mode since netlens started.",
+        );
+        for (labels, total) in cpu_labels.iter().zip(&s.proc_stat_total) {
+            for (mode, ns) in CpuStat::FIELDS.iter().zip(total) {
+                f.sample_f64(&labels.and("mode", mode), *ns as f64 / NS);
+            }
+        }
+
+        let mut f = out.family(
+            "netlens_cost_process_cpu_seconds_total",
+            Kind::Counter,
+            "User and system CPU time of the processes given with -u, since netlens started.",
+        );
+        for p in &r.pids {
+            let l = Labels::new()
+                .with("pid", &p.pid.to_string())
+                .with("comm", &p.comm);
+            f.sample_f64(&l.and("mode", "user"), p.user_ns_total as f64 / NS);
+            f.sample_f64(&l.and("mode", "system"), p.system_ns_total as f64 / NS);
+        }
+        let mut f = out.family(
+            "netlens_cost_process_network_seconds_total",
+            Kind::Counter,
+            "Time of the -u processes in TX and RX system calls, and softirq/IRQ time that \
+             ran while they were on the CPU (kind: tx_syscall, rx_syscall, interrupt).",
+        );
+        for p in &r.pids {
+            let l = Labels::new()
+                .with("pid", &p.pid.to_string())
+                .with("comm", &p.comm);
+            for (kind, ns) in [
+                ("tx_syscall", p.tx_syscall_ns_total),
+                ("rx_syscall", p.rx_syscall_ns_total),
+                ("interrupt", p.interrupt_ns_total),
+            ] {
+                f.sample_f64(&l.and("kind", kind), ns as f64 / NS);
+            }
+        }
+
+        let none = Labels::new();
+        if let Some(bpf) = r.self_cost.bpf_ns_total {
+            out.family(
+                "netlens_self_bpf_seconds_total",
+                Kind::Counter,
+                "Run time of netlens's BPF programs (BPF_ENABLE_STATS).",
+            )
+            .sample_f64(&none, bpf as f64 / NS);
+        }
+        out.family(
+            "netlens_self_process_cpu_seconds_total",
+            Kind::Counter,
+            "CPU time of the netlens process itself (user + system) since it started measuring.",
+        )
+        .sample_f64(&none, r.self_cost.process_ns_total as f64 / NS);
+
+        let mut f = out.family(
+            "netlens_cost_samples_total",
+            Kind::Counter,
+            "Stack samples taken on all CPUs (kind=all), and of them while NET_RX ran (kind=net_rx).",
+        );
+        f.sample(&none.and("kind", "all"), s.samples_total);
+        f.sample(&none.and("kind", "net_rx"), s.net_rx_samples_total);
+        out.family(
+            "netlens_cost_samples_lost_total",
+            Kind::Counter,
+            "NET_RX samples lost because the sample ring buffer was full.",
+        )
+        .sample(&none, r.sampling.lost_total);
+        out.family(
+            "netlens_cost_stack_errors_total",
+            Kind::Counter,
+            "NET_RX samples whose kernel stack could not be read (counted as other).",
+        )
+        .sample(&none, r.sampling.stack_errors_total);
+        out.family(
+            "netlens_cost_sampling_frequency_hertz",
+            Kind::Gauge,
+            "Stack sampling frequency asked for with -f (0: sampling off).",
+        )
+        .sample(&none, r.sampling.frequency);
+        out.family(
+            "netlens_cost_sampling_throttled",
+            Kind::Gauge,
+            "1 when the kernel lowered kernel.perf_event_max_sample_rate below -f.",
+        )
+        .sample(&none, u64::from(r.sampling.throttled));
+    }
+}
+
+/// Feeds [`CostMetrics`] with every report.
+pub struct CostMetricsSink(Arc<CostMetrics>);
+
+impl CostMetricsSink {
+    pub fn new(metrics: Arc<CostMetrics>) -> CostMetricsSink {
+        CostMetricsSink(metrics)
+    }
+}
+
+impl CostSink for CostMetricsSink {
+    fn report(&mut self, report: &CostReport) -> anyhow::Result<()> {
+        self.0.update(report);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::cost::{CategoryRow, Entry, EntryRow, PerCpu, PidCpu, SelfCost};
+
+    fn report(period: u64) -> CostReport {
+        CostReport {
+            cpus: vec![0, 3],
+            entries: Entry::ALL
+                .iter()
+                .map(|&entry| EntryRow {
+                    entry,
+                    time: PerCpu {
+                        period_ns: vec![period, 0],
+                        total_ns: vec![1_500_000_000, 250_000_000],
+                    },
+                    spans_period: 1,
+                })
+                .collect(),
+            categories: vec![CategoryRow {
+                name: "gro",
+                label: "GRO",
+                time: PerCpu {
+                    period_ns: vec![0, 0],
+                    total_ns: vec![500_000_000, 0],
+                },
+                samples_period: 0,
+            }],
+            proc_stat: vec![
+                CpuStat {
+                    user: period,
+                    ..Default::default()
+                },
+                CpuStat::default(),
+            ],
+            pids: vec![PidCpu {
+                pid: 7,
+                comm: "a \"b\"".into(),
+                user_ns_period: 0,
+                system_ns_period: 0,
+                user_ns_total: 2_000_000_000,
+                system_ns_total: 1_000_000_000,
+                tx_syscall_ns_period: 0,
+                rx_syscall_ns_period: 0,
+                tx_syscall_ns_total: 300_000_000,
+                rx_syscall_ns_total: 200_000_000,
+                interrupt_ns_period: 0,
+                interrupt_ns_total: 100_000_000,
+                alive: true,
+            }],
+            self_cost: SelfCost {
+                bpf_ns_total: Some(20_000_000),
+                process_ns_total: 10_000_000,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn render(m: &CostMetrics) -> String {
+        let mut out = Exposition::new();
+        m.render(&mut out);
+        assert!(out.refused().is_empty(), "{:?}", out.refused());
+        out.into_string()
+    }
+
+    #[test]
+    fn nothing_before_the_first_report() {
+        assert_eq!(render(&CostMetrics::default()), "");
+    }
+
+    #[test]
+    fn counters_in_seconds_with_cpu_entry_and_category_labels() {
+        let m = CostMetrics::default();
+        m.update(&report(1_000_000_000));
+        m.update(&report(1_000_000_000));
+        let text = render(&m);
+        for line in [
+            "# TYPE netlens_cost_cpu_seconds_total counter",
+            "netlens_cost_cpu_seconds_total{cpu=\"0\",entry=\"net_rx_softirq\"} 1.5",
+            "netlens_cost_cpu_seconds_total{cpu=\"3\",entry=\"tx_syscall\"} 0.25",
+            "netlens_cost_net_rx_cpu_seconds_total{cpu=\"0\",category=\"gro\"} 0.5",
+            // /proc/stat is accumulated over the two reports.
+            "netlens_cost_proc_stat_cpu_seconds_total{cpu=\"0\",mode=\"user\"} 2",
+            "netlens_cost_process_cpu_seconds_total{pid=\"7\",comm=\"a \\\"b\\\"\",mode=\"user\"} 2",
+            "netlens_cost_process_network_seconds_total{pid=\"7\",comm=\"a \\\"b\\\"\",kind=\"interrupt\"} 0.1",
+            "netlens_self_bpf_seconds_total 0.02",
+            "netlens_cost_sampling_throttled 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        assert!(text.contains("# HELP netlens_cost_net_rx_cpu_seconds_total "));
+    }
+}
