@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use io_uring::types::{Fd, SubmitArgs, Timespec};
+use io_uring::{opcode, squeue, IoUring};
 use serde_json::{json, Map, Value};
 
 /// Upper bound for every duration given on the command line.
@@ -70,6 +72,8 @@ enum Cmd {
     Rr(RrArgs),
     /// Open idle connections and hold them.
     Hold(HoldArgs),
+    /// One connection sending --size bytes at a time through io_uring.
+    Uring(UringArgs),
 }
 
 #[derive(Args, Debug)]
@@ -159,6 +163,25 @@ struct HoldArgs {
     secs: Duration,
 }
 
+#[derive(Args, Debug)]
+struct UringArgs {
+    #[arg(long, value_name = "ADDR:PORT")]
+    to: SocketAddr,
+    #[arg(long, value_name = "T", value_parser = parse_secs)]
+    secs: Duration,
+    /// Bytes per send request.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..=CHUNK as i64))]
+    size: u32,
+    /// Set IOSQE_ASYNC on every request, so that io-wq worker threads
+    /// (iou-wrk-*) send instead of io_uring_enter itself.
+    #[arg(long = "async")]
+    force_async: bool,
+    /// After connecting print a `connected` line, then wait for a line on
+    /// stdin before sending (a test can start measuring this PID meanwhile).
+    #[arg(long)]
+    wait_stdin: bool,
+}
+
 /// Seconds as a decimal number ("1.5") or a humantime duration ("250ms").
 fn parse_secs(s: &str) -> Result<Duration, String> {
     let d = match s.parse::<f64>() {
@@ -192,6 +215,7 @@ fn main() -> ExitCode {
         Cmd::Churn(a) => churn(a, cli.io_timeout),
         Cmd::Rr(a) => rr(a, cli.io_timeout),
         Cmd::Hold(a) => hold(a, cli.io_timeout),
+        Cmd::Uring(a) => uring(a, cli.io_timeout),
     };
     match res {
         Ok(code) => ExitCode::from(code),
@@ -1395,6 +1419,128 @@ fn hold(a: &HoldArgs, timeout: Duration) -> Result<u8> {
     drop(streams);
     emit(&json!({"event": "released", "pid": getpid(), "count": n}));
     Ok(0)
+}
+
+// ---------------------------------------------------------------------------
+// uring
+
+/// Entries of the ring; one request is in flight at a time.
+const URING_ENTRIES: u32 = 8;
+
+fn uring(a: &UringArgs, timeout: Duration) -> Result<u8> {
+    // The ring before the connection: where io_uring is unavailable
+    // (kernel.io_uring_disabled, a seccomp filter, an old kernel) nothing
+    // should reach the server.
+    let mut ring = IoUring::new(URING_ENTRIES).context("io_uring unavailable: io_uring_setup")?;
+    if !ring.params().is_feature_ext_arg() {
+        anyhow::bail!(
+            "io_uring unavailable: no IORING_FEAT_EXT_ARG (Linux 5.11), needed to bound waits"
+        );
+    }
+    let mut s = match connect_or_report(a.to, timeout) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    if a.wait_stdin {
+        announce_connected(&s);
+        wait_stdin_line();
+    }
+    let fd = Fd(s.as_raw_fd());
+    let flags = if a.force_async {
+        squeue::Flags::ASYNC
+    } else {
+        squeue::Flags::empty()
+    };
+    let start = Instant::now();
+    let (mut bytes, mut ops) = (0u64, 0u64);
+    let mut err = None;
+    while start.elapsed() < a.secs {
+        match uring_send(&mut ring, fd, a.size, flags, timeout) {
+            Ok(0) => {
+                err = Some("send: sent zero bytes".to_string());
+                break;
+            }
+            Ok(n) => {
+                bytes += n;
+                ops += 1;
+            }
+            Err(e) => {
+                err = Some(format!("send: {e}"));
+                break;
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let mut v = json!({
+        "event": "uring",
+        "pid": getpid(),
+        "async": a.force_async,
+        "size": a.size,
+        "bytes": bytes,
+        "ops": ops,
+        "secs": secs,
+    });
+    endpoints_json(&mut v, &s);
+    let (info, read, ferr) = finish_client(&mut s);
+    drop(s);
+    v["bytes_read"] = json!(read);
+    v["tcp_info"] = info;
+    if let Some(e) = err.or(ferr) {
+        v["error"] = json!(e);
+        emit(&v);
+        return Ok(4);
+    }
+    emit(&v);
+    Ok(0)
+}
+
+/// One IORING_OP_SEND of `len` bytes on `fd`, waited for: each request
+/// completes before the next is submitted, so with IOSQE_ASYNC every byte is
+/// sent by an io-wq worker and without it every byte is sent inside
+/// io_uring_enter (a blocked send is retried there from task work). Returns
+/// the bytes sent; a short send is not an error.
+fn uring_send(
+    ring: &mut IoUring,
+    fd: Fd,
+    len: u32,
+    flags: squeue::Flags,
+    timeout: Duration,
+) -> io::Result<u64> {
+    let sqe = opcode::Send::new(fd, ZEROS.as_ptr(), len)
+        .build()
+        .flags(flags);
+    // SAFETY: the request reads ZEROS, a static that outlives it, and holds
+    // its own reference to the socket's file; nothing else is borrowed.
+    unsafe { ring.submission().push(&sqe) }
+        .map_err(|_| io::Error::other("submission queue full"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let wait = Timespec::from(deadline.saturating_duration_since(Instant::now()));
+        match ring
+            .submitter()
+            .submit_with_args(1, &SubmitArgs::new().timespec(&wait))
+        {
+            Ok(_) => {}
+            // ETIME: the wait ran out (the deadline is checked below); the
+            // call that submits returns the count even then, so an empty
+            // completion queue is the only reliable sign.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(cqe) = ring.completion().next() {
+            let res = cqe.result();
+            if res < 0 {
+                return Err(io::Error::from_raw_os_error(-res));
+            }
+            return Ok(res as u64);
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no completion within {timeout:?}"),
+            ));
+        }
+    }
 }
 
 #[cfg(test)]
