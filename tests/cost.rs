@@ -800,3 +800,78 @@ fn io_uring_enter_socket_time_counts_as_tx() {
         "io_uring_worker {worker} ns in {worker_spans} spans"
     );
 }
+
+/// `netlens cost -P`: a real Prometheus server scrapes it; the NET_RX
+/// categories it stores add up to the NET_RX counter of the same scrape.
+#[test]
+fn prometheus_server_reads_the_cost_counters() {
+    if !require_root() {
+        return;
+    }
+    let Some(binary) = PrometheusServer::binary() else {
+        panic!("the prometheus binary is needed for this test (scripts/deps.sh installs it)");
+    };
+    let _serial = serial();
+    let a = Netns::new("cprom-a");
+    let b = Netns::new("cprom-b");
+    let pair = link(&a, &b, 0);
+    let (srv, to) = served(&b, pair.b(false));
+    let nl = Netlens::start_cost(&["-f", "1000", "-P", "127.0.0.1:0", "--user-period", "250"]);
+    let ep = nl.prometheus_addr();
+    let prom = PrometheusServer::start(&binary, &[ep]);
+    bulk(&a, to, "2");
+    drop(srv);
+
+    let resp = http_get(ep, "/metrics").expect("GET /metrics");
+    assert_eq!(resp.status, 200);
+    let samples = parse_exposition(&resp.body);
+    let direct = prom_value(
+        &samples,
+        "netlens_cost_cpu_seconds_total",
+        &[("cpu", "0"), ("entry", "net_rx_softirq")],
+    );
+    assert!(direct.is_some(), "no per-CPU NET_RX series:\n{}", resp.body);
+
+    let net_rx = "sum(netlens_cost_cpu_seconds_total{job=\"netlens\",entry=\"net_rx_softirq\"})";
+    let (r, ok) = prom.wait_query(net_rx, Duration::from_secs(30), |r| {
+        r.len() == 1 && r[0].1 > 0.01
+    });
+    assert!(
+        ok,
+        "{net_rx} gave {r:?}; prometheus log:\n{}",
+        prom.log_text()
+    );
+    // Both sums from the latest scrape: the categories add up to NET_RX.
+    let both = prom.query(&format!(
+        "{net_rx} - sum(netlens_cost_net_rx_cpu_seconds_total{{job=\"netlens\"}})"
+    ));
+    assert_eq!(both.len(), 1, "{both:?}");
+    assert!(
+        both[0].1.abs() < 1e-6,
+        "NET_RX minus its categories = {}",
+        both[0].1
+    );
+    let meta = prom.api("metadata?metric=netlens_cost_cpu_seconds_total");
+    assert_eq!(
+        meta["data"]["netlens_cost_cpu_seconds_total"][0]["type"],
+        "counter"
+    );
+    drop(nl);
+}
+
+#[test]
+fn cost_exporter_on_a_taken_port_exits_1() {
+    if !require_root() {
+        return;
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("address").to_string();
+    let out = run(env!("CARGO_BIN_EXE_netlens"), &["cost", "-P", &addr]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot serve Prometheus metrics on {addr}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
