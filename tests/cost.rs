@@ -211,29 +211,9 @@ fn syscall_time_of_a_socket_loop_agrees_with_its_proc_system_time() {
     let a = Netns::new("csys-a");
     let b = Netns::new("csys-b");
     let pair = link(&a, &b, 0);
-    let (srv, to) = server(
-        Some(&b),
-        &[
-            "--listen",
-            &sock(pair.b(false), 0),
-            "--echo",
-            "--max-secs",
-            "30",
-        ],
-    );
-    // Request/response: the client only writes and reads its socket.
-    let client = peer(
-        Some(&a),
-        &[
-            "rr",
-            "--to",
-            &to.to_string(),
-            "--secs",
-            "5",
-            "--size",
-            "100",
-        ],
-    );
+    let (srv, to) = served(&b, pair.b(false));
+    // Bulk: the client only writes its socket, in 128 KiB calls.
+    let client = peer(Some(&a), &["bulk", "--to", &to.to_string(), "--secs", "5"]);
     let pid = client.pid().to_string();
     let run = CostRun::start(&["-f", "0", "-u", &pid]);
     thread::sleep(Duration::from_secs(3));
@@ -264,17 +244,19 @@ fn syscall_time_of_a_socket_loop_agrees_with_its_proc_system_time() {
         system > 200_000_000,
         "client used only {system} ns of system time"
     );
-    assert!(tx > 0 && rx > 0, "TX {tx} RX {rx}");
-    // Tolerance: /proc counts whole 4 ms ticks (about 1 % over 2.5 s) and
-    // includes kernel work outside the measured spans: system call entry
-    // and exit, the scheduler, and the BPF programs themselves.
+    assert!(tx > 0, "TX {tx}");
+    assert_eq!(rx, 0, "the client never reads");
+    // Tolerance: /proc counts whole ticks (10 ms units; about 1 % over 2.5 s
+    // of system time). A bulk sender makes few system calls and context
+    // switches, so the kernel work outside the tracepoint brackets (system
+    // call entry and exit, the scheduler) is small.
     assert!(
-        (0.75..=1.05).contains(&ratio),
+        (0.9..=1.05).contains(&ratio),
         "netlens TX+RX+interrupt time is {ratio:.3} of the process's system time"
     );
 }
 
-/// Bulk traffic a -> b through `setup`, sampled at 2 kHz; returns the log.
+/// Bulk traffic from `a` to `to` for 2 s, sampled at 2 kHz; returns the log.
 fn sampled_bulk(a: &Netns, to: std::net::SocketAddr) -> CostLog {
     let run = CostRun::start(&["-f", "2000"]);
     bulk(a, to, "2");
