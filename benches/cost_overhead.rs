@@ -121,16 +121,19 @@ struct Compared {
     with: f64,
     /// Median over rounds of (1 - with / without).
     loss: f64,
-    /// netlens's user-space and system CPU, fraction of one core (medians).
+    /// netlens's user-space and system CPU over all traced rounds, fraction
+    /// of one core (summed first: /proc counts 10 ms ticks).
     user_cpu: f64,
     system_cpu: f64,
-    /// Run time of netlens's BPF programs, fraction of one core (median).
+    /// Run time of netlens's BPF programs over all traced rounds, fraction
+    /// of one core.
     bpf_cpu: f64,
 }
 
 fn compare(name: &str, load: &dyn Fn() -> f64) -> Compared {
     let mut rounds = Vec::new();
-    let (mut user, mut system, mut bpf) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut user, mut system, mut traced_secs) = (0.0, 0.0, 0.0);
+    let (mut bpf_ns, mut elapsed_ns) = (0.0, 0.0);
     for round in 0..ROUNDS {
         let b = load();
         let t = CostTracer::start(round);
@@ -138,11 +141,11 @@ fn compare(name: &str, load: &dyn Fn() -> f64) -> Compared {
         let w = load();
         let ((u1, s1), secs) = (t.cpu_secs(), t0.elapsed().as_secs_f64());
         let last = t.stop();
-        user.push((u1 - u0) / secs);
-        system.push((s1 - s0) / secs);
-        let bpf_ns = last["self"]["bpf_ns_total"].as_u64().unwrap_or(0) as f64;
-        let elapsed = last["elapsed_ns"].as_u64().unwrap_or(1) as f64;
-        bpf.push(bpf_ns / elapsed);
+        user += u1 - u0;
+        system += s1 - s0;
+        traced_secs += secs;
+        bpf_ns += last["self"]["bpf_ns_total"].as_u64().unwrap_or(0) as f64;
+        elapsed_ns += last["elapsed_ns"].as_u64().unwrap_or(0) as f64;
         eprintln!("  {name} round {round}: without {b:.0}, with {w:.0}");
         rounds.push((b, w));
     }
@@ -150,9 +153,9 @@ fn compare(name: &str, load: &dyn Fn() -> f64) -> Compared {
         without: median(rounds.iter().map(|r| r.0).collect()),
         with: median(rounds.iter().map(|r| r.1).collect()),
         loss: median(rounds.iter().map(|(b, w)| 1.0 - w / b).collect()),
-        user_cpu: median(user),
-        system_cpu: median(system),
-        bpf_cpu: median(bpf),
+        user_cpu: user / traced_secs,
+        system_cpu: system / traced_secs,
+        bpf_cpu: bpf_ns / elapsed_ns.max(1.0),
     }
 }
 

@@ -468,23 +468,18 @@ fn net_rx_time_agrees_with_an_independent_bpftrace_measurement() {
     let pair = link(&a, &b, 0);
     let (srv, to) = served(&b, pair.b(false));
 
-    let bt_out = temp_path("bpftrace-out");
-    let mut bt = Command::new("bpftrace")
-        .args([
-            "-f",
-            "json",
-            "-o",
-            bt_out.to_str().unwrap(),
-            "-e",
-            BPFTRACE_NET_RX,
-        ])
+    let bt_out = TempFile::new("bpftrace-out");
+    let bt = Command::new("bpftrace")
+        .args(["-f", "json", "-o", bt_out.arg(), "-e", BPFTRACE_NET_RX])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("bpftrace must be installed (scripts/deps.sh installs it)");
+    // bpftrace prints its maps when interrupted.
+    let bt = Guarded::new(bt, libc::SIGINT);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&bt_out).is_ok_and(|t| t.contains("bpftrace attached")) {
+    while !std::fs::read_to_string(&bt_out.0).is_ok_and(|t| t.contains("bpftrace attached")) {
         assert!(
             Instant::now() < deadline,
             "bpftrace did not attach within 60 s"
@@ -495,13 +490,10 @@ fn net_rx_time_agrees_with_an_independent_bpftrace_measurement() {
     let before = run.log_so_far().entry_total("net_rx_softirq");
     bulk(&a, to, "2");
     let log = run.stop();
-    // SAFETY: kill(2) on the PID of our own child; no memory is involved.
-    unsafe { libc::kill(bt.id() as i32, libc::SIGINT) };
-    let status = bt.wait().expect("waiting for bpftrace");
+    let status = bt.stop();
     assert!(status.success(), "bpftrace: {status}");
     drop(srv);
-    let text = std::fs::read_to_string(&bt_out).unwrap();
-    let _ = std::fs::remove_file(&bt_out);
+    let text = std::fs::read_to_string(&bt_out.0).unwrap();
     let bpftrace_ns = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -531,23 +523,21 @@ fn folded_stacks_and_flame_graph_are_written_on_exit() {
     let b = Netns::new("cfold-b");
     let pair = link(&a, &b, 0);
     let (srv, to) = served(&b, pair.b(false));
-    let folded = temp_path("folded");
-    let svg = temp_path("flame.svg");
+    let folded = TempFile::new("folded");
+    let svg = TempFile::new("flame.svg");
     let run = CostRun::start(&[
         "-f",
         "2000",
         "--folded",
-        folded.to_str().unwrap(),
+        folded.arg(),
         "--flamegraph",
-        svg.to_str().unwrap(),
+        svg.arg(),
     ]);
     bulk(&a, to, "1");
     let log = run.stop();
     drop(srv);
-    let text = std::fs::read_to_string(&folded).unwrap();
-    let svg_text = std::fs::read_to_string(&svg).unwrap();
-    let _ = std::fs::remove_file(&folded);
-    let _ = std::fs::remove_file(&svg);
+    let text = std::fs::read_to_string(&folded.0).unwrap();
+    let svg_text = std::fs::read_to_string(&svg.0).unwrap();
     let mut samples = 0;
     for line in text.lines() {
         let (stack, count) = line.rsplit_once(' ').expect("`stack count` line");

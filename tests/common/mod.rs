@@ -45,6 +45,55 @@ pub fn temp_path(tag: &str) -> PathBuf {
     ))
 }
 
+/// A [`temp_path`] whose file is removed on Drop, also when the test fails.
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    pub fn new(tag: &str) -> TempFile {
+        TempFile(temp_path(tag))
+    }
+
+    pub fn arg(&self) -> &str {
+        self.0.to_str().expect("temporary paths are UTF-8")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A child process that is stopped (the signal, then SIGKILL after
+/// [`STOP_TIMEOUT`]) on Drop, also when the test fails.
+pub struct Guarded {
+    child: Option<Child>,
+    signal: libc::c_int,
+}
+
+impl Guarded {
+    pub fn new(child: Child, signal: libc::c_int) -> Guarded {
+        Guarded {
+            child: Some(child),
+            signal,
+        }
+    }
+
+    /// Stops it now and returns how it ended.
+    pub fn stop(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("not stopped yet");
+        terminate(&mut child, self.signal, STOP_TIMEOUT)
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, self.signal, STOP_TIMEOUT);
+        }
+    }
+}
+
 /// Per-process sequence for unique namespace and interface names.
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
