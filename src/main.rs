@@ -151,6 +151,12 @@ struct CostArgs {
     /// Stop after this many seconds (decimals allowed); default: until Ctrl-C.
     #[arg(long, value_parser = parse_interval)]
     duration: Option<Duration>,
+    /// How netlens measures its own BPF run time: `sampled` turns the
+    /// kernel's statistics on for one period in ten and estimates the rest;
+    /// `always` measures every period (costs two clock reads per program
+    /// run); `off` does not measure.
+    #[arg(long, value_enum, default_value = "sampled")]
+    bpf_stats: netlens::cost::selfstats::StatsMode,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics: per-CPU
     /// netlens_cost_*_seconds_total counters by entry and NET_RX category.
     /// Without a value: 127.0.0.1:9474. A bare PORT listens on 127.0.0.1.
@@ -389,6 +395,7 @@ fn cost_cmd(args: CostArgs) -> Result<(), Failure> {
         frequency: args.frequency,
         period: Duration::from_millis(args.user_period),
         pids: args.user_pids.clone(),
+        bpf_stats: args.bpf_stats,
     };
     let finished =
         netlens::cost::run::run(&opts, &mut sinks, &stop, &mut |line| eprintln!("{line}"))?;
@@ -555,6 +562,7 @@ fn check_cmd() -> Result<(), Failure> {
         frequency: 10,
         period: Duration::from_secs(1),
         pids: Vec::new(),
+        bpf_stats: netlens::cost::selfstats::StatsMode::Sampled,
     };
     let mut null = output::cost::CostFanout::default();
     match netlens::cost::run::run(&opts, &mut null, &stop, &mut |_| {}) {

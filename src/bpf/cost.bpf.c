@@ -59,6 +59,14 @@ struct {
 	__type(value, struct cpu_state);
 } cpu_states SEC(".maps");
 
+/* io_uring is in use on this host (an io-wq worker ran, or io_uring_enter
+ * was called): user space then attaches the socket-operation programs,
+ * which would otherwise run on every send and receive for nothing. */
+__u32 io_uring_seen = 0;
+/* Set by user space once those programs are attached: until then io-wq
+ * workers accumulate no time (it would be charged at once later). */
+__u32 io_uring_hooks_on = 0;
+
 /* Processes (-u/--user-pids) whose own TX/RX system call time is kept;
  * user space inserts their keys before attaching. */
 const volatile bool track_pids = false;
@@ -245,6 +253,8 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 		return 0;
 	entry = (kind == SYSCALL_TX || kind == SYSCALL_TX_IF_SOCKET) ? COST_TX_SYSCALL
 								     : COST_RX_SYSCALL;
+	if (kind == SYSCALL_IO_URING && !io_uring_seen)
+		io_uring_seen = 1;
 	t->mode = kind == SYSCALL_IO_URING ? MODE_SEGMENT : MODE_SPAN;
 	t->entry = entry;
 	t->pending = 0;
@@ -286,6 +296,8 @@ static __always_inline struct task_acct *kthread_acct(struct task_struct *task)
 
 	if (flags & PF_IO_WORKER) {
 		role = ROLE_IO_WORKER;
+		if (!io_uring_seen)
+			io_uring_seen = 1;
 	} else if (flags & PF_KTHREAD) {
 		if (bpf_probe_read_kernel(comm, sizeof(comm), task->comm) ||
 		    comm[0] != 'n' || comm[1] != 'a' || comm[2] != 'p' ||
@@ -328,7 +340,7 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 				       stint_ns(t, cs, now), false);
 		else if (t->mode == MODE_THREAD)
 			charge(t->entry, stint_ns(t, cs, now), true);
-		else if (t->mode == MODE_SEGMENT)
+		else if (t->mode == MODE_SEGMENT && io_uring_hooks_on)
 			t->pending += stint_ns(t, cs, now);
 	}
 	t = bpf_task_storage_get(&task_accts, next, 0, 0);

@@ -71,6 +71,10 @@ impl SampleQueue {
 }
 
 /// (program, required, what is lost without it)
+/// Programs attached only once io_uring is in use: two of them run on
+/// every socket send and receive of the host.
+const IO_URING_PROGRAMS: [&str; 3] = ["cost_sock_send", "cost_sock_recv", "on_io_uring_complete"];
+
 pub struct Collector {
     skel: CostSkel<'static>,
     _links: Vec<Link>,
@@ -79,7 +83,9 @@ pub struct Collector {
     ring: RingBuffer<'static>,
     pending: Rc<RefCell<SampleQueue>>,
     /// Keeps BPF_ENABLE_STATS on while it is open.
-    _stats: Option<OwnedFd>,
+    stats: Option<OwnedFd>,
+    /// The io_uring programs are attached.
+    io_uring_hooks: bool,
     /// IRQ numbers currently marked as network IRQs in the BPF map.
     net_irqs: BTreeSet<u32>,
     /// CPUs that got a sampling event.
@@ -124,8 +130,12 @@ impl Collector {
 
         let mut links = Vec::new();
         let mut attach_failures = Vec::new();
-        // The sampling program (on_sample) is attached per CPU below.
-        for tp in &check::COST_TRACEPOINTS {
+        // The sampling program (on_sample) is attached per CPU below; the
+        // io_uring programs once io_uring is seen (attach_io_uring_hooks).
+        for tp in check::COST_TRACEPOINTS
+            .iter()
+            .filter(|tp| !IO_URING_PROGRAMS.contains(&tp.program))
+        {
             let name = tp.program;
             let prog = skel
                 .object_mut()
@@ -185,8 +195,9 @@ impl Collector {
             sample_links,
             ring,
             pending,
-            _stats: enable_run_time_stats(),
+            stats: None,
             net_irqs: BTreeSet::new(),
+            io_uring_hooks: false,
             sampled_cpus,
             attach_failures,
         };
@@ -233,6 +244,51 @@ impl Collector {
             .iter()
             .map(|v| read_record::<RawCpuCost>(v).unwrap_or_default())
             .collect())
+    }
+
+    /// Attaches the io_uring programs once the BPF side has seen io_uring
+    /// in use (cheap to call often: one read of memory-mapped .bss).
+    /// Returns true when they were attached by this call.
+    pub fn attach_io_uring_hooks(&mut self) -> Result<bool> {
+        if self.io_uring_hooks {
+            return Ok(false);
+        }
+        let bss = self
+            .skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .context("BPF object has no memory-mapped .bss")?;
+        // SAFETY: the field lives in the skeleton's .bss mapping for as long as
+        // the skeleton; the BPF side sets it concurrently, hence volatile.
+        if unsafe { std::ptr::read_volatile(&raw const bss.io_uring_seen) } == 0 {
+            return Ok(false);
+        }
+        for tp in check::COST_TRACEPOINTS
+            .iter()
+            .filter(|tp| IO_URING_PROGRAMS.contains(&tp.program))
+        {
+            let prog = self
+                .skel
+                .object_mut()
+                .progs_mut()
+                .find(|p| p.name() == tp.program)
+                .with_context(|| format!("program {} missing from the BPF object", tp.program))?;
+            match prog.attach() {
+                Ok(link) => self._links.push(link),
+                Err(e) => self.attach_failures.push(AttachFailure {
+                    program: tp.program,
+                    what_is_lost: tp.without,
+                    error: e.to_string(),
+                }),
+            }
+        }
+        if let Some(bss) = self.skel.maps.bss_data.as_deref_mut() {
+            // SAFETY: as above.
+            unsafe { std::ptr::write_volatile(&raw mut bss.io_uring_hooks_on, 1) };
+        }
+        self.io_uring_hooks = true;
+        Ok(true)
     }
 
     /// Detaches the sampling program from every CPU (no more samples).
@@ -284,6 +340,19 @@ impl Collector {
         queue.samples.clear();
         queue.ips.clear();
         Ok(())
+    }
+
+    /// Turns the kernel's run-time statistics of BPF programs on or off
+    /// (see cost::selfstats). Returns false when the kernel refuses them.
+    pub fn set_run_time_stats(&mut self, on: bool) -> bool {
+        if !on {
+            self.stats = None;
+            return true;
+        }
+        if self.stats.is_none() {
+            self.stats = enable_run_time_stats();
+        }
+        self.stats.is_some()
     }
 
     /// Run time and run count of every program of this collector.
@@ -366,8 +435,8 @@ fn open_cpu_clock(cpu: u32, frequency: u64) -> Result<OwnedFd> {
 }
 
 /// BPF_ENABLE_STATS: the kernel records every program's run time while the
-/// returned fd is open. None when the kernel refuses (then self-cost is
-/// reported as unknown).
+/// returned fd is open. None when the kernel refuses (then netlens's BPF
+/// time is reported as unknown).
 fn enable_run_time_stats() -> Option<OwnedFd> {
     // SAFETY: plain system call wrapper; returns a new fd or a negative errno.
     let fd = unsafe { libbpf_sys::bpf_enable_stats(libbpf_sys::BPF_STATS_RUN_TIME) };

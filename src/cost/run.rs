@@ -10,7 +10,8 @@ use anyhow::{Context, Result};
 
 use super::account::{self, CpuTotals};
 use super::classify::{category_times, Category};
-use super::collector::{Collector, Config, ProgStats, RawCpuCost};
+use super::collector::{Collector, Config, RawCpuCost};
+use super::selfstats::{BpfStatsSampler, StatsMode};
 use super::stacks::StackBook;
 use crate::model::cost::{CategoryRow, CostReport, PerCpu, PidCpu, Sampling, SelfCost};
 use crate::output::cost::CostSink;
@@ -18,6 +19,10 @@ use crate::sys::procfs;
 
 /// How often samples are drained (the ring is sized for half a second).
 const DRAIN_PERIOD: Duration = Duration::from_millis(100);
+/// Printed once io_uring is seen in use and its programs are attached:
+/// io_uring socket operations are timed from then on.
+pub const IO_URING_IN_USE: &str =
+    "netlens: io_uring in use: timing io-wq workers and io_uring_enter from now on";
 /// How often the list of network device IRQs is refreshed.
 const IRQ_REFRESH: Duration = Duration::from_secs(5);
 
@@ -28,6 +33,8 @@ pub struct Options {
     pub period: Duration,
     /// Processes whose CPU time is shown beside the kernel cost.
     pub pids: Vec<u32>,
+    /// How netlens's own BPF run time is measured.
+    pub bpf_stats: StatsMode,
 }
 
 /// What a finished run leaves behind.
@@ -76,8 +83,13 @@ pub fn run(
     let ns_per_tick = 1_000_000_000 / procfs::clock_ticks_per_sec();
     let first = totals(&collector.cpu_costs()?);
     let mut prev = first.clone();
-    let first_self = (collector.prog_stats(), process_cpu_ns());
-    let mut prev_self = first_self;
+    let first_process_ns = process_cpu_ns();
+    let mut prev_process_ns = first_process_ns;
+    let mut bpf_stats = BpfStatsSampler::new(opts.bpf_stats);
+    let mut bpf_total_ns: Option<u64> = None;
+    if bpf_stats.measure_now() && collector.set_run_time_stats(true) {
+        bpf_stats.begin(collector.prog_stats());
+    }
     let mut prev_stat = procfs::proc_stat_cpus().unwrap_or_default();
     let started = Instant::now();
     let mut last_report = started;
@@ -107,6 +119,16 @@ pub fn run(
         } else {
             DRAIN_PERIOD.min(due.saturating_duration_since(Instant::now()))
         };
+        let failures_before = collector.attach_failures.len();
+        if collector.attach_io_uring_hooks()? {
+            status(IO_URING_IN_USE);
+            for f in &collector.attach_failures[failures_before..] {
+                status(&format!(
+                    "warning: {} not attached ({}); lost: {}",
+                    f.program, f.error, f.what_is_lost
+                ));
+            }
+        }
         collector.drain_samples(wait, |s| {
             if let (Some(book), Some(col)) =
                 (stacks.as_mut(), cpus.iter().position(|&c| c == s.cpu))
@@ -135,9 +157,25 @@ pub fn run(
         let stat = procfs::proc_stat_cpus().unwrap_or_default();
         let proc_stat = account::cpu_stat_period(&cpus, &prev_stat, &stat, ns_per_tick);
         prev_stat = stat;
-        let self_now = (collector.prog_stats(), process_cpu_ns());
-        let self_cost = self_cost(first_self, prev_self, self_now);
-        prev_self = self_now;
+        let bpf = bpf_stats.end(collector.prog_stats(), period_ns);
+        if let Some(ns) = bpf.ns {
+            *bpf_total_ns.get_or_insert(0) += ns;
+        }
+        // Statistics on for the next period only when it is measured.
+        let measure_next = bpf_stats.measure_now() && !stopping;
+        if collector.set_run_time_stats(measure_next) && measure_next {
+            bpf_stats.begin(collector.prog_stats());
+        }
+        let process_ns = process_cpu_ns();
+        let self_cost = SelfCost {
+            bpf_ns_period: bpf.ns,
+            bpf_runs_period: bpf.runs,
+            bpf_estimated: bpf.estimated,
+            bpf_ns_total: bpf_total_ns,
+            process_ns_period: process_ns.saturating_sub(prev_process_ns),
+            process_ns_total: process_ns.saturating_sub(first_process_ns),
+        };
+        prev_process_ns = process_ns;
         let mut sampling = sampling(opts.frequency, &collector, &first, &prev, &now, period_ns);
         sampling.stack_errors_total = stacks.as_ref().map_or(0, |b| b.stack_errors);
         if sampling.throttled && !warned_throttle {
@@ -235,18 +273,6 @@ fn category_rows(
     }
     book.add_totals(&mut rows);
     rows
-}
-
-fn self_cost(first: (ProgStats, u64), prev: (ProgStats, u64), now: (ProgStats, u64)) -> SelfCost {
-    // run_time_ns stays 0 when the kernel does not record it.
-    let stats_on = now.0.runs > 0 || now.0.run_ns > 0;
-    SelfCost {
-        bpf_ns_period: stats_on.then(|| now.0.run_ns.saturating_sub(prev.0.run_ns)),
-        bpf_runs_period: now.0.runs.saturating_sub(prev.0.runs),
-        process_ns_period: now.1.saturating_sub(prev.1),
-        bpf_ns_total: stats_on.then(|| now.0.run_ns.saturating_sub(first.0.run_ns)),
-        process_ns_total: now.1.saturating_sub(first.1),
-    }
 }
 
 fn sampling(

@@ -171,9 +171,13 @@ pub struct PidCpu {
 /// What netlens itself costs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SelfCost {
-    /// Run time of netlens's BPF programs (None when BPF_ENABLE_STATS is unavailable).
+    /// Run time of netlens's BPF programs (None when not measured: see
+    /// cost::selfstats).
     pub bpf_ns_period: Option<u64>,
-    pub bpf_runs_period: u64,
+    /// Runs of netlens's BPF programs, in measured periods only.
+    pub bpf_runs_period: Option<u64>,
+    /// `bpf_ns_period` is estimated from the last measured period.
+    pub bpf_estimated: bool,
     /// netlens's own process: user + system time.
     pub process_ns_period: u64,
     pub bpf_ns_total: Option<u64>,

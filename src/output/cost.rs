@@ -180,16 +180,16 @@ pub fn render_table(r: &CostReport, out: &mut String) {
         );
     }
     let s = &r.self_cost;
+    let bpf = match s.bpf_ns_period {
+        None => "not measured".to_string(),
+        Some(ns) if s.bpf_estimated => {
+            format!("~{} (estimated)", pct(ns, r.period_ns).trim())
+        }
+        Some(ns) => pct(ns, r.period_ns).trim().to_string(),
+    };
     let _ = writeln!(
         out,
-        "netlens itself: BPF programs {} of one CPU, process {} of one CPU",
-        s.bpf_ns_period
-            .map_or("unknown (BPF_ENABLE_STATS refused)".to_string(), |ns| pct(
-                ns,
-                r.period_ns
-            )
-            .trim()
-            .to_string()),
+        "netlens itself: BPF programs {bpf} of one CPU, process {} of one CPU",
         pct(s.process_ns_period, r.period_ns).trim()
     );
     if r.sampling.lost_total > 0 || r.sampling.stack_errors_total > 0 {
@@ -303,6 +303,7 @@ pub fn report_json(r: &CostReport) -> Value {
         "pids": pids,
         "self": {
             "bpf_ns": s.bpf_ns_period, "bpf_runs": s.bpf_runs_period,
+            "bpf_estimated": s.bpf_estimated,
             "process_ns": s.process_ns_period,
             "bpf_ns_total": s.bpf_ns_total, "process_ns_total": s.process_ns_total,
         },
