@@ -1,15 +1,18 @@
-//! Overhead of `netlens cost -f 1000`, measured as ratios of runs done side
-//! by side in one benchmark run (never as timed assertions):
+//! Overhead of `netlens cost`, measured as ratios of runs done side by side
+//! in one benchmark run (never as timed assertions):
 //!
-//! - loopback bulk throughput with and without netlens;
-//! - loopback request/response rate (100 bytes each way on one connection)
-//!   with and without netlens;
+//! - loopback bulk throughput and request/response rate (100 bytes each way
+//!   on one connection) without netlens, with `netlens cost -f 0` (exact
+//!   times only), with `netlens cost -f 1000` (the default), and with
+//!   `perf record -a -F 1000 -e cpu-clock` as a reference for what sampling
+//!   at that rate costs on this machine by itself (skipped without perf);
 //! - netlens's own CPU while loaded: user space (its process, from /proc)
 //!   and its BPF programs (their run time, as netlens itself reports it).
 //!
-//! Run as root: `cargo bench --bench cost_overhead`. Rounds alternate and
-//! medians of per-round ratios are compared (run-to-run noise here is
-//! 10-30 %). Results go to stdout and to target/bench-cost-overhead.json.
+//! Run as root: `cargo bench --bench cost_overhead`. Each round runs every
+//! configuration once, in a rotating order; losses are medians of per-round
+//! ratios (run-to-run noise here is 10-30 %). Results go to stdout and to
+//! target/bench-cost-overhead.json.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -26,7 +29,7 @@ use serde_json::{json, Value};
 const ROUNDS: usize = 9;
 const SECS: &str = "1.5";
 
-/// A `netlens cost -f 1000` run; its table goes to /dev/null, its JSON log
+/// A `netlens cost -f F` run; its table goes to /dev/null, its JSON log
 /// to a file read at the end.
 struct CostTracer {
     child: Child,
@@ -35,14 +38,14 @@ struct CostTracer {
 }
 
 impl CostTracer {
-    fn start(round: usize) -> CostTracer {
+    fn start(frequency: &str, round: usize) -> CostTracer {
         let dir = std::env::temp_dir();
         let base = format!("netlens-bench-cost-{}-{round}", std::process::id());
         let stderr_path = dir.join(format!("{base}.err"));
         let log_path = dir.join(format!("{base}.json"));
         let stderr = fs::File::create(&stderr_path).expect("create stderr file");
         let child = Command::new(env!("CARGO_BIN_EXE_netlens"))
-            .args(["cost", "-f", "1000", "-l"])
+            .args(["cost", "-f", frequency, "-l"])
             .arg(&log_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -116,46 +119,108 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-struct Compared {
-    without: f64,
-    with: f64,
-    /// Median over rounds of (1 - with / without).
-    loss: f64,
-    /// netlens's user-space and system CPU over all traced rounds, fraction
-    /// of one core (summed first: /proc counts 10 ms ticks).
-    user_cpu: f64,
-    system_cpu: f64,
-    /// Run time of netlens's BPF programs over all traced rounds, fraction
-    /// of one core.
-    bpf_cpu: f64,
+/// What runs beside the load in one configuration.
+#[derive(Clone, Copy, PartialEq)]
+enum Beside {
+    Nothing,
+    Netlens(&'static str),
+    /// `perf record -a -F 1000 -e cpu-clock`: the platform's own cost of
+    /// sampling at that rate.
+    PerfRecord,
 }
 
-fn compare(name: &str, load: &dyn Fn() -> f64) -> Compared {
-    let mut rounds = Vec::new();
-    let (mut user, mut system, mut traced_secs) = (0.0, 0.0, 0.0);
-    let (mut bpf_ns, mut elapsed_ns) = (0.0, 0.0);
-    for round in 0..ROUNDS {
-        let b = load();
-        let t = CostTracer::start(round);
-        let ((u0, s0), t0) = (t.cpu_secs(), Instant::now());
-        let w = load();
-        let ((u1, s1), secs) = (t.cpu_secs(), t0.elapsed().as_secs_f64());
-        let last = t.stop();
-        user += u1 - u0;
-        system += s1 - s0;
-        traced_secs += secs;
-        bpf_ns += last["self"]["bpf_ns_total"].as_u64().unwrap_or(0) as f64;
-        elapsed_ns += last["elapsed_ns"].as_u64().unwrap_or(0) as f64;
-        eprintln!("  {name} round {round}: without {b:.0}, with {w:.0}");
-        rounds.push((b, w));
+impl Beside {
+    fn name(self) -> String {
+        match self {
+            Beside::Nothing => "without".into(),
+            Beside::Netlens(f) => format!("netlens cost -f {f}"),
+            Beside::PerfRecord => "perf record -F 1000".into(),
+        }
     }
+}
+
+/// netlens's own cost over all rounds of one configuration.
+#[derive(Default)]
+struct SelfCpu {
+    user_secs: f64,
+    system_secs: f64,
+    traced_secs: f64,
+    bpf_ns: f64,
+    elapsed_ns: f64,
+}
+
+/// Runs `load` once with `beside` running; returns the load's result.
+fn once(beside: Beside, round: usize, load: &dyn Fn() -> f64, own: &mut SelfCpu) -> f64 {
+    match beside {
+        Beside::Nothing => load(),
+        Beside::Netlens(f) => {
+            let t = CostTracer::start(f, round);
+            let ((u0, s0), t0) = (t.cpu_secs(), Instant::now());
+            let w = load();
+            let ((u1, s1), secs) = (t.cpu_secs(), t0.elapsed().as_secs_f64());
+            let last = t.stop();
+            own.user_secs += u1 - u0;
+            own.system_secs += s1 - s0;
+            own.traced_secs += secs;
+            own.bpf_ns += last["self"]["bpf_ns_total"].as_u64().unwrap_or(0) as f64;
+            own.elapsed_ns += last["elapsed_ns"].as_u64().unwrap_or(0) as f64;
+            w
+        }
+        Beside::PerfRecord => {
+            let out =
+                std::env::temp_dir().join(format!("netlens-bench-perf-{}", std::process::id()));
+            let child = Command::new("perf")
+                .args(["record", "-a", "-F", "1000", "-e", "cpu-clock", "-o"])
+                .arg(&out)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start perf");
+            let perf = Guarded::new(child, libc::SIGINT);
+            // perf needs a moment to open its events on every CPU.
+            std::thread::sleep(Duration::from_millis(500));
+            let w = load();
+            perf.stop();
+            let _ = fs::remove_file(&out);
+            w
+        }
+    }
+}
+
+struct Compared {
+    /// Medians per configuration, in the order given.
+    medians: Vec<f64>,
+    /// Median over rounds of (1 - with / without), per configuration.
+    losses: Vec<f64>,
+    own: Vec<SelfCpu>,
+}
+
+fn compare(name: &str, configs: &[Beside], load: &dyn Fn() -> f64) -> Compared {
+    let mut results = vec![Vec::new(); configs.len()];
+    let mut own: Vec<SelfCpu> = configs.iter().map(|_| SelfCpu::default()).collect();
+    for round in 0..ROUNDS {
+        // Rotate the order so no configuration always follows another.
+        for k in 0..configs.len() {
+            let i = (k + round) % configs.len();
+            let v = once(configs[i], round, load, &mut own[i]);
+            results[i].push(v);
+        }
+        let line: Vec<String> = configs
+            .iter()
+            .zip(&results)
+            .map(|(c, r)| format!("{} {:.0}", c.name(), r[round]))
+            .collect();
+        eprintln!("  {name} round {round}: {}", line.join(", "));
+    }
+    let base = &results[0];
     Compared {
-        without: median(rounds.iter().map(|r| r.0).collect()),
-        with: median(rounds.iter().map(|r| r.1).collect()),
-        loss: median(rounds.iter().map(|(b, w)| 1.0 - w / b).collect()),
-        user_cpu: user / traced_secs,
-        system_cpu: system / traced_secs,
-        bpf_cpu: bpf_ns / elapsed_ns.max(1.0),
+        medians: results.iter().map(|r| median(r.clone())).collect(),
+        losses: results
+            .iter()
+            .map(|r| median(r.iter().zip(base).map(|(w, b)| 1.0 - w / b).collect()))
+            .collect(),
+        own,
     }
 }
 
@@ -205,42 +270,65 @@ fn main() {
             .expect("transactions_per_sec")
     };
 
-    eprintln!("bulk throughput, loopback, {ROUNDS} alternating rounds of {SECS} s");
-    let bulk = compare("bulk", &bulk);
-    eprintln!("request/response, loopback, {ROUNDS} alternating rounds of {SECS} s");
-    let rr = compare("rr", &rr);
+    let mut configs = vec![
+        Beside::Nothing,
+        Beside::Netlens("0"),
+        Beside::Netlens("1000"),
+    ];
+    if Command::new("perf").arg("--version").output().is_ok() {
+        configs.push(Beside::PerfRecord);
+    } else {
+        eprintln!("perf not installed: the perf record reference is skipped");
+    }
+    eprintln!("bulk throughput, loopback, {ROUNDS} rounds of {SECS} s per configuration");
+    let bulk = compare("bulk", &configs, &bulk);
+    eprintln!("request/response, loopback, {ROUNDS} rounds of {SECS} s per configuration");
+    let rr = compare("rr", &configs, &rr);
     drop(sink_srv);
     drop(echo_srv);
 
-    println!("netlens cost -f 1000 overhead ({ROUNDS} alternating rounds; loss = median of per-round ratios)");
     println!(
-        "  bulk throughput:  {:.2} GB/s without, {:.2} GB/s with (medians): {:.1} % loss (target <= 1 %)",
-        bulk.without / 1e9,
-        bulk.with / 1e9,
-        bulk.loss * 100.0
+        "netlens cost overhead ({ROUNDS} rounds; loss = median of per-round ratios to `without`)"
     );
-    println!(
-        "  request/response: {:.0}/s without, {:.0}/s with (medians): {:.1} % loss (target <= 3 %)",
-        rr.without,
-        rr.with,
-        rr.loss * 100.0
-    );
-    for (name, c) in [("bulk", &bulk), ("request/response", &rr)] {
-        println!(
-            "  netlens during {name}: user space {:.2} % of one core (target <= 1 %), system {:.2} %, BPF programs {:.2} %",
-            c.user_cpu * 100.0,
-            c.system_cpu * 100.0,
-            c.bpf_cpu * 100.0
-        );
+    let mut report = serde_json::Map::new();
+    for (load, unit, scale, c) in [
+        ("bulk throughput", "GB/s", 1e9, &bulk),
+        ("request/response", "/s", 1.0, &rr),
+    ] {
+        let mut entries = Vec::new();
+        for (i, cfg) in configs.iter().enumerate() {
+            let loss = if i == 0 {
+                String::new()
+            } else {
+                format!(": {:.1} % loss", c.losses[i] * 100.0)
+            };
+            println!(
+                "  {load:<17} {:<22} {:>8.2} {unit}{loss}",
+                cfg.name(),
+                c.medians[i] / scale
+            );
+            let own = &c.own[i];
+            if let Beside::Netlens(_) = cfg {
+                println!(
+                    "  {:<17} {:<22} netlens user space {:.2} % of one core, system {:.2} %, BPF programs {:.2} %",
+                    "", "",
+                    own.user_secs / own.traced_secs * 100.0,
+                    own.system_secs / own.traced_secs * 100.0,
+                    own.bpf_ns / own.elapsed_ns.max(1.0) * 100.0
+                );
+            }
+            entries.push(json!({
+                "config": cfg.name(), "median": c.medians[i], "loss": c.losses[i],
+                "netlens_user_cpu": (own.traced_secs > 0.0).then(|| own.user_secs / own.traced_secs),
+                "netlens_system_cpu": (own.traced_secs > 0.0).then(|| own.system_secs / own.traced_secs),
+                "bpf_cpu": (own.elapsed_ns > 0.0).then(|| own.bpf_ns / own.elapsed_ns),
+            }));
+        }
+        report.insert(load.replace(' ', "_"), Value::Array(entries));
     }
-    let to_json = |c: &Compared| {
-        json!({"without": c.without, "with": c.with, "loss": c.loss,
-               "netlens_user_cpu": c.user_cpu, "netlens_system_cpu": c.system_cpu,
-               "bpf_cpu": c.bpf_cpu})
-    };
-    let report = json!({"bulk_bytes_per_sec": to_json(&bulk), "rr_per_sec": to_json(&rr)});
+    println!("  targets: bulk loss <= 1 %, request/response loss <= 3 %, netlens user space <= 1 % of one core");
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-cost-overhead.json");
-    if let Err(e) = fs::write(&path, format!("{report:#}\n")) {
+    if let Err(e) = fs::write(&path, format!("{:#}\n", Value::Object(report))) {
         eprintln!("cannot write {}: {e}", path.display());
     }
 }
