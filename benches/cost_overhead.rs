@@ -16,6 +16,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::fs;
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use netlens::sys::procfs;
 use serde_json::{json, Value};
+use support::{median, on_cpu};
 
 const ROUNDS: usize = 9;
 const SECS: &str = "1.5";
@@ -91,32 +93,6 @@ impl CostTracer {
         let _ = fs::remove_file(&self.stderr_path);
         serde_json::from_str(log.lines().last().expect("a log line")).expect("JSON log line")
     }
-}
-
-/// Runs `spawn` with this thread pinned to `cpu`, so the child inherits it.
-fn on_cpu<T>(cpu: usize, spawn: impl FnOnce() -> T) -> T {
-    let set = |cpus: &[usize]| {
-        // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
-        // sched_setaffinity only touch it and this thread's affinity.
-        unsafe {
-            let mut mask: libc::cpu_set_t = std::mem::zeroed();
-            for &c in cpus {
-                libc::CPU_SET(c, &mut mask);
-            }
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mask);
-        }
-    };
-    // SAFETY: sysconf has no preconditions.
-    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
-    set(&[cpu]);
-    let out = spawn();
-    set(&(0..online).collect::<Vec<_>>());
-    out
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// What runs beside the load in one configuration.

@@ -1,8 +1,9 @@
 //! netlens: eBPF network observability.
 //!
-//! Collection (BPF programs and maps, under [`conn`]) is kept apart from
+//! Collection (BPF programs and maps, under [`conn`] and [`cost`]) is kept apart from
 //! presentation (under [`output`]); both meet in the types of [`model`].
 
+pub mod bpfio;
 pub mod conn;
 pub mod cost;
 pub mod model;

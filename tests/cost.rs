@@ -22,6 +22,15 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A -u process's times (ns) summed over periods of a log.
+#[derive(Default)]
+struct PidSums {
+    system: u64,
+    tx: u64,
+    rx: u64,
+    intr: u64,
+}
+
 /// The JSON lines of a `-l` log file.
 struct CostLog {
     lines: Vec<Value>,
@@ -58,6 +67,25 @@ impl CostLog {
                     .unwrap_or(0)
             })
             .sum()
+    }
+
+    /// Sums of the first -u process's times over the log's periods, from
+    /// the second on when `skip_first` (the first began before the
+    /// programs were attached), until the process exited.
+    fn pid_sums(&self, pid: &str, skip_first: bool) -> PidSums {
+        let mut sums = PidSums::default();
+        for line in &self.lines[usize::from(skip_first)..] {
+            let p = &line["pids"][0];
+            assert_eq!(p["pid"].as_u64().unwrap().to_string(), pid);
+            if !p["alive"].as_bool().unwrap() {
+                break;
+            }
+            sums.system += u(p, "system_ns");
+            sums.tx += u(p, "tx_syscall_ns");
+            sums.rx += u(p, "rx_syscall_ns");
+            sums.intr += u(p, "interrupt_ns");
+        }
+        sums
     }
 
     fn all_category_samples(&self) -> u64 {
@@ -161,6 +189,12 @@ fn bulk(a: &Netns, to: std::net::SocketAddr, secs: &str) -> u64 {
     u(done, "bytes")
 }
 
+/// Namespaces a and b joined by a veth pair (192.0.2.0/24), with a sink
+/// server in b (it reads and discards).
+fn sink_pair(tag: &str) -> ServedPair {
+    served_pair(tag, 0, false, &["--sink", "--max-secs", "30"])
+}
+
 fn served(b: &Netns, ip: std::net::IpAddr) -> (Peer, std::net::SocketAddr) {
     server(
         Some(b),
@@ -174,15 +208,13 @@ fn net_rx_and_net_tx_show_load_and_stay_near_zero_at_idle() {
         return;
     }
     let _serial = serial();
-    let a = Netns::new("cidle-a");
-    let b = Netns::new("cidle-b");
-    let pair = link(&a, &b, 0);
+    let p = sink_pair("cidle");
     // A shaping qdisc: its watchdog reschedules the queue from NET_TX.
-    a.exec_ok(&[
-        "tc", "qdisc", "add", "dev", &pair.a_if, "root", "tbf", "rate", "400mbit", "burst", "64kb",
-        "latency", "50ms",
-    ]);
-    let (srv, to) = served(&b, pair.b(false));
+    let tbf = format!(
+        "tc qdisc add dev {} root tbf rate 400mbit burst 64kb latency 50ms",
+        p.veth.a_if
+    );
+    p.a.exec_ok(&tbf.split(' ').collect::<Vec<_>>());
 
     let run = CostRun::start(&["-f", "0"]);
     thread::sleep(Duration::from_millis(1500));
@@ -191,9 +223,9 @@ fn net_rx_and_net_tx_show_load_and_stay_near_zero_at_idle() {
     let idle_rx = idle.entry_total("net_rx_softirq") as f64 / 1e9;
     let idle_tx = idle.entry_total("net_tx_softirq") as f64 / 1e9;
 
-    let sent = bulk(&a, to, "2");
+    let sent = bulk(&p.a, p.addr, "2");
     let log = run.stop();
-    drop(srv);
+    drop(p.server);
     let rx = log.entry_total("net_rx_softirq") as f64 / 1e9 - idle_rx;
     let tx = log.entry_total("net_tx_softirq") as f64 / 1e9 - idle_tx;
     eprintln!(
@@ -222,32 +254,25 @@ fn syscall_time_of_a_socket_loop_agrees_with_its_proc_system_time() {
         return;
     }
     let _serial = serial();
-    let a = Netns::new("csys-a");
-    let b = Netns::new("csys-b");
-    let pair = link(&a, &b, 0);
-    let (srv, to) = served(&b, pair.b(false));
+    let p = sink_pair("csys");
     // Bulk: the client only writes its socket, in 128 KiB calls.
-    let client = peer(Some(&a), &["bulk", "--to", &to.to_string(), "--secs", "5"]);
+    let client = peer(
+        Some(&p.a),
+        &["bulk", "--to", &p.addr.to_string(), "--secs", "5"],
+    );
     let pid = client.pid().to_string();
     let run = CostRun::start(&["-f", "0", "-u", &pid]);
     thread::sleep(Duration::from_secs(3));
     let log = run.stop();
     client.finish();
-    drop(srv);
+    drop(p.server);
 
-    // The first period began before the programs were attached.
-    let (mut system, mut tx, mut rx, mut intr) = (0u64, 0u64, 0u64, 0u64);
-    for line in &log.lines[1..] {
-        let p = &line["pids"][0];
-        assert_eq!(p["pid"].as_u64().unwrap().to_string(), pid);
-        if !p["alive"].as_bool().unwrap() {
-            break;
-        }
-        system += u(p, "system_ns");
-        tx += u(p, "tx_syscall_ns");
-        rx += u(p, "rx_syscall_ns");
-        intr += u(p, "interrupt_ns");
-    }
+    let PidSums {
+        system,
+        tx,
+        rx,
+        intr,
+    } = log.pid_sums(&pid, true);
     let measured = tx + rx + intr;
     let ratio = measured as f64 / system as f64;
     eprintln!(
@@ -283,12 +308,9 @@ fn net_rx_categories_add_up_and_local_tcp_delivery_dominates() {
         return;
     }
     let _serial = serial();
-    let a = Netns::new("ccat-a");
-    let b = Netns::new("ccat-b");
-    let pair = link(&a, &b, 0);
-    let (srv, to) = served(&b, pair.b(false));
-    let log = sampled_bulk(&a, to);
-    drop(srv);
+    let p = sink_pair("ccat");
+    let log = sampled_bulk(&p.a, p.addr);
+    drop(p.server);
 
     for line in &log.lines {
         let cpus = line["cpus"].as_array().unwrap().len();
@@ -359,11 +381,9 @@ fn netfilter_categories_appear_with_nftables_rules() {
         return;
     }
     let _serial = serial();
-    let a = Netns::new("cnf-a");
-    let b = Netns::new("cnf-b");
-    let pair = link(&a, &b, 0);
-    b.nft(&["add", "table", "inet", "nltest"]);
-    b.nft(&[
+    let p = sink_pair("cnf");
+    p.b.nft(&["add", "table", "inet", "nltest"]);
+    p.b.nft(&[
         "add",
         "chain",
         "inet",
@@ -371,7 +391,7 @@ fn netfilter_categories_appear_with_nftables_rules() {
         "pre",
         "{ type filter hook prerouting priority 0 ; }",
     ]);
-    b.nft(&[
+    p.b.nft(&[
         "add",
         "rule",
         "inet",
@@ -383,9 +403,8 @@ fn netfilter_categories_appear_with_nftables_rules() {
         "counter",
         "accept",
     ]);
-    let (srv, to) = served(&b, pair.b(false));
-    let log = sampled_bulk(&a, to);
-    drop(srv);
+    let log = sampled_bulk(&p.a, p.addr);
+    drop(p.server);
     let pre = log.category_samples("nf_prerouting_v4");
     let ct = log.category_samples("conntrack");
     eprintln!(
@@ -439,23 +458,20 @@ fn threaded_napi_time_is_measured() {
         return;
     }
     let _serial = serial();
-    let a = Netns::new("cnapi-a");
-    let b = Netns::new("cnapi-b");
-    let pair = link(&a, &b, 0);
+    let p = sink_pair("cnapi");
     // veth receives through NAPI once GRO is on (and the sender does not
     // hand it TSO super-packets); then NAPI can be threaded.
-    b.exec_ok(&["ethtool", "-K", &pair.b_if, "gro", "on"]);
-    a.exec_ok(&["ethtool", "-K", &pair.a_if, "tso", "off"]);
-    b.exec_ok(&[
+    p.b.exec_ok(&["ethtool", "-K", &p.veth.b_if, "gro", "on"]);
+    p.a.exec_ok(&["ethtool", "-K", &p.veth.a_if, "tso", "off"]);
+    p.b.exec_ok(&[
         "sh",
         "-c",
-        &format!("echo 1 > /sys/class/net/{}/threaded", pair.b_if),
+        &format!("echo 1 > /sys/class/net/{}/threaded", p.veth.b_if),
     ]);
-    let (srv, to) = served(&b, pair.b(false));
     let run = CostRun::start(&["-f", "0"]);
-    bulk(&a, to, "2");
+    bulk(&p.a, p.addr, "2");
     let log = run.stop();
-    drop(srv);
+    drop(p.server);
     let napi = log.entry_total("napi_thread");
     eprintln!("NAPI threads: {napi} ns");
     assert!(napi > 1_000_000, "NAPI thread time {napi} ns");
@@ -477,10 +493,7 @@ fn net_rx_time_agrees_with_an_independent_bpftrace_measurement() {
         return;
     }
     let _serial = serial();
-    let a = Netns::new("cbt-a");
-    let b = Netns::new("cbt-b");
-    let pair = link(&a, &b, 0);
-    let (srv, to) = served(&b, pair.b(false));
+    let p = sink_pair("cbt");
 
     let bt_out = TempFile::new("bpftrace-out");
     let bt = Command::new("bpftrace")
@@ -502,11 +515,11 @@ fn net_rx_time_agrees_with_an_independent_bpftrace_measurement() {
     }
     let run = CostRun::start(&["-f", "0"]);
     let before = run.log_so_far().entry_total("net_rx_softirq");
-    bulk(&a, to, "2");
+    bulk(&p.a, p.addr, "2");
     let log = run.stop();
     let status = bt.stop();
     assert!(status.success(), "bpftrace: {status}");
-    drop(srv);
+    drop(p.server);
     let text = std::fs::read_to_string(&bt_out.0).unwrap();
     let bpftrace_ns = text
         .lines()
@@ -533,10 +546,7 @@ fn folded_stacks_and_flame_graph_are_written_on_exit() {
         return;
     }
     let _serial = serial();
-    let a = Netns::new("cfold-a");
-    let b = Netns::new("cfold-b");
-    let pair = link(&a, &b, 0);
-    let (srv, to) = served(&b, pair.b(false));
+    let p = sink_pair("cfold");
     let folded = TempFile::new("folded");
     let svg = TempFile::new("flame.svg");
     let run = CostRun::start(&[
@@ -547,9 +557,9 @@ fn folded_stacks_and_flame_graph_are_written_on_exit() {
         "--flamegraph",
         svg.arg(),
     ]);
-    bulk(&a, to, "1");
+    bulk(&p.a, p.addr, "1");
     let log = run.stop();
-    drop(srv);
+    drop(p.server);
     let text = std::fs::read_to_string(&folded.0).unwrap();
     let svg_text = std::fs::read_to_string(&svg.0).unwrap();
     let mut samples = 0;
@@ -673,19 +683,16 @@ fn io_uring_worker_time_is_measured() {
         return;
     }
     let _serial = serial();
-    let a = Netns::new("curw-a");
-    let b = Netns::new("curw-b");
-    let pair = link(&a, &b, 0);
-    let (srv, to) = served(&b, pair.b(false));
+    let p = sink_pair("curw");
     // The client connects and waits: netlens measures its PID from the
     // first send on, so every send falls inside the run.
-    let mut client = uring_peer(&a, to, "2", true, true);
+    let mut client = uring_peer(&p.a, p.addr, "2", true, true);
     client.wait_event("connected");
     let pid = client.pid().to_string();
     let run = CostRun::start(&["-f", "0", "-u", &pid]);
     // netlens attaches its io_uring programs once io_uring is in use: a
     // first short client makes it so before the measured one starts.
-    uring_result(uring_peer(&a, to, "0.2", true, false));
+    uring_result(uring_peer(&p.a, p.addr, "0.2", true, false));
     run.wait_stderr(netlens::cost::run::IO_URING_IN_USE);
     // The warm-up's spans are all in the log once a later period is.
     thread::sleep(Duration::from_millis(600));
@@ -693,19 +700,14 @@ fn io_uring_worker_time_is_measured() {
     client.release();
     let done = uring_result(client);
     let log = run.stop();
-    drop(srv);
+    drop(p.server);
 
     let (bytes, ops) = (u(&done, "bytes"), u(&done, "ops"));
     let worker = log.entry_total("io_uring_worker");
     let worker_spans = log.entry_spans("io_uring_worker") - warm_up_spans;
-    let (mut tx, mut intr, mut system) = (0u64, 0u64, 0u64);
-    for line in &log.lines {
-        let p = &line["pids"][0];
-        assert_eq!(p["pid"].as_u64().unwrap().to_string(), pid);
-        tx += u(p, "tx_syscall_ns");
-        intr += u(p, "interrupt_ns");
-        system += u(p, "system_ns");
-    }
+    let PidSums {
+        system, tx, intr, ..
+    } = log.pid_sums(&pid, false);
     eprintln!(
         "uring --async (pid {pid}): {ops} sends, {bytes} bytes in {:.2} s; io_uring_worker {worker} ns in \
          {worker_spans} spans machine-wide; client TX {tx} ns, interrupts in context {intr} ns, \
@@ -716,7 +718,7 @@ fn io_uring_worker_time_is_measured() {
     assert!(worker > 1_000_000, "io_uring_worker time {worker} ns");
     // Every send ran in a worker: each ends one worker span (a send that
     // found the socket buffer full and was retried ends two). netlens has
-    // been seen to miss up to 7 worker sends in 28000 (bpftrace counted
+    // been seen p.addr miss up p.addr 7 worker sends in 28000 (bpftrace counted
     // them), hence 0.1 %; sends made anywhere else would leave ~0 spans.
     assert!(
         worker_spans * 1000 >= ops * 999,
@@ -736,31 +738,21 @@ fn io_uring_enter_socket_time_counts_as_tx() {
         return;
     }
     let _serial = serial();
-    let a = Netns::new("cure-a");
-    let b = Netns::new("cure-b");
-    let pair = link(&a, &b, 0);
-    let (srv, to) = served(&b, pair.b(false));
-    let client = uring_peer(&a, to, "5", false, false);
+    let p = sink_pair("cure");
+    let client = uring_peer(&p.a, p.addr, "5", false, false);
     let pid = client.pid().to_string();
     let run = CostRun::start(&["-f", "0", "-u", &pid]);
     thread::sleep(Duration::from_secs(2));
     let log = run.stop();
     let done = uring_result(client);
-    drop(srv);
+    drop(p.server);
 
-    // The first period began before the programs were attached.
-    let (mut system, mut tx, mut rx, mut intr) = (0u64, 0u64, 0u64, 0u64);
-    for line in &log.lines[1..] {
-        let p = &line["pids"][0];
-        assert_eq!(p["pid"].as_u64().unwrap().to_string(), pid);
-        if !p["alive"].as_bool().unwrap() {
-            break;
-        }
-        system += u(p, "system_ns");
-        tx += u(p, "tx_syscall_ns");
-        rx += u(p, "rx_syscall_ns");
-        intr += u(p, "interrupt_ns");
-    }
+    let PidSums {
+        system,
+        tx,
+        rx,
+        intr,
+    } = log.pid_sums(&pid, true);
     let tx_spans = log.entry_spans("tx_syscall");
     let worker = log.entry_total("io_uring_worker");
     let worker_spans = log.entry_spans("io_uring_worker");
@@ -781,13 +773,13 @@ fn io_uring_enter_socket_time_counts_as_tx() {
     assert!(tx > 0, "client TX time {tx} ns");
     assert_eq!(rx, 0, "the client only sends");
     // Nearly all of the client's kernel time is io_uring_enter, and nearly
-    // all of that leads up to a send. Left out: the part after the send
+    // all of that leads up p.addr a send. Left out: the part after the send
     // (posting and reaping the completion), system call entry and exit.
     assert!(
         (0.6..=1.05).contains(&ratio),
         "client (TX + interrupts) / system time = {ratio:.3}"
     );
-    // No request of this run went to io-wq.
+    // No request of this run went p.addr io-wq.
     assert!(
         worker < 1_000_000,
         "io_uring_worker {worker} ns in {worker_spans} spans"
@@ -805,15 +797,12 @@ fn prometheus_server_reads_the_cost_counters() {
         panic!("the prometheus binary is needed for this test (scripts/deps.sh installs it)");
     };
     let _serial = serial();
-    let a = Netns::new("cprom-a");
-    let b = Netns::new("cprom-b");
-    let pair = link(&a, &b, 0);
-    let (srv, to) = served(&b, pair.b(false));
+    let p = sink_pair("cprom");
     let nl = Netlens::start_cost(&["-f", "1000", "-P", "127.0.0.1:0", "--user-period", "250"]);
     let ep = nl.prometheus_addr();
     let prom = PrometheusServer::start(&binary, &[ep]);
-    bulk(&a, to, "2");
-    drop(srv);
+    bulk(&p.a, p.addr, "2");
+    drop(p.server);
 
     let resp = http_get(ep, "/metrics").expect("GET /metrics");
     assert_eq!(resp.status, 200);
@@ -834,7 +823,7 @@ fn prometheus_server_reads_the_cost_counters() {
         "{net_rx} gave {r:?}; prometheus log:\n{}",
         prom.log_text()
     );
-    // Both sums from the latest scrape: the categories add up to NET_RX.
+    // Both sums from the latest scrape: the categories add up p.addr NET_RX.
     let both = prom.query(&format!(
         "{net_rx} - sum(netlens_cost_net_rx_cpu_seconds_total{{job=\"netlens\"}})"
     ));

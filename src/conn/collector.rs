@@ -244,15 +244,7 @@ impl Collector {
         out: &mut Vec<types::conn_event>,
     ) -> Result<()> {
         out.clear();
-        if let Err(e) = self.ring.poll(timeout) {
-            // EINTR from a signal is how Ctrl-C arrives; anything else is real.
-            if e.kind() != libbpf_rs::ErrorKind::Interrupted {
-                return Err(e).context("polling the event ring buffer");
-            }
-        }
-        self.ring
-            .consume()
-            .context("reading the event ring buffer")?;
+        crate::bpfio::poll_ring(&self.ring, timeout, "event")?;
         std::mem::swap(out, &mut *self.pending.borrow_mut());
         Ok(())
     }

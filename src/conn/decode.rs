@@ -27,19 +27,7 @@ pub const LOSS_MAP_FULL: u32 = types::loss_counter::LOSS_MAP_FULL.0;
 pub const LOSS_SEED_MAP_FULL: u32 = types::loss_counter::LOSS_SEED_MAP_FULL.0;
 pub const LOSS_MAX: u32 = types::loss_counter::LOSS_MAX.0;
 
-/// Reads a plain-old-data record from the start of `bytes`.
-///
-/// Only for the skeleton's generated `types::*` structs, which contain
-/// integers and integer arrays only, so every bit pattern is a valid value.
-pub fn read_record<T: Copy + Default>(bytes: &[u8]) -> Option<T> {
-    if bytes.len() < std::mem::size_of::<T>() {
-        return None;
-    }
-    // SAFETY: the length was checked above, read_unaligned copes with any
-    // alignment, and T is a repr(C) struct of integers (see doc comment), for
-    // which every bit pattern is valid.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
-}
+pub use crate::bpfio::read_record;
 
 fn addr(family: u16, raw: &[u8; 16]) -> IpAddr {
     if family == AF_INET {

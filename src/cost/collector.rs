@@ -14,7 +14,7 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{libbpf_sys, Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder};
 
 use super::skel::{types, CostSkel, CostSkelBuilder};
-use crate::conn::decode::read_record;
+use crate::bpfio::read_record;
 use crate::sys::check;
 
 /// Per-CPU totals as the BPF side keeps them (cumulative since load).
@@ -320,14 +320,7 @@ impl Collector {
         timeout: Duration,
         mut f: impl FnMut(Sample<'_>),
     ) -> Result<()> {
-        if let Err(e) = self.ring.poll(timeout) {
-            if e.kind() != libbpf_rs::ErrorKind::Interrupted {
-                return Err(e).context("polling the sample ring buffer");
-            }
-        }
-        self.ring
-            .consume()
-            .context("reading the sample ring buffer")?;
+        crate::bpfio::poll_ring(&self.ring, timeout, "sample")?;
         let mut queue = self.pending.borrow_mut();
         let mut start = 0;
         for &(cpu, end) in &queue.samples {
