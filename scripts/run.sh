@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One command: install missing build dependencies, build netlens (release)
-# and run its main job, `netlens conns`, with any extra arguments given.
+# and run its main job, `netlens conns`, with any extra arguments given; a
+# first argument naming another subcommand runs that one instead.
 #   ./scripts/run.sh            # logging mode
 #   ./scripts/run.sh -d -t 2    # table, refreshed every 2 s
+#   ./scripts/run.sh cost -u 1234   # network CPU cost, with process 1234 beside it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
@@ -11,4 +13,7 @@ netlens_mount_tracefs
 cargo build --release --locked -q
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-exec $SUDO ./target/release/netlens conns "$@"
+case "${1:-}" in
+    conns | cost | check | help | --help | -h | --version | -V) exec $SUDO ./target/release/netlens "$@" ;;
+    *) exec $SUDO ./target/release/netlens conns "$@" ;;
+esac
