@@ -14,7 +14,8 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{libbpf_sys, Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder};
 
 use super::skel::{types, CostSkel, CostSkelBuilder};
-use crate::bpfio::read_record;
+pub use crate::bpfio::ProgStats;
+use crate::bpfio::{prog_stats, read_record};
 use crate::sys::check;
 
 /// Per-CPU totals as the BPF side keeps them (cumulative since load).
@@ -37,15 +38,6 @@ pub struct AttachFailure {
     pub program: &'static str,
     pub what_is_lost: &'static str,
     pub error: String,
-}
-
-/// Run time of this collector's BPF programs (with BPF_ENABLE_STATS on).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ProgStats {
-    pub run_ns: u64,
-    pub runs: u64,
-    /// Runs the kernel skipped because a program was already running on that CPU.
-    pub recursion_misses: u64,
 }
 
 /// One sampled NET_RX stack: CPU and kernel instruction addresses, leaf first.
@@ -348,17 +340,14 @@ impl Collector {
         self.stats.is_some()
     }
 
-    /// Run time and run count of every program of this collector.
+    /// Run time, run count and skipped runs of all programs of this
+    /// collector together (run time and count with BPF_ENABLE_STATS on).
     pub fn prog_stats(&self) -> ProgStats {
-        let mut total = ProgStats::default();
-        for prog in self.skel.object().progs() {
-            if let Some(s) = prog_info(prog.as_fd().as_raw_fd()) {
-                total.run_ns += s.run_ns;
-                total.runs += s.runs;
-                total.recursion_misses += s.recursion_misses;
-            }
-        }
-        total
+        self.skel
+            .object()
+            .progs()
+            .filter_map(|prog| prog_stats(prog.as_fd()))
+            .sum()
     }
 }
 
@@ -435,19 +424,6 @@ fn enable_run_time_stats() -> Option<OwnedFd> {
     let fd = unsafe { libbpf_sys::bpf_enable_stats(libbpf_sys::BPF_STATS_RUN_TIME) };
     // SAFETY: a non-negative fd was just created for us.
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn prog_info(fd: i32) -> Option<ProgStats> {
-    let mut info = libbpf_sys::bpf_prog_info::default();
-    let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
-    // SAFETY: info is a zeroed bpf_prog_info of len bytes with no array
-    // pointers set, so the kernel writes only into it.
-    let ret = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd, &mut info, &mut len) };
-    (ret == 0).then_some(ProgStats {
-        run_ns: info.run_time_ns,
-        runs: info.run_cnt,
-        recursion_misses: info.recursion_misses,
-    })
 }
 
 fn load_error(e: &libbpf_rs::Error) -> anyhow::Error {

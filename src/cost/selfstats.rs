@@ -7,7 +7,7 @@
 //! one report period in [`SAMPLE_EVERY`]; that period's run time is exact,
 //! and the others are estimated from the last measured rate (and say so).
 
-use super::collector::ProgStats;
+use crate::bpfio::ProgStats;
 
 /// One measured period in this many (the first one is measured).
 pub const SAMPLE_EVERY: u64 = 10;
