@@ -298,8 +298,8 @@ fn conns(args: ConnsArgs) -> Result<(), Failure> {
     sink.flush()?;
     eprintln!(
         "netlens: stopped; lost: {} events, {} connections not tracked (map full), {} existing \
-         connections not seeded",
-        losses.events_lost, losses.map_full, losses.seed_map_full
+         connections not seeded, {} BPF program runs skipped",
+        losses.events_lost, losses.map_full, losses.seed_map_full, losses.runs_missed
     );
     Ok(())
 }
@@ -420,11 +420,12 @@ fn cost_cmd(args: CostArgs) -> Result<(), Failure> {
         .sum();
     eprintln!(
         "netlens: stopped after {:.1} s; the kernel spent {:.3} CPU-seconds in networking; lost: \
-         {} NET_RX samples, {} unreadable stacks",
+         {} NET_RX samples, {} unreadable stacks, {} BPF program runs skipped",
         r.elapsed_ns as f64 / 1e9,
         network as f64 / 1e9,
         r.sampling.lost_total,
-        r.sampling.stack_errors_total
+        r.sampling.stack_errors_total,
+        r.self_cost.bpf_runs_missed_total
     );
     Ok(())
 }

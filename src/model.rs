@@ -248,6 +248,12 @@ pub struct Losses {
     pub map_full: u64,
     /// Existing connections found at start that did not fit in the map.
     pub seed_map_full: u64,
+    /// Program runs the kernel skipped because the same program was already
+    /// running on that CPU (interrupted by a softirq that hit the same
+    /// tracepoint; for the classic accept tracepoints, any BPF tracing
+    /// program), summed over the programs' `recursion_misses`. A skipped
+    /// run can miss an event (even a close) or a counter update.
+    pub runs_missed: u64,
 }
 
 impl Losses {

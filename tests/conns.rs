@@ -559,10 +559,16 @@ fn full_map_is_counted_not_fatal() {
         )
         .expect("a losses object with map_full > 0");
     assert!(u(&losses, "map_full") > 0);
+    assert!(losses["runs_missed"].is_u64(), "{losses}");
     let out = nl.stop();
     assert!(out.status.success(), "{:?}", out.status);
     assert!(
         out.stderr.contains("not tracked (map full"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(" BPF program runs skipped"),
         "{}",
         out.stderr
     );

@@ -813,6 +813,11 @@ fn prometheus_server_reads_the_cost_counters() {
         &[("cpu", "0"), ("entry", "net_rx_softirq")],
     );
     assert!(direct.is_some(), "no per-CPU NET_RX series:\n{}", resp.body);
+    assert!(
+        prom_value(&samples, "netlens_bpf_runs_missed_total", &[]).is_some(),
+        "no netlens_bpf_runs_missed_total:\n{}",
+        resp.body
+    );
 
     let net_rx = "sum(netlens_cost_cpu_seconds_total{job=\"netlens\",entry=\"net_rx_softirq\"})";
     let (r, ok) = prom.wait_query(net_rx, Duration::from_secs(30), |r| {

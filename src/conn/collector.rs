@@ -21,6 +21,7 @@ use super::decode::{
     read_record, CONN_ESTABLISHED, LOSS_EVENTS, LOSS_MAP_FULL, LOSS_MAX, LOSS_SEED_MAP_FULL,
 };
 use super::skel::{types, ConnsSkel, ConnsSkelBuilder};
+use crate::bpfio::prog_stats;
 use crate::model::Losses;
 use crate::sys::check;
 
@@ -269,7 +270,8 @@ impl Collector {
         &self.values
     }
 
-    /// Sum over CPUs of the loss counters.
+    /// Sum over CPUs of the loss counters, and the program runs the kernel
+    /// skipped.
     pub fn losses(&self) -> Result<Losses> {
         let map = &self.skel.maps.losses;
         let mut totals = [0u64; LOSS_MAX as usize];
@@ -281,10 +283,19 @@ impl Collector {
                 .unwrap_or_default();
             *total = per_cpu.iter().filter_map(|v| read_record::<u64>(v)).sum();
         }
+        // Counted by the kernel itself, whether BPF_ENABLE_STATS is on or not.
+        let runs_missed = self
+            .skel
+            .object()
+            .progs()
+            .filter_map(|prog| prog_stats(prog.as_fd()))
+            .map(|s| s.recursion_misses)
+            .sum();
         Ok(Losses {
             events_lost: totals[LOSS_EVENTS as usize],
             map_full: totals[LOSS_MAP_FULL as usize],
             seed_map_full: totals[LOSS_SEED_MAP_FULL as usize],
+            runs_missed,
         })
     }
 

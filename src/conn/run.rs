@@ -123,8 +123,10 @@ pub fn run(
             if losses != last_losses && losses.any() {
                 status(&format!(
                     "warning: lost so far: {} events (ring buffer full), {} connections not \
-                     tracked (map full, raise -m/--map-size), {} existing connections not seeded",
-                    losses.events_lost, losses.map_full, losses.seed_map_full
+                     tracked (map full, raise -m/--map-size), {} existing connections not \
+                     seeded, {} BPF program runs skipped (the program was already running on \
+                     that CPU)",
+                    losses.events_lost, losses.map_full, losses.seed_map_full, losses.runs_missed
                 ));
             }
             last_losses = losses;

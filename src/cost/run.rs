@@ -157,7 +157,8 @@ pub fn run(
         let stat = procfs::proc_stat_cpus().unwrap_or_default();
         let proc_stat = account::cpu_stat_period(&cpus, &prev_stat, &stat, ns_per_tick);
         prev_stat = stat;
-        let bpf = bpf_stats.end(collector.prog_stats(), period_ns);
+        let prog_stats = collector.prog_stats();
+        let bpf = bpf_stats.end(prog_stats, period_ns);
         if let Some(ns) = bpf.ns {
             *bpf_total_ns.get_or_insert(0) += ns;
         }
@@ -174,6 +175,8 @@ pub fn run(
             bpf_ns_total: bpf_total_ns,
             process_ns_period: process_ns.saturating_sub(prev_process_ns),
             process_ns_total: process_ns.saturating_sub(first_process_ns),
+            // Cumulative since the programs were loaded, at start.
+            bpf_runs_missed_total: prog_stats.recursion_misses,
         };
         prev_process_ns = process_ns;
         let mut sampling = sampling(opts.frequency, &collector, &first, &prev, &now, period_ns);

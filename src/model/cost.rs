@@ -182,6 +182,11 @@ pub struct SelfCost {
     pub process_ns_period: u64,
     pub bpf_ns_total: Option<u64>,
     pub process_ns_total: u64,
+    /// Runs of netlens's BPF programs the kernel skipped since start because
+    /// the same program was already running on that CPU (their
+    /// `recursion_misses`, counted whatever `--bpf-stats` is): time they
+    /// would have accounted for may be missing.
+    pub bpf_runs_missed_total: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -192,11 +192,13 @@ pub fn render_table(r: &CostReport, out: &mut String) {
         "netlens itself: BPF programs {bpf} of one CPU, process {} of one CPU",
         pct(s.process_ns_period, r.period_ns).trim()
     );
-    if r.sampling.lost_total > 0 || r.sampling.stack_errors_total > 0 {
+    let (sm, missed) = (&r.sampling, s.bpf_runs_missed_total);
+    if sm.lost_total > 0 || sm.stack_errors_total > 0 || missed > 0 {
         let _ = writeln!(
             out,
-            "lost: {} NET_RX samples (ring buffer full), {} stacks unreadable",
-            r.sampling.lost_total, r.sampling.stack_errors_total
+            "lost: {} NET_RX samples (ring buffer full), {} stacks unreadable, {missed} BPF \
+             program runs skipped (already running on that CPU)",
+            sm.lost_total, sm.stack_errors_total
         );
     }
 }
@@ -306,6 +308,7 @@ pub fn report_json(r: &CostReport) -> Value {
             "bpf_estimated": s.bpf_estimated,
             "process_ns": s.process_ns_period,
             "bpf_ns_total": s.bpf_ns_total, "process_ns_total": s.process_ns_total,
+            "bpf_runs_missed_total": s.bpf_runs_missed_total,
         },
         "sampling": {
             "frequency": sm.frequency, "samples": sm.samples_period,
@@ -410,11 +413,44 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("BPF programs 1.00%"), "{out}");
+        assert!(!out.contains("lost:"), "nothing lost, no line: {out}");
+    }
+
+    #[test]
+    fn table_shows_losses_only_when_there_are_some() {
+        let lost_line = |r: &CostReport| {
+            let mut out = String::new();
+            render_table(r, &mut out);
+            out.lines()
+                .find(|l| l.starts_with("lost:"))
+                .map(str::to_string)
+        };
+        let mut r = report();
+        assert_eq!(lost_line(&r), None);
+        r.self_cost.bpf_runs_missed_total = 12;
+        assert_eq!(
+            lost_line(&r).as_deref(),
+            Some(
+                "lost: 0 NET_RX samples (ring buffer full), 0 stacks unreadable, 12 BPF program \
+                 runs skipped (already running on that CPU)"
+            )
+        );
+        r.self_cost.bpf_runs_missed_total = 0;
+        r.sampling.lost_total = 3;
+        assert_eq!(
+            lost_line(&r).as_deref(),
+            Some(
+                "lost: 3 NET_RX samples (ring buffer full), 0 stacks unreadable, 0 BPF program \
+                 runs skipped (already running on that CPU)"
+            )
+        );
     }
 
     #[test]
     fn json_has_the_documented_fields() {
-        let v = report_json(&report());
+        let mut r = report();
+        r.self_cost.bpf_runs_missed_total = 9;
+        let v = report_json(&r);
         assert_eq!(v["cpus"], json!([0, 1]));
         assert_eq!(
             v["entries"]["net_rx_softirq"]["period_ns"],
@@ -426,6 +462,7 @@ mod tests {
         assert_eq!(v["pids"][0]["system_ns"], json!(490_000_000));
         assert_eq!(v["pids"][0]["tx_syscall_ns"], json!(200_000_000));
         assert_eq!(v["self"]["bpf_ns"], json!(5_000_000));
+        assert_eq!(v["self"]["bpf_runs_missed_total"], json!(9));
         assert!(v["timestamp"].as_str().unwrap().starts_with("2023-11-14"));
     }
 }

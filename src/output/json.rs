@@ -6,7 +6,8 @@
 //! `remote_addr`, `remote_port`. `metrics` and `close` add the counters
 //! (`bytes_sent`, `bytes_received`, `packets_sent`, `packets_received`,
 //! `retransmits`, `rtt_us`, `rtt_var_us`); `metrics` adds `incremental` and
-//! `age_s`; `connect_failed` adds `reason`.
+//! `age_s`; `connect_failed` adds `reason`. `losses` objects have `events_lost`,
+//! `map_full`, `seed_map_full` and `runs_missed`.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -43,6 +44,7 @@ struct LossesRecord<'a> {
     events_lost: u64,
     map_full: u64,
     seed_map_full: u64,
+    runs_missed: u64,
 }
 
 /// The fixed fields of a connection object (`"id":..` to `"remote_port":..`),
@@ -215,6 +217,7 @@ impl<W: Write> Sink for JsonSink<W> {
                 events_lost: l.events_lost,
                 map_full: l.map_full,
                 seed_map_full: l.seed_map_full,
+                runs_missed: l.runs_missed,
             })?;
         }
         Ok(())
@@ -465,6 +468,7 @@ mod tests {
                 events_lost: 3,
                 map_full: 2,
                 seed_map_full: 1,
+                runs_missed: 4,
             },
         };
         sink.snapshot(&snap).expect("snapshot");
@@ -500,6 +504,7 @@ mod tests {
                 "events_lost": 3,
                 "map_full": 2,
                 "seed_map_full": 1,
+                "runs_missed": 4,
             })
         );
     }

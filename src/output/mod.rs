@@ -184,6 +184,12 @@ pub fn losses_hint(l: &Losses) -> Option<String> {
     if l.events_lost > 0 {
         parts.push("events were dropped because user space fell behind reading them");
     }
+    if l.runs_missed > 0 {
+        parts.push(
+            "the kernel skipped BPF program runs because the program was already running on that \
+             CPU, so events or counter updates may be missing",
+        );
+    }
     if parts.is_empty() {
         None
     } else {
@@ -479,12 +485,38 @@ mod tests {
             events_lost: 7,
             map_full: 1,
             seed_map_full: 0,
+            runs_missed: 0,
         };
         assert_eq!(
             losses_hint(&both).as_deref(),
             Some(
                 "connection map was full, raise -m/--map-size; \
                  events were dropped because user space fell behind reading them"
+            )
+        );
+        let runs = Losses {
+            runs_missed: 2,
+            ..Losses::default()
+        };
+        assert!(runs.any());
+        assert_eq!(
+            losses_hint(&runs).as_deref(),
+            Some(
+                "the kernel skipped BPF program runs because the program was already running \
+                 on that CPU, so events or counter updates may be missing"
+            )
+        );
+        let all = Losses {
+            runs_missed: 2,
+            ..both
+        };
+        assert_eq!(
+            losses_hint(&all).as_deref(),
+            Some(
+                "connection map was full, raise -m/--map-size; \
+                 events were dropped because user space fell behind reading them; \
+                 the kernel skipped BPF program runs because the program was already running \
+                 on that CPU, so events or counter updates may be missing"
             )
         );
     }

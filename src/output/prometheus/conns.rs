@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::exposition::{Exposition, Kind, Labels};
 use super::server::Producer;
+use super::{BPF_RUNS_MISSED_HELP, BPF_RUNS_MISSED_TOTAL};
 use crate::model::{
     ConnEvent, ConnInfo, Direction, EventKind, FailReason, IdMap, Losses, Metrics, Snapshot,
 };
@@ -446,6 +447,8 @@ impl ConnAggregates {
             &none.and("reason", "seed_map_full"),
             self.losses.seed_map_full,
         );
+        out.family(BPF_RUNS_MISSED_TOTAL, Kind::Counter, BPF_RUNS_MISSED_HELP)
+            .sample(&none, self.losses.runs_missed);
         out.family(
             "netlens_prometheus_series_overflow_total",
             Kind::Counter,
@@ -748,6 +751,7 @@ mod tests {
         inc.incremental = true;
         inc.losses.events_lost = 3;
         inc.losses.map_full = 2;
+        inc.losses.runs_missed = 7;
         a.snapshot(&inc);
         let t = render(&a);
         assert_eq!(value(&t, "netlens_tcp_sent_bytes_total", OUT), Some(100));
@@ -759,6 +763,11 @@ mod tests {
                 r#"reason="map_full""#
             ),
             Some(2)
+        );
+        assert_eq!(value(&t, "netlens_bpf_runs_missed_total", ""), Some(7));
+        assert!(
+            t.contains("# TYPE netlens_bpf_runs_missed_total counter\n"),
+            "{t}"
         );
     }
 

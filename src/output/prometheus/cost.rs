@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use super::exposition::{Exposition, Kind, Labels};
 use super::server::Producer;
+use super::{BPF_RUNS_MISSED_HELP, BPF_RUNS_MISSED_TOTAL};
 use crate::model::cost::{CostReport, CpuStat};
 use crate::output::cost::CostSink;
 
@@ -138,6 +139,8 @@ impl Producer for CostMetrics {
             "CPU time of the netlens process itself (user + system) since it started measuring.",
         )
         .sample_f64(&none, r.self_cost.process_ns_total as f64 / NS);
+        out.family(BPF_RUNS_MISSED_TOTAL, Kind::Counter, BPF_RUNS_MISSED_HELP)
+            .sample(&none, r.self_cost.bpf_runs_missed_total);
 
         let mut f = out.family(
             "netlens_cost_samples_total",
@@ -242,6 +245,7 @@ mod tests {
             self_cost: SelfCost {
                 bpf_ns_total: Some(20_000_000),
                 process_ns_total: 10_000_000,
+                bpf_runs_missed_total: 5,
                 ..Default::default()
             },
             ..Default::default()
@@ -276,6 +280,9 @@ mod tests {
             "netlens_cost_process_cpu_seconds_total{pid=\"7\",comm=\"a \\\"b\\\"\",mode=\"user\"} 2",
             "netlens_cost_process_network_seconds_total{pid=\"7\",comm=\"a \\\"b\\\"\",kind=\"interrupt\"} 0.1",
             "netlens_self_bpf_seconds_total 0.02",
+            // Already cumulative in the report: taken as it is, not added up.
+            "netlens_bpf_runs_missed_total 5",
+            "# TYPE netlens_bpf_runs_missed_total counter",
             "netlens_cost_sampling_throttled 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");

@@ -40,6 +40,14 @@ pub mod server;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+/// The family of the kernel's `recursion_misses` of netlens's BPF programs.
+/// Both producers export it (`conns` and `cost` never share an endpoint),
+/// with this help text, so it reads the same whichever command serves it.
+pub const BPF_RUNS_MISSED_TOTAL: &str = "netlens_bpf_runs_missed_total";
+pub const BPF_RUNS_MISSED_HELP: &str =
+    "Runs of netlens's BPF programs the kernel skipped rather than nest them in a BPF program \
+     already running on that CPU, usually the same one (bpf_prog_info recursion_misses).";
+
 pub use exposition::{Exposition, Kind, Labels};
 pub use server::{Producer, Registry, Server};
 
