@@ -516,7 +516,19 @@ fn thousand_concurrent_connections() {
     assert_eq!(sum(true, "bytes_received"), 100 * N as u64);
     assert_eq!(sum(false, "bytes_received"), 1000 * N as u64);
     assert_eq!(sum(false, "bytes_sent"), 100 * N as u64);
-    assert!(!out.stderr.contains("warning: lost"), "{}", out.stderr);
+    // No event and no connection lost. (Skipped refreshes, runs_missed,
+    // may be reported on a busy host: the exact totals above show they
+    // cost nothing here.)
+    for line in out.stderr.lines() {
+        if let Some(rest) = line.strip_prefix("warning: lost so far: ") {
+            let numbers: Vec<&str> = rest.split_whitespace().collect();
+            assert_eq!(numbers[0], "0", "events lost: {line}");
+            assert!(
+                rest.contains(", 0 connections not tracked"),
+                "connections lost: {line}"
+            );
+        }
+    }
 }
 
 /// A map too small for the connections: a visible loss count, no crash,

@@ -69,12 +69,11 @@ impl CostLog {
             .sum()
     }
 
-    /// Sums of the first -u process's times over the log's periods, from
-    /// the second on when `skip_first` (the first began before the
-    /// programs were attached), until the process exited.
-    fn pid_sums(&self, pid: &str, skip_first: bool) -> PidSums {
+    /// Sums of the first -u process's times over the log's periods, until
+    /// the process exited.
+    fn pid_sums(&self, pid: &str) -> PidSums {
         let mut sums = PidSums::default();
-        for line in &self.lines[usize::from(skip_first)..] {
+        for line in &self.lines {
             let p = &line["pids"][0];
             assert_eq!(p["pid"].as_u64().unwrap().to_string(), pid);
             if !p["alive"].as_bool().unwrap() {
@@ -272,7 +271,7 @@ fn syscall_time_of_a_socket_loop_agrees_with_its_proc_system_time() {
         tx,
         rx,
         intr,
-    } = log.pid_sums(&pid, true);
+    } = log.pid_sums(&pid);
     let measured = tx + rx + intr;
     let ratio = measured as f64 / system as f64;
     eprintln!(
@@ -707,7 +706,7 @@ fn io_uring_worker_time_is_measured() {
     let worker_spans = log.entry_spans("io_uring_worker") - warm_up_spans;
     let PidSums {
         system, tx, intr, ..
-    } = log.pid_sums(&pid, false);
+    } = log.pid_sums(&pid);
     eprintln!(
         "uring --async (pid {pid}): {ops} sends, {bytes} bytes in {:.2} s; io_uring_worker {worker} ns in \
          {worker_spans} spans machine-wide; client TX {tx} ns, interrupts in context {intr} ns, \
@@ -752,7 +751,7 @@ fn io_uring_enter_socket_time_counts_as_tx() {
         tx,
         rx,
         intr,
-    } = log.pid_sums(&pid, true);
+    } = log.pid_sums(&pid);
     let tx_spans = log.entry_spans("tx_syscall");
     let worker = log.entry_total("io_uring_worker");
     let worker_spans = log.entry_spans("io_uring_worker");

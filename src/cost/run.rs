@@ -79,6 +79,9 @@ pub fn run(
             f.program, f.error, f.what_is_lost
         ));
     }
+    // The -u baselines start now, with the programs attached, so the first
+    // period's /proc times cover what the BPF side saw.
+    rebase_pids(&mut pids);
     let cpus = online_columns(&collector);
     let ns_per_tick = 1_000_000_000 / procfs::clock_ticks_per_sec();
     let first = totals(&collector.cpu_costs()?);
@@ -331,6 +334,15 @@ fn track_pids(pids: &[u32]) -> Result<Vec<TrackedPid>> {
             })
         })
         .collect()
+}
+
+fn rebase_pids(pids: &mut [TrackedPid]) {
+    for p in pids.iter_mut() {
+        if let Ok(st) = procfs::pid_stat(p.pid) {
+            p.first = (st.utime, st.stime);
+            p.prev = p.first;
+        }
+    }
 }
 
 fn pid_rows(
