@@ -353,13 +353,7 @@ fn cost_cmd(args: CostArgs) -> Result<(), Failure> {
     let _exporter = match args.prometheus {
         Some(addr) => {
             let metrics = CostMetrics::new();
-            let registry = prometheus::Registry::new();
-            registry.register(metrics.clone());
-            let server = prometheus::Server::start(addr, registry)?;
-            eprintln!(
-                "netlens: prometheus: serving http://{}/metrics",
-                server.addr()
-            );
+            let server = serve_prometheus(addr, metrics.clone())?;
             sinks.push(CostMetricsSink::new(metrics));
             Some(server)
         }
@@ -401,12 +395,18 @@ fn cost_cmd(args: CostArgs) -> Result<(), Failure> {
         netlens::cost::run::run(&opts, &mut sinks, &stop, &mut |line| eprintln!("{line}"))?;
     if let Some(book) = &finished.stacks {
         let folded = book.folded();
+        if folded.is_empty() && (args.folded.is_some() || args.flamegraph.is_some()) {
+            eprintln!(
+                "netlens: no NET_RX stack was sampled (no network receive work while running): \
+                 the folded stacks and flame graph files are left empty"
+            );
+        }
         if let Some(path) = &args.folded {
             folded
                 .write_file(path)
                 .with_context(|| format!("writing folded stacks to {}", path.display()))?;
         }
-        if let Some(path) = &args.flamegraph {
+        if let (Some(path), false) = (&args.flamegraph, folded.is_empty()) {
             netlens::cost::folded::write_flamegraph(folded.lines(), path, "NET_RX (netlens cost)")
                 .with_context(|| format!("writing the flame graph to {}", path.display()))?;
         }
@@ -430,17 +430,26 @@ fn cost_cmd(args: CostArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Serves the connection metrics at `addr`; returns the server (stopped on
-/// drop) and the sink that feeds it.
-fn start_exporter(addr: SocketAddr, max_series: u32) -> Result<(prometheus::Server, ConnSink)> {
-    let metrics = ConnMetrics::new(max_series);
+/// Serves `producer`'s metrics at `addr`; the server stops when dropped.
+fn serve_prometheus(
+    addr: SocketAddr,
+    producer: Arc<dyn prometheus::Producer>,
+) -> Result<prometheus::Server> {
     let registry = prometheus::Registry::new();
-    registry.register(metrics.clone());
+    registry.register(producer);
     let server = prometheus::Server::start(addr, registry)?;
     eprintln!(
         "netlens: prometheus: serving http://{}/metrics",
         server.addr()
     );
+    Ok(server)
+}
+
+/// Serves the connection metrics at `addr`; returns the server (stopped on
+/// drop) and the sink that feeds it.
+fn start_exporter(addr: SocketAddr, max_series: u32) -> Result<(prometheus::Server, ConnSink)> {
+    let metrics = ConnMetrics::new(max_series);
+    let server = serve_prometheus(addr, metrics.clone())?;
     Ok((server, ConnSink::new(metrics)))
 }
 

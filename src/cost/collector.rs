@@ -69,7 +69,7 @@ const IO_URING_PROGRAMS: [&str; 3] = ["cost_sock_send", "cost_sock_recv", "on_io
 
 pub struct Collector {
     skel: CostSkel<'static>,
-    _links: Vec<Link>,
+    links: Vec<Link>,
     /// The sampling program's links, one per CPU.
     sample_links: Vec<Link>,
     ring: RingBuffer<'static>,
@@ -183,7 +183,7 @@ impl Collector {
             .context("setting up the sample ring buffer")?;
         let mut collector = Collector {
             skel,
-            _links: links,
+            links,
             sample_links,
             ring,
             pending,
@@ -267,7 +267,7 @@ impl Collector {
                 .find(|p| p.name() == tp.program)
                 .with_context(|| format!("program {} missing from the BPF object", tp.program))?;
             match prog.attach() {
-                Ok(link) => self._links.push(link),
+                Ok(link) => self.links.push(link),
                 Err(e) => self.attach_failures.push(AttachFailure {
                     program: tp.program,
                     what_is_lost: tp.without,
