@@ -64,15 +64,17 @@ pub fn run(
     status: &mut dyn FnMut(&str),
 ) -> Result<Finished> {
     let mut pids = track_pids(&opts.pids)?;
+    let mut collector = Collector::start(&Config {
+        frequency: opts.frequency,
+        pids: opts.pids.clone(),
+    })?;
+    // Kernel symbols are read once netlens's own programs are loaded, so
+    // that samples inside them resolve to their bpf_prog_* names.
     let mut stacks = if opts.frequency > 0 {
         Some(StackBook::new()?)
     } else {
         None
     };
-    let mut collector = Collector::start(&Config {
-        frequency: opts.frequency,
-        pids: opts.pids.clone(),
-    })?;
     for f in &collector.attach_failures {
         status(&format!(
             "warning: {} not attached ({}); lost: {}",
