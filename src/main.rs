@@ -323,8 +323,10 @@ fn check_writable(path: &std::path::Path, what: &str) -> Result<(), Failure> {
         .map_err(Failure::from)
 }
 
-fn cost_cmd(args: CostArgs) -> Result<(), Failure> {
+fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
     preflight()?;
+    args.user_pids.sort_unstable();
+    args.user_pids.dedup();
     if args.frequency > 0 {
         if let Some(max) = netlens::cost::run::max_sample_rate() {
             if args.frequency > max {
@@ -340,6 +342,14 @@ fn cost_cmd(args: CostArgs) -> Result<(), Failure> {
             "--folded and --flamegraph need stack sampling: use -f with a non-zero frequency"
                 .into(),
         ));
+    }
+    // The BPF map of per-process times holds this many (cost.bpf.c).
+    const MAX_USER_PIDS: usize = 1024;
+    if args.user_pids.len() > MAX_USER_PIDS {
+        return Err(usage_error(format!(
+            "-u/--user-pids: at most {MAX_USER_PIDS} processes, got {}",
+            args.user_pids.len()
+        )));
     }
     for &pid in &args.user_pids {
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {

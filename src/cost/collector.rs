@@ -410,7 +410,10 @@ fn open_cpu_clock(cpu: u32, frequency: u64) -> Result<OwnedFd> {
     };
     if fd < 0 {
         let err = std::io::Error::last_os_error();
-        bail!("opening a cpu-clock sampling event at {frequency} Hz on CPU {cpu}: {err}");
+        bail!(
+            "opening a cpu-clock sampling event at {frequency} Hz on CPU {cpu}: {err}; \
+             `-f 0` measures without stack sampling (no NET_RX breakdown)"
+        );
     }
     // SAFETY: fd was just returned by perf_event_open and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
