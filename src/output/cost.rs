@@ -139,7 +139,9 @@ pub fn render_table(r: &CostReport, out: &mut String) {
     for e in r.entries.iter().filter(|e| e.entry.is_network()) {
         row(out, e.entry.label(), &e.time, r.period_ns);
         if e.entry == Entry::NetRxSoftirq {
-            for c in &r.categories {
+            // Categories never seen since start would be rows of zeros: left
+            // out of the table (the log and Prometheus have them all).
+            for c in r.categories.iter().filter(|c| c.time.total_sum() > 0) {
                 row(out, &format!("  {}", c.label), &c.time, r.period_ns);
             }
         }
@@ -397,6 +399,14 @@ mod tests {
         );
         let gro = out.lines().find(|l| l.starts_with("  GRO")).unwrap();
         assert!(gro.contains("5.00%"), "{gro}");
+        let mut never_seen = report();
+        never_seen.categories[0].time = PerCpu::zeroed(2);
+        let mut out = String::new();
+        render_table(&never_seen, &mut out);
+        assert!(
+            !out.contains("  GRO"),
+            "a category never seen has no row: {out}"
+        );
         // Seven network entries of 100 ms on CPU0: 140 % of one CPU is impossible
         // in reality but is what the arithmetic must show for this input.
         let total = out
