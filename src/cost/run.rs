@@ -163,7 +163,14 @@ pub fn run(
         let proc_stat = account::cpu_stat_period(&cpus, &prev_stat, &stat, ns_per_tick);
         prev_stat = stat;
         let prog_stats = collector.prog_stats();
-        let bpf = bpf_stats.end(prog_stats, period_ns);
+        // What the programs ran for: every span they closed, every sample.
+        let samples_in_period = now
+            .iter()
+            .map(|c| c.samples)
+            .sum::<u64>()
+            .saturating_sub(prev.iter().map(|c| c.samples).sum::<u64>());
+        let activity = entries.iter().map(|e| e.spans_period).sum::<u64>() + samples_in_period;
+        let bpf = bpf_stats.end(prog_stats, period_ns, activity);
         if let Some(ns) = bpf.ns {
             *bpf_total_ns.get_or_insert(0) += ns;
         }

@@ -5,7 +5,11 @@
 //! host: with netlens's programs on every system call and softirq, that
 //! alone was a third of their cost. So by default the statistics are on for
 //! one report period in [`SAMPLE_EVERY`]; that period's run time is exact,
-//! and the others are estimated from the last measured rate (and say so).
+//! and the others are estimated (and say so). The estimate follows the
+//! load: it scales the last measured run time by the period's activity,
+//! the number of spans netlens's counters saw (system calls, softirqs, IRQ
+//! handlers, samples), which the programs count anyway; it falls back to
+//! scaling by time when the measured period had no activity.
 
 use crate::bpfio::ProgStats;
 
@@ -37,8 +41,10 @@ pub struct BpfStatsSampler {
     period: u64,
     /// Program totals when measurement of the current period began.
     baseline: Option<ProgStats>,
-    /// Run time per nanosecond of wall time in the last measured period.
-    rate: Option<f64>,
+    /// Run time per nanosecond of wall time, and per unit of activity, in
+    /// the last measured period.
+    per_ns: Option<f64>,
+    per_activity: Option<f64>,
 }
 
 impl BpfStatsSampler {
@@ -47,7 +53,8 @@ impl BpfStatsSampler {
             mode,
             period: 0,
             baseline: None,
-            rate: None,
+            per_ns: None,
+            per_activity: None,
         }
     }
 
@@ -65,13 +72,18 @@ impl BpfStatsSampler {
         self.baseline = Some(totals);
     }
 
-    /// The period ended after `period_ns`; `totals` are the programs' totals
-    /// now. Returns its BPF time and whether statistics may be turned off.
-    pub fn end(&mut self, totals: ProgStats, period_ns: u64) -> BpfTime {
+    /// The period ended after `period_ns` with `activity` spans counted;
+    /// `totals` are the programs' totals now.
+    pub fn end(&mut self, totals: ProgStats, period_ns: u64, activity: u64) -> BpfTime {
         self.period += 1;
         let Some(base) = self.baseline.take() else {
+            let estimate = match (self.per_activity, self.per_ns) {
+                (Some(per), _) => Some(per * activity as f64),
+                (None, Some(per)) => Some(per * period_ns as f64),
+                (None, None) => None,
+            };
             return BpfTime {
-                ns: self.rate.map(|r| (r * period_ns as f64).round() as u64),
+                ns: estimate.map(|ns| ns.round() as u64),
                 runs: None,
                 estimated: true,
             };
@@ -82,9 +94,8 @@ impl BpfStatsSampler {
             // The kernel refused the statistics: nothing was recorded.
             return BpfTime::default();
         }
-        if period_ns > 0 {
-            self.rate = Some(ns as f64 / period_ns as f64);
-        }
+        self.per_ns = (period_ns > 0).then(|| ns as f64 / period_ns as f64);
+        self.per_activity = (activity > 0).then(|| ns as f64 / activity as f64);
         BpfTime {
             ns: Some(ns),
             runs: Some(runs),
@@ -110,8 +121,8 @@ mod tests {
         let mut s = BpfStatsSampler::new(StatsMode::Sampled);
         assert!(s.measure_now());
         s.begin(stats(1_000, 10));
-        // 5 ms of BPF in a 500 ms period: 1 %.
-        let t = s.end(stats(5_001_000, 1_010), 500_000_000);
+        // 5 ms of BPF in a 500 ms period with 1000 spans: 5 us per span.
+        let t = s.end(stats(5_001_000, 1_010), 500_000_000, 1_000);
         assert_eq!(
             t,
             BpfTime {
@@ -122,8 +133,9 @@ mod tests {
         );
         for _ in 1..SAMPLE_EVERY {
             assert!(!s.measure_now());
-            let t = s.end(stats(5_001_000, 1_010), 250_000_000);
-            assert_eq!(t.ns, Some(2_500_000));
+            // Estimated from the activity, whatever the period's length.
+            let t = s.end(stats(5_001_000, 1_010), 250_000_000, 100);
+            assert_eq!(t.ns, Some(500_000));
             assert!(t.estimated && t.runs.is_none());
         }
         assert!(s.measure_now(), "period 10 is measured again");
@@ -135,12 +147,12 @@ mod tests {
         for _ in 0..3 {
             assert!(s.measure_now());
             s.begin(stats(0, 0));
-            assert!(!s.end(stats(7, 1), 100).estimated);
+            assert!(!s.end(stats(7, 1), 100, 1).estimated);
         }
         let mut s = BpfStatsSampler::new(StatsMode::Off);
         assert!(!s.measure_now());
         assert_eq!(
-            s.end(stats(7, 1), 100),
+            s.end(stats(7, 1), 100, 1),
             BpfTime {
                 ns: None,
                 runs: None,
@@ -153,8 +165,16 @@ mod tests {
     fn refused_statistics_read_as_unknown() {
         let mut s = BpfStatsSampler::new(StatsMode::Sampled);
         s.begin(stats(0, 0));
-        assert_eq!(s.end(stats(0, 0), 100).ns, None);
+        assert_eq!(s.end(stats(0, 0), 100, 5).ns, None);
         // No rate to estimate from either.
-        assert_eq!(s.end(stats(0, 0), 100).ns, None);
+        assert_eq!(s.end(stats(0, 0), 100, 5).ns, None);
+    }
+
+    #[test]
+    fn a_measured_period_without_activity_estimates_by_time() {
+        let mut s = BpfStatsSampler::new(StatsMode::Sampled);
+        s.begin(stats(0, 0));
+        s.end(stats(1_000, 10), 1_000_000, 0);
+        assert_eq!(s.end(stats(1_000, 10), 2_000_000, 50).ns, Some(2_000));
     }
 }
