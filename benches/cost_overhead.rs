@@ -3,7 +3,8 @@
 //!
 //! - loopback bulk throughput and request/response rate (100 bytes each way
 //!   on one connection) without netlens, with `netlens cost -f 0` (exact
-//!   times only), with `netlens cost -f 1000` (the default), and with
+//!   times only), `-f tick` (samples at the scheduler tick, no interrupt of
+//!   its own), `-f 1000` (the default), and with
 //!   `perf record -a -F 1000 -e cpu-clock` as a reference for what sampling
 //!   at that rate costs on this machine by itself (skipped without perf);
 //! - netlens's own CPU while loaded: user space (its process, from /proc)
@@ -249,6 +250,7 @@ fn main() {
     let mut configs = vec![
         Beside::Nothing,
         Beside::Netlens("0"),
+        Beside::Netlens("tick"),
         Beside::Netlens("1000"),
     ];
     if Command::new("perf").arg("--version").output().is_ok() {

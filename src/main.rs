@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use netlens::conn::collector::Config;
 use netlens::conn::run::{self, Live, Options};
 use netlens::conn::table::Filter;
+use netlens::model::cost::Sampler;
 use netlens::output::prometheus::cost::{CostMetrics, CostMetricsSink};
 use netlens::output::prometheus::{self, conns::ConnMetrics, conns::ConnSink};
 use netlens::output::{self, Sink};
@@ -122,10 +123,13 @@ struct ConnsArgs {
 
 #[derive(Args)]
 struct CostArgs {
-    /// Stack sampling frequency in Hz per CPU for the NET_RX breakdown
-    /// (0 turns sampling off). At most kernel.perf_event_max_sample_rate.
-    #[arg(short = 'f', long = "frequency", default_value_t = 1000)]
-    frequency: u64,
+    /// Stack sampling for the NET_RX breakdown: a frequency in Hz per CPU
+    /// (at most kernel.perf_event_max_sample_rate; 0 turns sampling off), or
+    /// `tick` to sample at the scheduler tick (CONFIG_HZ) without adding a
+    /// timer interrupt, the cheapest on VMs without a PMU.
+    #[arg(short = 'f', long = "frequency", value_name = "HZ|tick", default_value = "1000",
+          value_parser = Sampler::parse)]
+    frequency: Sampler,
     /// Milliseconds between two reports (table refresh, log line).
     #[arg(long = "user-period", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
@@ -327,19 +331,20 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
     preflight()?;
     args.user_pids.sort_unstable();
     args.user_pids.dedup();
-    if args.frequency > 0 {
+    if let Sampler::Hz(hz) = args.frequency {
         if let Some(max) = netlens::cost::run::max_sample_rate() {
-            if args.frequency > max {
+            if hz > max {
                 return Err(usage_error(format!(
-                    "-f/--frequency {} Hz is above the kernel's maximum sampling rate of {max} Hz \
-                     (kernel.perf_event_max_sample_rate); choose -f {max} or lower",
-                    args.frequency
+                    "-f/--frequency {hz} Hz is above the kernel's maximum sampling rate of {max} Hz \
+                     (kernel.perf_event_max_sample_rate); choose -f {max} or lower, or -f tick"
                 )));
             }
         }
-    } else if args.folded.is_some() || args.flamegraph.is_some() {
+    } else if args.frequency == Sampler::Off && (args.folded.is_some() || args.flamegraph.is_some())
+    {
         return Err(usage_error(
-            "--folded and --flamegraph need stack sampling: use -f with a non-zero frequency"
+            "--folded and --flamegraph need stack sampling: use -f with a non-zero frequency \
+             or -f tick"
                 .into(),
         ));
     }
@@ -396,7 +401,7 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
         });
     }
     let opts = netlens::cost::run::Options {
-        frequency: args.frequency,
+        sampler: args.frequency,
         period: Duration::from_millis(args.user_period),
         pids: args.user_pids.clone(),
         bpf_stats: args.bpf_stats,
@@ -579,7 +584,7 @@ fn check_cmd() -> Result<(), Failure> {
     // The same for cost, with a short burst of stack sampling.
     let stop = Arc::new(AtomicBool::new(true));
     let opts = netlens::cost::run::Options {
-        frequency: 10,
+        sampler: Sampler::Hz(10),
         period: Duration::from_secs(1),
         pids: Vec::new(),
         bpf_stats: netlens::cost::selfstats::StatsMode::Sampled,

@@ -296,8 +296,12 @@ fn syscall_time_of_a_socket_loop_agrees_with_its_proc_system_time() {
 
 /// Bulk traffic from `a` to `to` for 2 s, sampled at 2 kHz; returns the log.
 fn sampled_bulk(a: &Netns, to: std::net::SocketAddr) -> CostLog {
-    let run = CostRun::start(&["-f", "2000"]);
-    bulk(a, to, "2");
+    sampled_bulk_with(a, to, "2000", "2")
+}
+
+fn sampled_bulk_with(a: &Netns, to: std::net::SocketAddr, sampler: &str, secs: &str) -> CostLog {
+    let run = CostRun::start(&["-f", sampler]);
+    bulk(a, to, secs);
     run.stop()
 }
 
@@ -310,7 +314,27 @@ fn net_rx_categories_add_up_and_local_tcp_delivery_dominates() {
     let p = sink_pair("ccat");
     let log = sampled_bulk(&p.a, p.addr);
     drop(p.server);
+    check_categories_of_local_tcp(&log);
+}
 
+/// -f tick: the same breakdown from the scheduler tick's samples (the
+/// timer interrupt's own frames are left out of them).
+#[test]
+fn tick_sampling_gives_the_same_breakdown() {
+    if !require_root() {
+        return;
+    }
+    let _serial = serial();
+    let p = sink_pair("ctick");
+    let log = sampled_bulk_with(&p.a, p.addr, "tick", "3");
+    drop(p.server);
+    assert!(log.lines.iter().all(|l| l["sampling"]["on_tick"] == true));
+    check_categories_of_local_tcp(&log);
+}
+
+/// In every period and on every CPU the categories add up to NET_RX, and
+/// local delivery (TCP receive and socket wakeup inside it) dominates.
+fn check_categories_of_local_tcp(log: &CostLog) {
     for line in &log.lines {
         let cpus = line["cpus"].as_array().unwrap().len();
         let net_rx = &line["entries"]["net_rx_softirq"]["period_ns"];

@@ -484,9 +484,8 @@ int BPF_PROG(on_irq_exit, int irq, struct irqaction *action, int ret)
 	return 0;
 }
 
-/* cpu-clock sample: keep the kernel stack when NET_RX is running here. */
-SEC("perf_event")
-int on_sample(struct bpf_perf_event_data *ctx)
+/* One sample: keep the kernel stack when NET_RX is running on this CPU. */
+static __always_inline void take_sample(void *ctx)
 {
 	struct cpu_state *cs = cpu_state();
 	struct cpu_cost *c = cpu_cost();
@@ -494,20 +493,44 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	long bytes;
 
 	if (!cs || !c)
-		return 0;
+		return;
 	c->samples++;
 	if (cs->softirq != NET_RX_SOFTIRQ + 1)
-		return 0;
+		return;
 	c->net_rx_samples++;
 	s = bpf_ringbuf_reserve(&samples, sizeof(*s), 0);
 	if (!s) {
 		c->samples_lost++;
-		return 0;
+		return;
 	}
 	s->cpu = bpf_get_smp_processor_id();
 	bytes = bpf_get_stack(ctx, s->ips, sizeof(s->ips), 0);
 	s->frames = bytes < 0 ? bytes : bytes / sizeof(__u64);
 	bpf_ringbuf_submit(s, BPF_RB_NO_WAKEUP);
+}
+
+/* -f HZ: a cpu-clock perf event fired (a timer interrupt of its own). */
+SEC("perf_event")
+int on_sample(struct bpf_perf_event_data *ctx)
+{
+	take_sample(ctx);
+	return 0;
+}
+
+/* Address of the kernel's periodic tick handler (tick_nohz_handler or,
+ * before 6.10, tick_sched_timer), set by user space for -f tick. */
+const volatile __u64 tick_handler = 0;
+
+/* -f tick: the scheduler tick is about to run. Sampling there adds no
+ * interrupt at all (on a VM without a PMU every extra timer interrupt is
+ * expensive); the stack starts with the interrupt frames, then the code
+ * the tick interrupted, which user space keeps. */
+SEC("tp_btf/hrtimer_expire_entry")
+int BPF_PROG(on_tick, struct hrtimer *timer, ktime_t *now)
+{
+	if (!tick_handler || (__u64)timer->function != tick_handler)
+		return 0;
+	take_sample(ctx);
 	return 0;
 }
 

@@ -16,6 +16,7 @@ use libbpf_rs::{libbpf_sys, Link, MapCore, MapFlags, OpenObject, RingBuffer, Rin
 use super::skel::{types, CostSkel, CostSkelBuilder};
 pub use crate::bpfio::ProgStats;
 use crate::bpfio::{prog_stats, read_record};
+use crate::model::cost::Sampler;
 use crate::sys::check;
 
 /// Per-CPU totals as the BPF side keeps them (cumulative since load).
@@ -26,8 +27,8 @@ pub const ENTRY_COUNT: usize = types::cost_entry::COST_ENTRY_MAX.0 as usize;
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Sampling frequency in Hz; 0 turns stack sampling off.
-    pub frequency: u64,
+    /// Where stack samples come from.
+    pub sampler: Sampler,
     /// Processes whose own TX/RX system call time is kept (-u).
     pub pids: Vec<u32>,
 }
@@ -107,9 +108,13 @@ impl Collector {
         let cpus = libbpf_rs::num_possible_cpus().context("counting CPUs")?;
         open.maps
             .samples
-            .set_max_entries(sample_ring_bytes(cpus, cfg.frequency))
+            .set_max_entries(sample_ring_bytes(cpus, cfg.sampler))
             .context("setting the sample ring buffer size")?;
         open.progs.on_sample.set_autoattach(false);
+        open.progs.on_tick.set_autoattach(false);
+        if cfg.sampler == Sampler::Tick {
+            rodata.tick_handler = tick_handler_address()?;
+        }
         let mut skel = open.load().map_err(|e| load_error(&e))?;
 
         for pid in &cfg.pids {
@@ -150,9 +155,17 @@ impl Collector {
 
         let mut sampled_cpus = Vec::new();
         let mut sample_links = Vec::new();
-        if cfg.frequency > 0 {
+        if cfg.sampler == Sampler::Tick {
+            let link = skel
+                .progs
+                .on_tick
+                .attach()
+                .context("attaching the tick sampler to timer:hrtimer_expire_entry")?;
+            sample_links.push(link);
+            sampled_cpus = online_cpus()?;
+        } else if let Sampler::Hz(frequency) = cfg.sampler {
             for cpu in online_cpus()? {
-                let fd = open_cpu_clock(cpu, cfg.frequency)?;
+                let fd = open_cpu_clock(cpu, frequency)?;
                 let link = skel
                     .progs
                     .on_sample
@@ -354,10 +367,43 @@ impl Collector {
 /// Ring size for about half a second of samples on every CPU, as a power
 /// of two between 1 and 256 MiB (samples are only taken inside NET_RX, so
 /// this is the worst case).
-fn sample_ring_bytes(cpus: usize, frequency: u64) -> u32 {
+fn sample_ring_bytes(cpus: usize, sampler: Sampler) -> u32 {
+    // The tick runs at CONFIG_HZ, at most 1000.
+    let frequency = match sampler {
+        Sampler::Hz(hz) => hz,
+        Sampler::Tick => 1000,
+        Sampler::Off => 1,
+    };
     let record = std::mem::size_of::<types::rx_sample>() as u64 + 8;
-    let want = (cpus as u64) * frequency.max(1) * record / 2;
+    let want = (cpus as u64) * frequency * record / 2;
     want.clamp(1 << 20, 256 << 20).next_power_of_two() as u32
+}
+
+/// The kernel's periodic tick handler, whose hrtimer expiries -f tick
+/// samples at: tick_nohz_handler since Linux 6.10, tick_sched_timer before.
+fn tick_handler_address() -> Result<u64> {
+    let text = std::fs::read_to_string(super::kallsyms::PROC_KALLSYMS)
+        .context("reading /proc/kallsyms for the tick handler")?;
+    ["tick_nohz_handler", "tick_sched_timer"]
+        .iter()
+        .find_map(|name| symbol_address(&text, name))
+        .filter(|&addr| addr != 0)
+        .context(
+            "-f tick: the tick handler (tick_nohz_handler or tick_sched_timer) is not in \
+             /proc/kallsyms, or addresses are hidden (kernel.kptr_restrict); use -f HZ",
+        )
+}
+
+/// The address of the text symbol `name` in /proc/kallsyms text.
+fn symbol_address(kallsyms: &str, name: &str) -> Option<u64> {
+    kallsyms.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let addr = fields.next()?;
+        let kind = fields.next()?;
+        (matches!(kind, "t" | "T") && fields.next()? == name)
+            .then(|| u64::from_str_radix(addr, 16).ok())
+            .flatten()
+    })
 }
 
 /// The CPUs in /sys/devices/system/cpu/online ("0-3,5").
@@ -453,9 +499,27 @@ mod tests {
 
     #[test]
     fn sample_ring_is_a_bounded_power_of_two() {
-        assert_eq!(sample_ring_bytes(2, 1000), 1 << 20);
-        let big = sample_ring_bytes(256, 10_000);
+        assert_eq!(sample_ring_bytes(2, Sampler::Hz(1000)), 1 << 20);
+        let big = sample_ring_bytes(256, Sampler::Hz(10_000));
         assert!(big.is_power_of_two() && big <= 256 << 20);
-        assert!(sample_ring_bytes(1, 0).is_power_of_two());
+        assert!(sample_ring_bytes(1, Sampler::Off).is_power_of_two());
+        assert_eq!(sample_ring_bytes(2, Sampler::Tick), 1 << 20);
+    }
+
+    #[test]
+    fn symbols_by_name() {
+        let text = "ffffffff814352e0 t tick_nohz_handler\n\
+                    ffffffff81000000 T _stext\n\
+                    ffffffff82000000 d tick_nohz_data\n";
+        assert_eq!(
+            symbol_address(text, "tick_nohz_handler"),
+            Some(0xffffffff814352e0)
+        );
+        assert_eq!(
+            symbol_address(text, "tick_nohz_data"),
+            None,
+            "data, not text"
+        );
+        assert_eq!(symbol_address(text, "tick_sched_timer"), None);
     }
 }

@@ -13,7 +13,7 @@ use super::classify::{category_times, Category};
 use super::collector::{Collector, Config, RawCpuCost};
 use super::selfstats::{BpfStatsSampler, StatsMode};
 use super::stacks::StackBook;
-use crate::model::cost::{CategoryRow, CostReport, PerCpu, PidCpu, Sampling, SelfCost};
+use crate::model::cost::{CategoryRow, CostReport, PerCpu, PidCpu, Sampler, Sampling, SelfCost};
 use crate::output::cost::CostSink;
 use crate::sys::procfs;
 
@@ -27,8 +27,8 @@ pub const IO_URING_IN_USE: &str =
 const IRQ_REFRESH: Duration = Duration::from_secs(5);
 
 pub struct Options {
-    /// Sampling frequency in Hz (0: no sampling, no NET_RX categories).
-    pub frequency: u64,
+    /// Where NET_RX stack samples come from (Off: no NET_RX categories).
+    pub sampler: Sampler,
     /// Time between two reports.
     pub period: Duration,
     /// Processes whose CPU time is shown beside the kernel cost.
@@ -65,12 +65,12 @@ pub fn run(
 ) -> Result<Finished> {
     let mut pids = track_pids(&opts.pids)?;
     let mut collector = Collector::start(&Config {
-        frequency: opts.frequency,
+        sampler: opts.sampler,
         pids: opts.pids.clone(),
     })?;
     // Kernel symbols are read once netlens's own programs are loaded, so
     // that samples inside them resolve to their bpf_prog_* names.
-    let mut stacks = if opts.frequency > 0 {
+    let mut stacks = if opts.sampler.is_on() {
         Some(StackBook::new()?)
     } else {
         None
@@ -103,10 +103,10 @@ pub fn run(
     status(&format!(
         "netlens: ready: measuring network CPU cost on {} CPUs{}; {} network device IRQs",
         cpus.len(),
-        if opts.frequency > 0 {
-            format!(", sampling NET_RX stacks at {} Hz", opts.frequency)
-        } else {
-            ", stack sampling off".to_string()
+        match opts.sampler {
+            Sampler::Hz(hz) => format!(", sampling NET_RX stacks at {hz} Hz"),
+            Sampler::Tick => ", sampling NET_RX stacks at the scheduler tick".to_string(),
+            Sampler::Off => ", stack sampling off".to_string(),
         },
         collector.net_irqs().len()
     ));
@@ -191,7 +191,7 @@ pub fn run(
             bpf_runs_missed_total: prog_stats.recursion_misses,
         };
         prev_process_ns = process_ns;
-        let mut sampling = sampling(opts.frequency, &collector, &first, &prev, &now, period_ns);
+        let mut sampling = sampling(opts.sampler, &collector, &first, &prev, &now, period_ns);
         sampling.stack_errors_total = stacks.as_ref().map_or(0, |b| b.stack_errors);
         if sampling.throttled && !warned_throttle {
             warned_throttle = true;
@@ -202,7 +202,7 @@ pub fn run(
                 sampling
                     .max_sample_rate
                     .map_or("unknown".to_string(), |m| m.to_string()),
-                opts.frequency
+                opts.sampler.hz()
             ));
         }
         prev = now;
@@ -291,7 +291,7 @@ fn category_rows(
 }
 
 fn sampling(
-    frequency: u64,
+    sampler: Sampler,
     collector: &Collector,
     first: &[CpuTotals],
     prev: &[CpuTotals],
@@ -304,7 +304,7 @@ fn sampling(
         account::effective_hz(samples_period, collector.sampled_cpus.len(), period_ns);
     let max_sample_rate = max_sample_rate();
     Sampling {
-        frequency,
+        sampler,
         samples_period,
         net_rx_samples_period: sum(now, |c| c.net_rx_samples)
             .saturating_sub(sum(prev, |c| c.net_rx_samples)),
@@ -312,7 +312,7 @@ fn sampling(
         stack_errors_total: 0,
         effective_hz,
         max_sample_rate,
-        throttled: account::is_throttled(frequency, max_sample_rate),
+        throttled: account::is_throttled(sampler.hz(), max_sample_rate),
     }
 }
 

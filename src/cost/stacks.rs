@@ -17,6 +17,23 @@ use crate::model::cost::CategoryRow;
 /// context NET_RX happened to run in (an IRQ exit, ksoftirqd, a syscall).
 const NET_RX_ROOT: &str = "net_rx_action";
 
+/// Interrupt entry frames. A stack sampled at the tick (-f tick) starts
+/// with the timer interrupt's own frames, then this entry, then the code
+/// it interrupted: only that code is the sample.
+const INTERRUPT_ENTRIES: [&str; 2] = ["asm_sysvec_apic_timer_interrupt", "el1h_64_irq"];
+/// How deep the interrupt entry can be in such a stack.
+const INTERRUPT_DEPTH: usize = 12;
+
+/// The frames of the interrupted code (all of them when the stack does not
+/// start inside a timer interrupt).
+fn interrupted(names: &[String]) -> &[String] {
+    names
+        .iter()
+        .take(INTERRUPT_DEPTH)
+        .position(|n| INTERRUPT_ENTRIES.contains(&n.as_str()))
+        .map_or(names, |entry| &names[entry + 1..])
+}
+
 struct Seen {
     category: Category,
     samples: u64,
@@ -74,7 +91,7 @@ impl StackBook {
             seen.category
         } else {
             let names = self.frame_names(ips);
-            let category = self.classifier.classify(&names);
+            let category = self.classifier.classify(interrupted(&names));
             self.stacks.insert(
                 ips.into(),
                 Seen {
@@ -114,11 +131,12 @@ impl StackBook {
     pub fn folded(&self) -> FoldedStacks {
         let mut folded = FoldedStacks::new();
         for (ips, seen) in &self.stacks {
-            let mut names = self.frame_names(ips);
+            let names = self.frame_names(ips);
+            let mut names = interrupted(&names);
             if let Some(root) = names.iter().rposition(|n| n == NET_RX_ROOT) {
-                names.truncate(root + 1);
+                names = &names[..=root];
             }
-            folded.add(&names, seen.samples);
+            folded.add(names, seen.samples);
         }
         folded
     }
@@ -145,7 +163,9 @@ ffffffff81000700 T sock_def_readable
 ffffffff81000800 T handle_softirqs
 ffffffff81000900 T napi_gro_receive
 ffffffff81000a00 T virtnet_poll\t[virtio_net]
-ffffffff81000b00 T zzz_end
+ffffffff81000b00 T __hrtimer_run_queues
+ffffffff81000c00 T asm_sysvec_apic_timer_interrupt
+ffffffff81000d00 T zzz_end
 ";
 
     fn book() -> StackBook {
@@ -189,6 +209,26 @@ ffffffff81000b00 T zzz_end
                     .to_string()
             ),
             "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn tick_samples_keep_only_the_interrupted_code() {
+        let mut b = book();
+        // The tick's own frames, its interrupt entry, then TCP receive.
+        let tick = [
+            0xffffffff81000b10,
+            0xffffffff81000c10,
+            0xffffffff81000610,
+            0xffffffff81000510,
+            0xffffffff81000010,
+        ];
+        b.add(0, &tick);
+        let counts = b.take_period_counts(1);
+        assert_eq!(counts[0].get(Category::TcpReceiveV4), 1);
+        assert_eq!(
+            b.folded().lines(),
+            vec!["net_rx_action;ip_local_deliver;tcp_v4_rcv 1".to_string()]
         );
     }
 

@@ -3,6 +3,45 @@
 
 use super::UnixNanos;
 
+/// Where NET_RX stack samples come from (`-f`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sampler {
+    /// No sampling, no NET_RX breakdown (`-f 0`).
+    #[default]
+    Off,
+    /// A cpu-clock perf event per CPU at this many Hz: a timer interrupt
+    /// of its own for every sample.
+    Hz(u64),
+    /// The scheduler tick (CONFIG_HZ) of busy CPUs: no extra interrupt.
+    Tick,
+}
+
+impl Sampler {
+    /// Parses `-f`: a frequency in Hz (0 = off) or `tick`.
+    pub fn parse(s: &str) -> Result<Sampler, String> {
+        if s == "tick" {
+            return Ok(Sampler::Tick);
+        }
+        match s.parse::<u64>() {
+            Ok(0) => Ok(Sampler::Off),
+            Ok(hz) => Ok(Sampler::Hz(hz)),
+            Err(_) => Err(format!("`{s}` is neither a frequency in Hz nor `tick`")),
+        }
+    }
+
+    pub fn is_on(self) -> bool {
+        self != Sampler::Off
+    }
+
+    /// The perf event frequency, 0 when there is none.
+    pub fn hz(self) -> u64 {
+        match self {
+            Sampler::Hz(hz) => hz,
+            Sampler::Off | Sampler::Tick => 0,
+        }
+    }
+}
+
 /// A kernel networking entry point whose CPU time is measured exactly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Entry {
@@ -191,8 +230,8 @@ pub struct SelfCost {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Sampling {
-    /// Requested frequency (-f), 0 when sampling is off.
-    pub frequency: u64,
+    /// What -f asked for.
+    pub sampler: Sampler,
     /// Samples taken on all CPUs in this period, and of them inside NET_RX.
     pub samples_period: u64,
     pub net_rx_samples_period: u64,

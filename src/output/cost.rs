@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
 use super::fmt_time;
-use crate::model::cost::{CostReport, CpuStat, Entry, PerCpu};
+use crate::model::cost::{CostReport, CpuStat, Entry, PerCpu, Sampler};
 
 /// An output of `netlens cost`.
 pub trait CostSink {
@@ -207,12 +207,14 @@ pub fn render_table(r: &CostReport, out: &mut String) {
 
 fn sampling_note(r: &CostReport) -> String {
     let s = &r.sampling;
-    if s.frequency == 0 {
-        return "sampling off".to_string();
-    }
+    let asked = match s.sampler {
+        Sampler::Off => return "sampling off".to_string(),
+        Sampler::Hz(hz) => format!("{hz} Hz"),
+        Sampler::Tick => "at the tick".to_string(),
+    };
     let mut note = format!(
-        "sampling {} Hz ({:.0} Hz effective, {} NET_RX samples)",
-        s.frequency, s.effective_hz, s.net_rx_samples_period
+        "sampling {asked} ({:.0} Hz effective, {} NET_RX samples)",
+        s.effective_hz, s.net_rx_samples_period
     );
     if s.throttled {
         note.push_str(" THROTTLED by the kernel");
@@ -313,7 +315,8 @@ pub fn report_json(r: &CostReport) -> Value {
             "bpf_runs_missed_total": s.bpf_runs_missed_total,
         },
         "sampling": {
-            "frequency": sm.frequency, "samples": sm.samples_period,
+            "frequency": sm.sampler.hz(), "on_tick": sm.sampler == Sampler::Tick,
+            "samples": sm.samples_period,
             "net_rx_samples": sm.net_rx_samples_period, "lost_total": sm.lost_total,
             "stack_errors_total": sm.stack_errors_total,
             "effective_hz": (sm.effective_hz * 10.0).round() / 10.0,

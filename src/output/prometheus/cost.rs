@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use super::exposition::{Exposition, Kind, Labels};
 use super::server::Producer;
 use super::{BPF_RUNS_MISSED_HELP, BPF_RUNS_MISSED_TOTAL};
-use crate::model::cost::{CostReport, CpuStat};
+use crate::model::cost::{CostReport, CpuStat, Sampler};
 use crate::output::cost::CostSink;
 
 const NS: f64 = 1e9;
@@ -164,9 +164,15 @@ impl Producer for CostMetrics {
         out.family(
             "netlens_cost_sampling_frequency_hertz",
             Kind::Gauge,
-            "Stack sampling frequency asked for with -f (0: sampling off).",
+            "Stack sampling frequency asked for with -f (0: sampling off or at the tick).",
         )
-        .sample(&none, r.sampling.frequency);
+        .sample(&none, r.sampling.sampler.hz());
+        out.family(
+            "netlens_cost_sampling_on_tick",
+            Kind::Gauge,
+            "1 when stacks are sampled at the scheduler tick (-f tick).",
+        )
+        .sample(&none, u64::from(r.sampling.sampler == Sampler::Tick));
         out.family(
             "netlens_cost_sampling_throttled",
             Kind::Gauge,
