@@ -29,10 +29,12 @@ const EXIT_UNSUPPORTED: u8 = 4;
 #[command(
     name = "netlens",
     version,
-    about = "eBPF network observability: every TCP connection with the kernel's own metrics",
+    about = "eBPF network observability: every TCP connection with the kernel's own metrics, \
+             and the CPU cost of the network stack",
     long_about = "netlens watches the Linux network stack with eBPF tracepoints (no kprobes, no \
                   fentry). `netlens conns` traces every TCP connection in every network \
-                  namespace; `netlens check` tells what this kernel supports.\n\n\
+                  namespace; `netlens cost` measures the CPU time the kernel spends in \
+                  networking; `netlens check` tells what this kernel supports.\n\n\
                   Exit status: 0 success, 1 runtime error, 2 invalid command line, 3 missing \
                   privileges, 4 kernel not supported."
 )]
