@@ -17,6 +17,7 @@ use netlens::conn::table::Filter;
 use netlens::model::cost::Sampler;
 use netlens::output::prometheus::cost::{CostMetrics, CostMetricsSink};
 use netlens::output::prometheus::{self, conns::ConnMetrics, conns::ConnSink};
+use netlens::output::pyroscope::{self, PyroscopeSink};
 use netlens::output::{self, Sink};
 use netlens::sys::{caps, check, kernel};
 
@@ -170,7 +171,29 @@ struct CostArgs {
           default_missing_value = "127.0.0.1:9474",
           value_parser = prometheus::parse_listen_addr)]
     prometheus: Option<SocketAddr>,
+    /// Push each period's NET_RX stacks (folded, that period's samples only)
+    /// to the Grafana Pyroscope backend at URL, e.g. http://127.0.0.1:4040
+    /// (POST /ingest). Plain http only (no TLS). Failed pushes are counted
+    /// and never slow the measurement.
+    #[arg(long, value_name = "URL", value_parser = pyroscope::Endpoint::parse,
+          conflicts_with = "address")]
+    pyroscope: Option<pyroscope::Endpoint>,
+    /// Application name of the pushes, in Pyroscope's name{label=value}
+    /// syntax [default: netlens.net_rx{host=HOSTNAME}].
+    #[arg(long, value_name = "NAME")]
+    pyroscope_app: Option<String>,
+    /// Netto's spelling of --pyroscope: host of the Pyroscope backend
+    /// (pushes to http://ADDRESS:PORT).
+    #[arg(short = 'a', long, value_name = "ADDRESS")]
+    address: Option<String>,
+    /// With -a: port of the Pyroscope backend.
+    #[arg(short = 'p', long, value_name = "PORT", default_value_t = pyroscope::DEFAULT_PORT,
+          requires = "address", value_parser = clap::value_parser!(u16).range(1..))]
+    port: u16,
 }
+
+/// At exit, how long the queued Pyroscope pushes may take to finish.
+const PUSH_DRAIN: Duration = Duration::from_secs(5);
 
 /// How often the Prometheus metrics of active connections are refreshed,
 /// whatever the print interval.
@@ -376,6 +399,38 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
         }
         None => None,
     };
+    let endpoint = match (&args.pyroscope, &args.address) {
+        (Some(e), _) => Some(e.clone()),
+        (None, Some(host)) => {
+            Some(pyroscope::Endpoint::from_host_port(host, args.port).map_err(usage_error)?)
+        }
+        (None, None) => None,
+    };
+    if endpoint.is_some() && args.frequency == Sampler::Off {
+        return Err(usage_error(
+            "--pyroscope (or -a) needs stack sampling: use -f with a non-zero frequency or -f tick"
+                .into(),
+        ));
+    }
+    if args.pyroscope_app.is_some() && endpoint.is_none() {
+        return Err(usage_error(
+            "--pyroscope-app needs --pyroscope URL (or -a ADDRESS)".into(),
+        ));
+    }
+    let mut pusher = None;
+    if let Some(endpoint) = endpoint {
+        let app = args
+            .pyroscope_app
+            .clone()
+            .unwrap_or_else(pyroscope::default_app_name);
+        eprintln!(
+            "netlens: pyroscope: pushing NET_RX stacks as {app} to {}/ingest every period",
+            endpoint.url()
+        );
+        let (sink, worker) = PyroscopeSink::start(endpoint, app)?;
+        pusher = Some((sink.counters(), worker));
+        sinks.push(sink);
+    }
     for (path, what) in [
         (&args.folded, "folded stacks"),
         (&args.flamegraph, "flame graph"),
@@ -407,9 +462,15 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
         period: Duration::from_millis(args.user_period),
         pids: args.user_pids.clone(),
         bpf_stats: args.bpf_stats,
+        period_stacks: pusher.is_some(),
+        push_counters: pusher.as_ref().map(|(c, _)| Arc::clone(c)),
     };
     let finished =
-        netlens::cost::run::run(&opts, &mut sinks, &stop, &mut |line| eprintln!("{line}"))?;
+        netlens::cost::run::run(&opts, &mut sinks, &stop, &mut |line| eprintln!("{line}"));
+    // The pushing thread ends once the sink is gone and its queue is done.
+    drop(sinks);
+    let pushes = pusher.map(|(_, worker)| worker.finish(PUSH_DRAIN));
+    let finished = finished?;
     if let Some(book) = &finished.stacks {
         let folded = book.folded();
         if folded.is_empty() && (args.folded.is_some() || args.flamegraph.is_some()) {
@@ -437,12 +498,16 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
         .sum();
     eprintln!(
         "netlens: stopped after {:.1} s; the kernel spent {:.3} CPU-seconds in networking; lost: \
-         {} NET_RX samples, {} unreadable stacks, {} BPF program runs skipped",
+         {} NET_RX samples, {} unreadable stacks, {} BPF program runs skipped{}",
         r.elapsed_ns as f64 / 1e9,
         network as f64 / 1e9,
         r.sampling.lost_total,
         r.sampling.stack_errors_total,
-        r.self_cost.bpf_runs_missed_total
+        r.self_cost.bpf_runs_missed_total,
+        match pushes {
+            Some((pushed, failed)) => format!("; Pyroscope: {pushed} pushes, {failed} failed"),
+            None => String::new(),
+        }
     );
     Ok(())
 }
@@ -590,6 +655,8 @@ fn check_cmd() -> Result<(), Failure> {
         period: Duration::from_secs(1),
         pids: Vec::new(),
         bpf_stats: netlens::cost::selfstats::StatsMode::Sampled,
+        period_stacks: false,
+        push_counters: None,
     };
     let mut null = output::cost::CostFanout::default();
     match netlens::cost::run::run(&opts, &mut null, &stop, &mut |_| {}) {

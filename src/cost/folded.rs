@@ -21,17 +21,24 @@ impl FoldedStacks {
 
     /// Adds `samples` to a stack given leaf first, as the kernel records it.
     pub fn add<S: AsRef<str>>(&mut self, frames_leaf_first: &[S], samples: u64) {
-        let mut key = String::new();
-        for frame in frames_leaf_first.iter().rev() {
-            if !key.is_empty() {
-                key.push(';');
+        *self.counts.entry(fold_line(frames_leaf_first)).or_default() += samples;
+    }
+
+    /// Adds `samples` to a stack already folded by [`fold_line`].
+    pub fn add_line(&mut self, line: &str, samples: u64) {
+        match self.counts.get_mut(line) {
+            Some(count) => *count += samples,
+            None => {
+                self.counts.insert(line.to_owned(), samples);
             }
-            push_frame(&mut key, frame.as_ref());
         }
-        if key.is_empty() {
-            key.push_str(NO_FRAMES);
-        }
-        *self.counts.entry(key).or_default() += samples;
+    }
+
+    /// (stack, count) pairs sorted by stack.
+    pub fn into_sorted(self) -> Vec<(String, u64)> {
+        let mut stacks: Vec<(String, u64)> = self.counts.into_iter().collect();
+        stacks.sort_unstable();
+        stacks
     }
 
     pub fn is_empty(&self) -> bool {
@@ -68,6 +75,22 @@ impl FoldedStacks {
     pub fn write_file(&self, path: &Path) -> io::Result<()> {
         self.write_to(BufWriter::new(File::create(path)?))
     }
+}
+
+/// The folded form (`root;caller;leaf`, no count) of a stack given leaf
+/// first.
+pub fn fold_line<S: AsRef<str>>(frames_leaf_first: &[S]) -> String {
+    let mut key = String::new();
+    for frame in frames_leaf_first.iter().rev() {
+        if !key.is_empty() {
+            key.push(';');
+        }
+        push_frame(&mut key, frame.as_ref());
+    }
+    if key.is_empty() {
+        key.push_str(NO_FRAMES);
+    }
+    key
 }
 
 /// Appends a frame name, replacing what would break the line format: `;`

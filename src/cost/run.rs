@@ -35,6 +35,10 @@ pub struct Options {
     pub pids: Vec<u32>,
     /// How netlens's own BPF run time is measured.
     pub bpf_stats: StatsMode,
+    /// Fill [`CostReport::net_rx_stacks`] (an output pushes them).
+    pub period_stacks: bool,
+    /// Read into [`CostReport::pyroscope`] (set with `--pyroscope`).
+    pub push_counters: Option<Arc<crate::model::cost::PushCounters>>,
 }
 
 /// What a finished run leaves behind.
@@ -206,6 +210,10 @@ pub fn run(
             ));
         }
         prev = now;
+        let net_rx_stacks = match stacks.as_mut() {
+            Some(book) if opts.period_stacks => book.take_period_folded(),
+            _ => Vec::new(),
+        };
         let report = CostReport {
             timestamp: unix_now(),
             period_ns,
@@ -217,6 +225,8 @@ pub fn run(
             pids: pid_rows(&mut pids, &collector.pid_costs()?, ns_per_tick),
             self_cost,
             sampling,
+            net_rx_stacks,
+            pyroscope: opts.push_counters.as_ref().map(|c| c.totals()),
         };
         sink.report(&report)?;
         if stopping {

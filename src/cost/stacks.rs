@@ -2,7 +2,9 @@
 //! classified once (the first time it is seen), then only counted. Keeps
 //! per-CPU category counts for the current period, cumulative category
 //! times, and every distinct stack with its count for the folded-stack and
-//! flame graph files written at exit.
+//! flame graph files written at exit and for the stacks of each period
+//! (`--pyroscope`). A stack's folded line is built once, when it is first
+//! seen, by [`net_rx_line`]: both uses share it.
 
 use std::collections::HashMap;
 
@@ -34,9 +36,25 @@ fn interrupted(names: &[String]) -> &[String] {
         .map_or(names, |entry| &names[entry + 1..])
 }
 
+/// The folded line (`net_rx_action;...;leaf`, no count) of a stack given
+/// leaf first: the interrupted code only (see [`interrupted`]), cut at
+/// net_rx_action when it is in the stack.
+pub fn net_rx_line(names: &[String]) -> String {
+    let mut names = interrupted(names);
+    if let Some(root) = names.iter().rposition(|n| n == NET_RX_ROOT) {
+        names = &names[..=root];
+    }
+    super::folded::fold_line(names)
+}
+
 struct Seen {
     category: Category,
+    /// Folded line, from [`net_rx_line`].
+    line: Box<str>,
+    /// Since start.
     samples: u64,
+    /// In the current period.
+    period_samples: u64,
 }
 
 pub struct StackBook {
@@ -88,6 +106,7 @@ impl StackBook {
             Category::Other
         } else if let Some(seen) = self.stacks.get_mut(ips) {
             seen.samples += 1;
+            seen.period_samples += 1;
             seen.category
         } else {
             let names = self.frame_names(ips);
@@ -96,7 +115,9 @@ impl StackBook {
                 ips.into(),
                 Seen {
                     category,
+                    line: net_rx_line(&names).into(),
                     samples: 1,
+                    period_samples: 1,
                 },
             );
             category
@@ -130,15 +151,23 @@ impl StackBook {
     /// Every sampled stack since start, from net_rx_action to the leaf.
     pub fn folded(&self) -> FoldedStacks {
         let mut folded = FoldedStacks::new();
-        for (ips, seen) in &self.stacks {
-            let names = self.frame_names(ips);
-            let mut names = interrupted(&names);
-            if let Some(root) = names.iter().rposition(|n| n == NET_RX_ROOT) {
-                names = &names[..=root];
-            }
-            folded.add(names, seen.samples);
+        for seen in self.stacks.values() {
+            folded.add_line(&seen.line, seen.samples);
         }
         folded
+    }
+
+    /// The stacks sampled since the last call (folded line, samples),
+    /// sorted by line; resets the period. Stacks whose frames fold to the
+    /// same line are merged. Samples without a readable stack are not in it
+    /// (they are counted in `stack_errors`).
+    pub fn take_period_folded(&mut self) -> Vec<(String, u64)> {
+        let mut folded = FoldedStacks::new();
+        for seen in self.stacks.values_mut().filter(|s| s.period_samples > 0) {
+            folded.add_line(&seen.line, seen.period_samples);
+            seen.period_samples = 0;
+        }
+        folded.into_sorted()
     }
 
     /// Samples counted since start.
@@ -230,6 +259,61 @@ ffffffff81000d00 T zzz_end
             b.folded().lines(),
             vec!["net_rx_action;ip_local_deliver;tcp_v4_rcv 1".to_string()]
         );
+    }
+
+    #[test]
+    fn period_stacks_hold_only_the_period_and_share_the_folded_lines() {
+        let mut b = book();
+        let tcp = [0xffffffff81000610, 0xffffffff81000510, 0xffffffff81000010];
+        // Below net_rx_action: cut away, like in folded().
+        let wake = [
+            0xffffffff81000720,
+            0xffffffff81000620,
+            0xffffffff81000010,
+            0xffffffff81000810,
+        ];
+        // A tick sample inside TCP receive: same line as `tcp`, merged.
+        let tick = [
+            0xffffffff81000b10,
+            0xffffffff81000c10,
+            0xffffffff81000620,
+            0xffffffff81000520,
+            0xffffffff81000020,
+        ];
+        b.add(0, &tcp);
+        b.add(1, &tcp);
+        b.add(0, &wake);
+        b.add(0, &tick);
+        b.add(0, &[]);
+        let first = b.take_period_folded();
+        assert_eq!(
+            first,
+            vec![
+                ("net_rx_action;ip_local_deliver;tcp_v4_rcv".to_string(), 3),
+                ("net_rx_action;tcp_v4_rcv;sock_def_readable".to_string(), 1),
+            ]
+        );
+        // The unreadable stack is only counted as an error.
+        assert_eq!(b.stack_errors, 1);
+        // Reset: a period without samples has no stacks.
+        assert!(b.take_period_folded().is_empty());
+        b.add(0, &wake);
+        assert_eq!(
+            b.take_period_folded(),
+            vec![("net_rx_action;tcp_v4_rcv;sock_def_readable".to_string(), 1)]
+        );
+        // The cumulative view is untouched by taking periods, and its lines
+        // are the same.
+        assert_eq!(
+            b.folded().lines(),
+            vec![
+                "net_rx_action;ip_local_deliver;tcp_v4_rcv 3".to_string(),
+                "net_rx_action;tcp_v4_rcv;sock_def_readable 2".to_string(),
+            ]
+        );
+        // Period counts (categories) and period stacks are independent: CPU 0
+        // has all samples but one since the counts were last taken.
+        assert_eq!(b.take_period_counts(2)[0].total(), 5);
     }
 
     #[test]

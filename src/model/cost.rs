@@ -247,6 +247,34 @@ pub struct Sampling {
     pub throttled: bool,
 }
 
+/// Pushes of the NET_RX stacks to a Pyroscope backend (`--pyroscope`),
+/// since start. Counted by the pushing thread, read into each report (so a
+/// report shows the pushes finished before it, not its own).
+#[derive(Debug, Default)]
+pub struct PushCounters {
+    pub pushed: std::sync::atomic::AtomicU64,
+    /// Not delivered: the queue was full, or the backend failed or was
+    /// unreachable.
+    pub failed: std::sync::atomic::AtomicU64,
+}
+
+/// [`PushCounters`] as read for one report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PushTotals {
+    pub pushed: u64,
+    pub failed: u64,
+}
+
+impl PushCounters {
+    pub fn totals(&self) -> PushTotals {
+        use std::sync::atomic::Ordering::Relaxed;
+        PushTotals {
+            pushed: self.pushed.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+        }
+    }
+}
+
 /// One period of `netlens cost`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CostReport {
@@ -267,6 +295,12 @@ pub struct CostReport {
     pub pids: Vec<PidCpu>,
     pub self_cost: SelfCost,
     pub sampling: Sampling,
+    /// The NET_RX stacks sampled in this period, folded
+    /// (`net_rx_action;...;leaf`, samples), sorted; filled only when an
+    /// output needs them (`--pyroscope`).
+    pub net_rx_stacks: Vec<(String, u64)>,
+    /// Pyroscope pushes since start (None without `--pyroscope`).
+    pub pyroscope: Option<PushTotals>,
 }
 
 impl CostReport {

@@ -195,13 +195,18 @@ pub fn render_table(r: &CostReport, out: &mut String) {
         pct(s.process_ns_period, r.period_ns).trim()
     );
     let (sm, missed) = (&r.sampling, s.bpf_runs_missed_total);
-    if sm.lost_total > 0 || sm.stack_errors_total > 0 || missed > 0 {
-        let _ = writeln!(
+    let push_failed = r.pyroscope.map_or(0, |p| p.failed);
+    if sm.lost_total > 0 || sm.stack_errors_total > 0 || missed > 0 || push_failed > 0 {
+        let _ = write!(
             out,
             "lost: {} NET_RX samples (ring buffer full), {} stacks unreadable, {missed} BPF \
              program runs skipped (already running on that CPU)",
             sm.lost_total, sm.stack_errors_total
         );
+        if push_failed > 0 {
+            let _ = write!(out, ", {push_failed} Pyroscope pushes failed");
+        }
+        out.push('\n');
     }
 }
 
@@ -322,6 +327,9 @@ pub fn report_json(r: &CostReport) -> Value {
             "effective_hz": (sm.effective_hz * 10.0).round() / 10.0,
             "max_sample_rate": sm.max_sample_rate, "throttled": sm.throttled,
         },
+        "pyroscope": r.pyroscope.map(|p| json!({
+            "pushed_total": p.pushed, "failed_total": p.failed,
+        })),
     })
 }
 
@@ -448,6 +456,18 @@ mod tests {
                  runs skipped (already running on that CPU)"
             )
         );
+        r.pyroscope = Some(crate::model::cost::PushTotals {
+            pushed: 4,
+            failed: 2,
+        });
+        assert_eq!(
+            lost_line(&r).as_deref(),
+            Some(
+                "lost: 0 NET_RX samples (ring buffer full), 0 stacks unreadable, 12 BPF program \
+                 runs skipped (already running on that CPU), 2 Pyroscope pushes failed"
+            )
+        );
+        r.pyroscope = None;
         r.self_cost.bpf_runs_missed_total = 0;
         r.sampling.lost_total = 3;
         assert_eq!(
@@ -476,6 +496,16 @@ mod tests {
         assert_eq!(v["pids"][0]["tx_syscall_ns"], json!(200_000_000));
         assert_eq!(v["self"]["bpf_ns"], json!(5_000_000));
         assert_eq!(v["self"]["bpf_runs_missed_total"], json!(9));
+        assert_eq!(v["pyroscope"], Value::Null);
+        r.pyroscope = Some(crate::model::cost::PushTotals {
+            pushed: 5,
+            failed: 1,
+        });
+        let v = report_json(&r);
+        assert_eq!(
+            v["pyroscope"],
+            json!({"pushed_total": 5, "failed_total": 1})
+        );
         assert!(v["timestamp"].as_str().unwrap().starts_with("2023-11-14"));
     }
 }

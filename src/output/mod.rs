@@ -10,6 +10,7 @@ pub mod cost;
 pub mod json;
 pub mod logfile;
 pub mod prometheus;
+pub mod pyroscope;
 pub mod table;
 pub mod text;
 
