@@ -63,9 +63,7 @@ impl FakePyroscope {
         thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                if let Some(req) = serve(conn) {
-                    recorded.lock().unwrap().push(req);
-                }
+                serve(conn, &recorded);
             }
         });
         FakePyroscope { port, requests }
@@ -76,7 +74,9 @@ impl FakePyroscope {
     }
 }
 
-fn serve(conn: std::net::TcpStream) -> Option<Request> {
+/// Records the request before answering: once netlens has its answer,
+/// the test sees the request.
+fn serve(conn: std::net::TcpStream, recorded: &Mutex<Vec<Request>>) -> Option<()> {
     let mut reader = BufReader::new(conn);
     let mut request_line = String::new();
     reader.read_line(&mut request_line).ok()?;
@@ -95,9 +95,6 @@ fn serve(conn: std::net::TcpStream) -> Option<Request> {
     }
     let mut body = vec![0; len];
     reader.read_exact(&mut body).ok()?;
-    let _ = reader
-        .get_mut()
-        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     let mut parts = request_line.split_whitespace();
     let method = parts.next()?.to_string();
     let target = parts.next()?;
@@ -110,12 +107,16 @@ fn serve(conn: std::net::TcpStream) -> Option<Request> {
             (decode(k), decode(v))
         })
         .collect();
-    Some(Request {
+    recorded.lock().unwrap().push(Request {
         method,
         path: path.to_string(),
         query,
         body: String::from_utf8(body).ok()?,
-    })
+    });
+    reader
+        .get_mut()
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .ok()
 }
 
 /// The complete JSON lines of a `-l` log so far.
@@ -261,7 +262,11 @@ fn each_period_stacks_are_pushed_to_pyroscope() {
     let last = &lines.last().unwrap()["sampling"];
     let lost = last["lost_total"].as_u64().unwrap();
     let unreadable = last["stack_errors_total"].as_u64().unwrap();
-    assert_eq!(pushed_total + unreadable, logged - lost);
+    assert_eq!(
+        pushed_total + unreadable,
+        logged - lost,
+        "pushed {pushed_total}, unreadable {unreadable}, logged {logged}, lost {lost}"
+    );
     // The log counts pushes (those finished before each period's end).
     let last_push = &lines.last().unwrap()["pyroscope"];
     assert_eq!(last_push["failed_total"], 0, "{last_push}");
