@@ -23,6 +23,8 @@ const DRAIN_PERIOD: Duration = Duration::from_millis(100);
 /// io_uring socket operations are timed from then on.
 pub const IO_URING_IN_USE: &str =
     "netlens: io_uring in use: timing io-wq workers and io_uring_enter from now on";
+/// Far longer than one run of the sampling program (microseconds).
+const SAMPLER_GRACE: Duration = Duration::from_millis(20);
 /// How often the list of network device IRQs is refreshed.
 const IRQ_REFRESH: Duration = Duration::from_secs(5);
 
@@ -120,7 +122,11 @@ pub fn run(
         if stopping {
             // No sample may arrive between the last drain and the last
             // counter read: the counts in the final report are exact.
+            // Detaching does not wait for a sampling program already
+            // running on another CPU (it counts, then submits): give it
+            // time to finish before the last drain.
             collector.stop_sampling();
+            std::thread::sleep(SAMPLER_GRACE);
         }
         let due = last_report + opts.period;
         let wait = if stopping {
