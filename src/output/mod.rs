@@ -12,6 +12,7 @@ pub mod logfile;
 pub mod prometheus;
 pub mod table;
 pub mod text;
+pub mod web;
 
 use std::borrow::Cow;
 use std::io::Write;
