@@ -190,6 +190,13 @@ struct CostArgs {
     #[arg(short = 'p', long, value_name = "PORT", default_value_t = pyroscope::DEFAULT_PORT,
           requires = "address", value_parser = clap::value_parser!(u16).range(1..))]
     port: u16,
+    /// Serve a web UI at http://ADDR:PORT/: the per-CPU table and stacked
+    /// charts of the last periods (JSON at /api/report and /api/history).
+    /// Without a value: 127.0.0.1:9475. A bare PORT listens on 127.0.0.1.
+    #[arg(long, value_name = "ADDR:PORT", num_args = 0..=1,
+          default_missing_value = "127.0.0.1:9475",
+          value_parser = output::web::parse_listen_addr)]
+    web: Option<SocketAddr>,
 }
 
 /// At exit, how long the queued Pyroscope pushes may take to finish.
@@ -390,15 +397,7 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
     }
     // Bound before anything else is set up, so a taken port fails at once.
     let mut sinks = output::cost::CostFanout::default();
-    let _exporter = match args.prometheus {
-        Some(addr) => {
-            let metrics = CostMetrics::new();
-            let server = serve_prometheus(addr, metrics.clone())?;
-            sinks.push(CostMetricsSink::new(metrics));
-            Some(server)
-        }
-        None => None,
-    };
+    let _servers = serve_cost(args.prometheus, args.web, &mut sinks)?;
     let endpoint = match (&args.pyroscope, &args.address) {
         (Some(e), _) => Some(e.clone()),
         (None, Some(host)) => {
@@ -510,6 +509,47 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
         }
     );
     Ok(())
+}
+
+/// The endpoints of `netlens cost`: `-P` and `--web`, one server when they
+/// share an address. Their sinks join `sinks`; the servers stop when dropped.
+fn serve_cost(
+    prom: Option<SocketAddr>,
+    web: Option<SocketAddr>,
+    sinks: &mut output::cost::CostFanout,
+) -> Result<Vec<prometheus::Server>> {
+    use output::web::{WebSink, WebUi, HISTORY, PURPOSE, PURPOSE_BOTH};
+    let mut servers = Vec::new();
+    if let Some(addr) = prom.filter(|&p| Some(p) != web) {
+        let metrics = CostMetrics::new();
+        servers.push(serve_prometheus(addr, metrics.clone())?);
+        sinks.push(CostMetricsSink::new(metrics));
+    }
+    if let Some(addr) = web {
+        let ui = WebUi::new(HISTORY);
+        let mut routes = prometheus::Routes::new();
+        ui.routes(&mut routes);
+        let mut purpose = PURPOSE;
+        if prom == Some(addr) {
+            let metrics = CostMetrics::new();
+            let registry = prometheus::Registry::new();
+            registry.register(metrics.clone());
+            routes.metrics(registry);
+            sinks.push(CostMetricsSink::new(metrics));
+            purpose = PURPOSE_BOTH;
+        }
+        let server = prometheus::Server::start_routes(addr, routes, purpose)?;
+        if prom == Some(addr) {
+            eprintln!(
+                "netlens: prometheus: serving http://{}/metrics",
+                server.addr()
+            );
+        }
+        eprintln!("netlens: web: serving http://{}/", server.addr());
+        servers.push(server);
+        sinks.push(WebSink::new(ui));
+    }
+    Ok(servers)
 }
 
 /// Serves `producer`'s metrics at `addr`; the server stops when dropped.
@@ -711,5 +751,28 @@ mod tests {
             let err = conns_args(bad).err().expect("refused");
             assert_eq!(err.exit_code(), 2, "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn web_flag() {
+        let cost = |args: &[&str]| {
+            let full = ["netlens", "cost"].iter().chain(args);
+            match Cli::try_parse_from(full).map(|c| c.command) {
+                Ok(Command::Cost(a)) => Ok(a.web),
+                Ok(_) => unreachable!("parsed cost"),
+                Err(e) => Err(e.exit_code()),
+            }
+        };
+        assert_eq!(cost(&[]), Ok(None));
+        assert_eq!(cost(&["--web"]), Ok(Some(output::web::DEFAULT_ADDR)));
+        assert_eq!(
+            cost(&["--web", "-f", "0"]),
+            Ok(Some(output::web::DEFAULT_ADDR))
+        );
+        assert_eq!(
+            cost(&["--web", "0.0.0.0:8080"]),
+            Ok(Some("0.0.0.0:8080".parse().unwrap()))
+        );
+        assert_eq!(cost(&["--web", "nope:1"]), Err(2));
     }
 }

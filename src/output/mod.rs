@@ -13,6 +13,7 @@ pub mod prometheus;
 pub mod pyroscope;
 pub mod table;
 pub mod text;
+pub mod web;
 
 use std::borrow::Cow;
 use std::io::Write;

@@ -1022,6 +1022,23 @@ impl Netlens {
     }
 }
 
+/// The line netlens prints on stderr once its web UI listens.
+pub const WEB_SERVING: &str = "netlens: web: serving http://";
+
+impl Netlens {
+    /// The address of the web UI (started with `--web ADDR:0`, the port is
+    /// the one netlens printed).
+    pub fn web_addr(&self) -> SocketAddr {
+        let stderr = self.stderr();
+        stderr
+            .lines()
+            .find_map(|l| l.strip_prefix(WEB_SERVING))
+            .and_then(|rest| rest.strip_suffix('/'))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no {WEB_SERVING:?} line; stderr:\n{stderr}"))
+    }
+}
+
 /// One HTTP answer.
 #[derive(Debug)]
 pub struct HttpResponse {

@@ -4,7 +4,9 @@
 //! Three parts, kept apart so that every netlens command can export through
 //! the same endpoint:
 //! - [`exposition`]: the text format (HELP/TYPE lines, names, escaping);
-//! - [`server`]: the HTTP endpoint and the [`Registry`] of producers it serves;
+//! - [`server`]: the HTTP endpoint and the [`Registry`] of producers it serves
+//!   (its [`Routes`] also carry the web UI of `netlens cost`, see
+//!   [`output::web`](crate::output::web));
 //! - [`conns`]: the producer of `netlens conns`, fed as a [`Sink`](crate::output::Sink);
 //! - [`cost`]: the producer of `netlens cost`, fed as a
 //!   [`CostSink`](crate::output::cost::CostSink).
@@ -49,7 +51,7 @@ pub const BPF_RUNS_MISSED_HELP: &str =
      already running on that CPU, usually the same one (bpf_prog_info recursion_misses).";
 
 pub use exposition::{Exposition, Kind, Labels};
-pub use server::{Producer, Registry, Server};
+pub use server::{Producer, Purpose, Registry, Request, Response, Routes, Server};
 
 /// Port of `-P` given without a value. The range exporters traditionally use
 /// (9100-9999) is crowded: 9090 is Prometheus itself, 9100 node_exporter,
@@ -64,6 +66,11 @@ pub const DEFAULT_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALH
 /// (on 127.0.0.1) or a bare address (on [`DEFAULT_PORT`]). Port 0 lets the
 /// kernel pick one (netlens prints the address it got).
 pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    parse_listen_addr_on(s, DEFAULT_PORT)
+}
+
+/// [`parse_listen_addr`] with another port for a bare address.
+pub fn parse_listen_addr_on(s: &str, default_port: u16) -> Result<SocketAddr, String> {
     let s = s.trim();
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(addr);
@@ -76,11 +83,11 @@ pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
         .and_then(|r| r.strip_suffix(']'))
         .unwrap_or(s);
     if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, DEFAULT_PORT));
+        return Ok(SocketAddr::new(ip, default_port));
     }
     Err(format!(
-        "`{s}` is not a listen address: use ADDR:PORT (127.0.0.1:{DEFAULT_PORT}, \
-         0.0.0.0:9100, [::1]:{DEFAULT_PORT}), a PORT, or an IP address"
+        "`{s}` is not a listen address: use ADDR:PORT (127.0.0.1:{default_port}, \
+         0.0.0.0:9100, [::1]:{default_port}), a PORT, or an IP address"
     ))
 }
 

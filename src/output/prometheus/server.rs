@@ -68,6 +68,101 @@ const MAX_REQUEST: usize = 16 * 1024;
 /// How often the accept loop looks at the stop flag.
 const STOP_POLL_MS: libc::c_int = 200;
 
+/// What a request asked for, as a handler sees it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// The path, without the query.
+    pub path: &'a str,
+    /// What follows `?` (empty without one), not decoded.
+    pub query: &'a str,
+}
+
+/// One HTTP answer.
+#[derive(Debug)]
+pub struct Response {
+    /// Status code and reason, e.g. `200 OK`.
+    pub status: &'static str,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn ok(content_type: &'static str, body: impl Into<Vec<u8>>) -> Response {
+        Response {
+            status: "200 OK",
+            content_type,
+            body: body.into(),
+        }
+    }
+
+    fn text(status: &'static str, body: String) -> Response {
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into_bytes(),
+        }
+    }
+}
+
+/// Answers the requests of one path. Called on the server's thread, one
+/// request at a time: take locks only to copy out what is served.
+pub type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
+
+/// The paths an endpoint serves (GET and HEAD; exact match, query ignored
+/// for routing), each with its handler.
+#[derive(Clone, Default)]
+pub struct Routes {
+    table: Vec<(&'static str, Handler)>,
+}
+
+impl Routes {
+    pub fn new() -> Routes {
+        Routes::default()
+    }
+
+    /// Serves `path` with `handler`; a path added twice keeps its first handler.
+    pub fn add(
+        &mut self,
+        path: &'static str,
+        handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
+    ) -> &mut Routes {
+        self.table.push((path, Arc::new(handler)));
+        self
+    }
+
+    /// Serves `registry`'s producers at `/metrics`.
+    pub fn metrics(&mut self, registry: Registry) -> &mut Routes {
+        self.add("/metrics", move |_| {
+            Response::ok(exposition::CONTENT_TYPE, registry.render().into_string())
+        })
+    }
+
+    fn find(&self, path: &str) -> Option<usize> {
+        self.table.iter().position(|(p, _)| *p == path)
+    }
+
+    fn paths(&self) -> String {
+        let paths: Vec<&str> = self.table.iter().map(|(p, _)| *p).collect();
+        paths.join(" ")
+    }
+}
+
+/// What an endpoint is for, in its messages: what it serves, the option
+/// that sets its address, and the name of its thread.
+#[derive(Clone, Copy, Debug)]
+pub struct Purpose {
+    pub what: &'static str,
+    pub flag: &'static str,
+    pub thread: &'static str,
+}
+
+/// The `-P` endpoint.
+pub const PROMETHEUS: Purpose = Purpose {
+    what: "Prometheus metrics",
+    flag: "-P",
+    thread: "prometheus",
+};
+
 /// A running endpoint; stopped and joined on drop.
 pub struct Server {
     addr: SocketAddr,
@@ -77,23 +172,34 @@ pub struct Server {
 
 impl Server {
     /// Binds `addr` now (so a taken port fails at start, with a message
-    /// saying what to do) and serves `registry` on a new thread.
+    /// saying what to do) and serves `registry` at `/metrics` on a new thread.
     pub fn start(addr: SocketAddr, registry: Registry) -> anyhow::Result<Server> {
-        let listener = TcpListener::bind(addr).map_err(|e| bind_error(addr, &e))?;
+        let mut routes = Routes::new();
+        routes.metrics(registry);
+        Server::start_routes(addr, routes, PROMETHEUS)
+    }
+
+    /// Binds `addr` now and serves `routes` on a new thread.
+    pub fn start_routes(
+        addr: SocketAddr,
+        routes: Routes,
+        purpose: Purpose,
+    ) -> anyhow::Result<Server> {
+        let listener = TcpListener::bind(addr).map_err(|e| bind_error(addr, &e, purpose))?;
         // Accepting never blocks: a client that gave up between poll() and
         // accept() must not stall the loop.
         listener
             .set_nonblocking(true)
-            .context("setting up the Prometheus listener")?;
+            .with_context(|| format!("setting up the listener of {}", purpose.what))?;
         let bound = listener
             .local_addr()
-            .context("reading the Prometheus listener's address")?;
+            .with_context(|| format!("reading the address of the {} listener", purpose.what))?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
-            .name("prometheus".into())
-            .spawn(move || serve(&listener, &registry, &flag))
-            .context("starting the Prometheus endpoint thread")?;
+            .name(purpose.thread.into())
+            .spawn(move || serve(&listener, &routes, &flag, purpose))
+            .with_context(|| format!("starting the thread serving {}", purpose.what))?;
         Ok(Server {
             addr: bound,
             stop,
@@ -116,43 +222,51 @@ impl Drop for Server {
     }
 }
 
-fn bind_error(addr: SocketAddr, e: &io::Error) -> anyhow::Error {
+fn bind_error(addr: SocketAddr, e: &io::Error, purpose: Purpose) -> anyhow::Error {
+    let flag = purpose.flag;
     let hint = match e.kind() {
-        io::ErrorKind::AddrInUse => {
-            "another program (or another netlens) already listens there; pick another port with \
-             -P ADDR:PORT"
+        io::ErrorKind::AddrInUse => format!(
+            "another program (or another netlens) already listens there; pick another port \
+             with {flag} ADDR:PORT"
+        ),
+        io::ErrorKind::AddrNotAvailable => "no interface of this host has that address; use \
+                                            127.0.0.1, 0.0.0.0 or one of this host's addresses"
+            .to_string(),
+        io::ErrorKind::PermissionDenied => {
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE".to_string()
         }
-        io::ErrorKind::AddrNotAvailable => {
-            "no interface of this host has that address; use 127.0.0.1, 0.0.0.0 or one of this \
-             host's addresses"
-        }
-        io::ErrorKind::PermissionDenied => "ports below 1024 need root or CAP_NET_BIND_SERVICE",
-        _ => "pick another address with -P ADDR:PORT",
+        _ => format!("pick another address with {flag} ADDR:PORT"),
     };
-    anyhow::anyhow!("cannot serve Prometheus metrics on {addr}: {e}; {hint}")
+    anyhow::anyhow!("cannot serve {} on {addr}: {e}; {hint}", purpose.what)
 }
 
-fn serve(listener: &TcpListener, registry: &Registry, stop: &AtomicBool) {
+fn serve(listener: &TcpListener, routes: &Routes, stop: &AtomicBool, purpose: Purpose) {
     while !stop.load(Ordering::Relaxed) {
         match wait_readable(listener, STOP_POLL_MS) {
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                eprintln!("netlens: warning: Prometheus endpoint stopped: {e}");
+                eprintln!(
+                    "netlens: warning: the endpoint of {} stopped: {e}",
+                    purpose.what
+                );
                 return;
             }
         }
         match listener.accept() {
             Ok((stream, _)) => {
                 // A client that misbehaves only loses its own answer.
-                let _ = answer(stream, registry);
+                let _ = answer(stream, routes);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                eprintln!("netlens: warning: Prometheus endpoint: accept failed: {e}");
+                eprintln!(
+                    "netlens: warning: the endpoint of {}: accept failed: {e}",
+                    purpose.what
+                );
                 std::thread::sleep(Duration::from_millis(STOP_POLL_MS as u64));
             }
         }
@@ -177,15 +291,20 @@ fn wait_readable(listener: &TcpListener, timeout_ms: libc::c_int) -> io::Result<
 
 /// What a request asks for.
 #[derive(Debug, PartialEq, Eq)]
-enum Route {
-    Metrics { head_only: bool },
+enum Route<'a> {
+    /// The handler at this index of the [`Routes`].
+    Found {
+        index: usize,
+        head_only: bool,
+        request: Request<'a>,
+    },
     NotFound,
     MethodNotAllowed,
     BadRequest,
 }
 
-/// Routes by the request line: `GET /metrics` (query ignored) or HEAD.
-fn route(head: &[u8]) -> Route {
+/// Routes by the request line: GET or HEAD of a path of `routes`.
+fn route<'a>(head: &'a [u8], routes: &Routes) -> Route<'a> {
     let line_end = head.iter().position(|&b| b == b'\r' || b == b'\n');
     let line = &head[..line_end.unwrap_or(head.len())];
     let Ok(line) = std::str::from_utf8(line) else {
@@ -199,52 +318,60 @@ fn route(head: &[u8]) -> Route {
     if !version.starts_with("HTTP/") {
         return Route::BadRequest;
     }
-    let path = target.split('?').next().unwrap_or(target);
-    match (method, path) {
-        ("GET", "/metrics") => Route::Metrics { head_only: false },
-        ("HEAD", "/metrics") => Route::Metrics { head_only: true },
-        (_, "/metrics") => Route::MethodNotAllowed,
-        _ => Route::NotFound,
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let Some(index) = routes.find(path) else {
+        return Route::NotFound;
+    };
+    let head_only = match method {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return Route::MethodNotAllowed,
+    };
+    Route::Found {
+        index,
+        head_only,
+        request: Request { path, query },
     }
 }
 
-fn answer(mut stream: TcpStream, registry: &Registry) -> io::Result<()> {
+fn answer(mut stream: TcpStream, routes: &Routes) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     let head = read_head(&mut stream)?;
-    let (status, content_type, body, head_only) = match route(&head) {
-        Route::Metrics { head_only } => (
-            "200 OK",
-            exposition::CONTENT_TYPE,
-            registry.render().into_string(),
+    let (resp, head_only) = match route(&head, routes) {
+        Route::Found {
+            index,
             head_only,
-        ),
+            request,
+        } => ((routes.table[index].1)(&request), head_only),
         Route::NotFound => (
-            "404 Not Found",
-            "text/plain; charset=utf-8",
-            "not found: netlens serves its metrics at /metrics\n".to_string(),
+            Response::text(
+                "404 Not Found",
+                format!("not found: netlens serves {}\n", routes.paths()),
+            ),
             false,
         ),
         Route::MethodNotAllowed => (
-            "405 Method Not Allowed",
-            "text/plain; charset=utf-8",
-            "only GET and HEAD are served\n".to_string(),
+            Response::text(
+                "405 Method Not Allowed",
+                "only GET and HEAD are served\n".into(),
+            ),
             false,
         ),
         Route::BadRequest => (
-            "400 Bad Request",
-            "text/plain; charset=utf-8",
-            "bad request\n".to_string(),
+            Response::text("400 Bad Request", "bad request\n".into()),
             false,
         ),
     };
     let mut response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n",
-        body.len()
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+        resp.status,
+        resp.content_type,
+        resp.body.len()
     )
     .into_bytes();
     if !head_only {
-        response.extend_from_slice(body.as_bytes());
+        response.extend_from_slice(&resp.body);
     }
     write_bounded(&mut stream, &response)
 }
@@ -317,31 +444,67 @@ mod tests {
         out
     }
 
+    fn found<'a>(index: usize, head_only: bool, path: &'a str, query: &'a str) -> Route<'a> {
+        Route::Found {
+            index,
+            head_only,
+            request: Request { path, query },
+        }
+    }
+
     #[test]
     fn routes() {
+        let mut table = Routes::new();
+        table.metrics(Registry::new());
+        table.add("/", |_| Response::ok("text/plain", "root"));
+        let r = |head: &'static [u8]| route(head, &table);
         assert_eq!(
-            route(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Route::Metrics { head_only: false }
+            r(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            found(0, false, "/metrics", "")
         );
         assert_eq!(
-            route(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"),
-            Route::Metrics { head_only: false }
+            r(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"),
+            found(0, false, "/metrics", "x=1")
         );
         assert_eq!(
-            route(b"HEAD /metrics HTTP/1.1\r\n\r\n"),
-            Route::Metrics { head_only: true }
+            r(b"HEAD /metrics HTTP/1.1\r\n\r\n"),
+            found(0, true, "/metrics", "")
         );
+        assert_eq!(r(b"GET / HTTP/1.1\r\n\r\n"), found(1, false, "/", ""));
         assert_eq!(
-            route(b"POST /metrics HTTP/1.1\r\n\r\n"),
+            r(b"POST /metrics HTTP/1.1\r\n\r\n"),
             Route::MethodNotAllowed
         );
-        assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n"), Route::NotFound);
-        assert_eq!(route(b"GET /metricsx HTTP/1.1\r\n\r\n"), Route::NotFound);
-        assert_eq!(route(b"garbage"), Route::BadRequest);
-        assert_eq!(route(b""), Route::BadRequest);
+        assert_eq!(r(b"GET /metricsx HTTP/1.1\r\n\r\n"), Route::NotFound);
+        assert_eq!(r(b"GET /other HTTP/1.1\r\n\r\n"), Route::NotFound);
+        assert_eq!(r(b"garbage"), Route::BadRequest);
+        assert_eq!(r(b""), Route::BadRequest);
+        assert_eq!(r(b"\xff\xfe /metrics HTTP/1.1\r\n\r\n"), Route::BadRequest);
+        // Without a /metrics route (the web UI alone), /metrics is not found.
+        let mut web = Routes::new();
+        web.add("/", |_| Response::ok("text/plain", "root"));
         assert_eq!(
-            route(b"\xff\xfe /metrics HTTP/1.1\r\n\r\n"),
-            Route::BadRequest
+            route(b"GET /metrics HTTP/1.1\r\n\r\n", &web),
+            Route::NotFound
+        );
+    }
+
+    #[test]
+    fn serves_extra_routes_with_their_query() {
+        let mut table = Routes::new();
+        table.add("/echo", |req| {
+            Response::ok("text/plain", format!("{} {}", req.path, req.query))
+        });
+        let server =
+            Server::start_routes("127.0.0.1:0".parse().unwrap(), table, PROMETHEUS).expect("bind");
+        let resp = get(server.addr(), "GET /echo?a=1 HTTP/1.1\r\n\r\n");
+        assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+        assert!(resp.ends_with("\r\n\r\n/echo a=1"), "{resp}");
+        let resp = get(server.addr(), "GET /metrics HTTP/1.1\r\n\r\n");
+        assert!(resp.starts_with("HTTP/1.1 404 Not Found\r\n"), "{resp}");
+        assert!(
+            resp.ends_with("not found: netlens serves /echo\n"),
+            "{resp}"
         );
     }
 
