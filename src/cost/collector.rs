@@ -81,8 +81,9 @@ pub struct Collector {
     io_uring_hooks: bool,
     /// IRQ numbers currently marked as network IRQs in the BPF map.
     net_irqs: BTreeSet<u32>,
-    /// CPUs that got a sampling event.
+    /// CPUs sampled once start_sampling ran.
     pub sampled_cpus: Vec<u32>,
+    sampler: Sampler,
     pub attach_failures: Vec<AttachFailure>,
 }
 
@@ -153,32 +154,6 @@ impl Collector {
             }
         }
 
-        let mut sampled_cpus = Vec::new();
-        let mut sample_links = Vec::new();
-        if cfg.sampler == Sampler::Tick {
-            let link = skel
-                .progs
-                .on_tick
-                .attach()
-                .context("attaching the tick sampler to timer:hrtimer_expire_entry")?;
-            sample_links.push(link);
-            sampled_cpus = online_cpus()?;
-        } else if let Sampler::Hz(frequency) = cfg.sampler {
-            for cpu in online_cpus()? {
-                let fd = open_cpu_clock(cpu, frequency)?;
-                let link = skel
-                    .progs
-                    .on_sample
-                    .attach_perf_event(fd.as_raw_fd())
-                    .with_context(|| format!("attaching the sampling program on CPU {cpu}"))?;
-                // libbpf closes the event's fd when the link is destroyed: the
-                // link owns it from here on.
-                let _ = fd.into_raw_fd();
-                sample_links.push(link);
-                sampled_cpus.push(cpu);
-            }
-        }
-
         let pending: Rc<RefCell<SampleQueue>> = Rc::default();
         let sink = Rc::clone(&pending);
         let mut builder = RingBufferBuilder::new();
@@ -197,13 +172,14 @@ impl Collector {
         let mut collector = Collector {
             skel,
             links,
-            sample_links,
+            sample_links: Vec::new(),
             ring,
             pending,
             stats: None,
             net_irqs: BTreeSet::new(),
             io_uring_hooks: false,
-            sampled_cpus,
+            sampled_cpus: Vec::new(),
+            sampler: cfg.sampler,
             attach_failures,
         };
         collector.refresh_net_irqs()?;
@@ -294,6 +270,42 @@ impl Collector {
         }
         self.io_uring_hooks = true;
         Ok(true)
+    }
+
+    /// Attaches the stack sampler (-f). Separate from start so that the
+    /// caller can read its baseline counters first: every sample counted
+    /// after that baseline then also reaches the ring buffer.
+    pub fn start_sampling(&mut self) -> Result<()> {
+        match self.sampler {
+            Sampler::Off => {}
+            Sampler::Tick => {
+                let link = self
+                    .skel
+                    .progs
+                    .on_tick
+                    .attach()
+                    .context("attaching the tick sampler to timer:hrtimer_expire_entry")?;
+                self.sample_links.push(link);
+                self.sampled_cpus = online_cpus()?;
+            }
+            Sampler::Hz(frequency) => {
+                for cpu in online_cpus()? {
+                    let fd = open_cpu_clock(cpu, frequency)?;
+                    let link = self
+                        .skel
+                        .progs
+                        .on_sample
+                        .attach_perf_event(fd.as_raw_fd())
+                        .with_context(|| format!("attaching the sampling program on CPU {cpu}"))?;
+                    // libbpf closes the event's fd when the link is destroyed:
+                    // the link owns it from here on.
+                    let _ = fd.into_raw_fd();
+                    self.sample_links.push(link);
+                    self.sampled_cpus.push(cpu);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Detaches the sampling program from every CPU (no more samples).

@@ -90,9 +90,10 @@ pub fn run(
     // The -u baselines start now, with the programs attached, so the first
     // period's /proc times cover what the BPF side saw.
     rebase_pids(&mut pids);
-    let cpus = online_columns(&collector);
+    let cpus = online_columns();
     let ns_per_tick = 1_000_000_000 / procfs::clock_ticks_per_sec();
     let first = totals(&collector.cpu_costs()?);
+    collector.start_sampling()?;
     let mut prev = first.clone();
     let first_process_ns = process_cpu_ns();
     let mut prev_process_ns = first_process_ns;
@@ -244,12 +245,8 @@ pub fn run(
     }
 }
 
-/// Columns: the online CPUs that have counters (all of them when sampling
-/// is off, the sampled ones otherwise).
-fn online_columns(collector: &Collector) -> Vec<u32> {
-    if !collector.sampled_cpus.is_empty() {
-        return collector.sampled_cpus.clone();
-    }
+/// Columns: the online CPUs (the sampler runs on the same ones).
+fn online_columns() -> Vec<u32> {
     std::fs::read_to_string("/sys/devices/system/cpu/online")
         .ok()
         .and_then(|t| super::collector::parse_cpu_list(t.trim()))
