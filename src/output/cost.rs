@@ -278,6 +278,7 @@ pub fn report_json(r: &CostReport) -> Value {
     for c in &r.categories {
         let mut m = per_cpu_json(&c.time);
         m.insert("samples".into(), json!(c.samples_period));
+        m.insert("label".into(), json!(c.label));
         categories.insert(c.name.into(), Value::Object(m));
     }
     let mut proc_stat = Map::new();
@@ -491,6 +492,7 @@ mod tests {
         );
         assert_eq!(v["entries"]["tx_syscall"]["spans"], json!(3));
         assert_eq!(v["net_rx_categories"]["gro"]["samples"], json!(25));
+        assert_eq!(v["net_rx_categories"]["gro"]["label"], json!("GRO"));
         assert_eq!(v["proc_stat_ns"]["user"], json!([250_000_000, 0]));
         assert_eq!(v["pids"][0]["system_ns"], json!(490_000_000));
         assert_eq!(v["pids"][0]["tx_syscall_ns"], json!(200_000_000));
