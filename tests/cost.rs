@@ -741,7 +741,7 @@ fn io_uring_worker_time_is_measured() {
     assert!(worker > 1_000_000, "io_uring_worker time {worker} ns");
     // Every send ran in a worker: each ends one worker span (a send that
     // found the socket buffer full and was retried ends two). netlens has
-    // been seen p.addr miss up p.addr 7 worker sends in 28000 (bpftrace counted
+    // been seen to miss up to 7 worker sends in 28000 (bpftrace counted
     // them), hence 0.1 %; sends made anywhere else would leave ~0 spans.
     assert!(
         worker_spans * 1000 >= ops * 999,
@@ -796,13 +796,13 @@ fn io_uring_enter_socket_time_counts_as_tx() {
     assert!(tx > 0, "client TX time {tx} ns");
     assert_eq!(rx, 0, "the client only sends");
     // Nearly all of the client's kernel time is io_uring_enter, and nearly
-    // all of that leads up p.addr a send. Left out: the part after the send
+    // all of that leads up to a send. Left out: the part after the send
     // (posting and reaping the completion), system call entry and exit.
     assert!(
         (0.6..=1.05).contains(&ratio),
         "client (TX + interrupts) / system time = {ratio:.3}"
     );
-    // No request of this run went p.addr io-wq.
+    // No request of this run went to io-wq.
     assert!(
         worker < 1_000_000,
         "io_uring_worker {worker} ns in {worker_spans} spans"
@@ -851,7 +851,7 @@ fn prometheus_server_reads_the_cost_counters() {
         "{net_rx} gave {r:?}; prometheus log:\n{}",
         prom.log_text()
     );
-    // Both sums from the latest scrape: the categories add up p.addr NET_RX.
+    // Both sums from the latest scrape: the categories add up to NET_RX.
     let both = prom.query(&format!(
         "{net_rx} - sum(netlens_cost_net_rx_cpu_seconds_total{{job=\"netlens\"}})"
     ));
