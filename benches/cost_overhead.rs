@@ -19,15 +19,15 @@
 mod common;
 mod support;
 
+use std::ffi::OsStr;
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use netlens::sys::procfs;
 use serde_json::{json, Value};
-use support::{median, on_cpu};
+use support::{median, on_cpu, QuietNetlens};
 
 const ROUNDS: usize = 9;
 const SECS: &str = "1.5";
@@ -35,8 +35,7 @@ const SECS: &str = "1.5";
 /// A `netlens cost -f F` run; its table goes to /dev/null, its JSON log
 /// to a file read at the end.
 struct CostTracer {
-    child: Child,
-    stderr_path: PathBuf,
+    netlens: QuietNetlens,
     log_path: PathBuf,
 }
 
@@ -44,54 +43,36 @@ impl CostTracer {
     fn start(frequency: &str, round: usize) -> CostTracer {
         let dir = std::env::temp_dir();
         let base = format!("netlens-bench-cost-{}-{round}", std::process::id());
-        let stderr_path = dir.join(format!("{base}.err"));
         let log_path = dir.join(format!("{base}.json"));
-        let stderr = fs::File::create(&stderr_path).expect("create stderr file");
-        let child = Command::new(env!("CARGO_BIN_EXE_netlens"))
-            .args(["cost", "-f", frequency, "-l"])
-            .arg(&log_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start netlens");
-        let t = CostTracer {
-            child,
-            stderr_path,
-            log_path,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !t.stderr().contains(NETLENS_READY) {
-            assert!(
-                Instant::now() < deadline,
-                "netlens not ready:\n{}",
-                t.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        t
-    }
-
-    fn stderr(&self) -> String {
-        fs::read_to_string(&self.stderr_path).unwrap_or_default()
+        let args = [
+            OsStr::new("cost"),
+            OsStr::new("-f"),
+            OsStr::new(frequency),
+            OsStr::new("-l"),
+            log_path.as_os_str(),
+        ];
+        let netlens = QuietNetlens::start(
+            env!("CARGO_BIN_EXE_netlens"),
+            &args,
+            dir.join(format!("{base}.err")),
+        );
+        CostTracer { netlens, log_path }
     }
 
     /// (user, system) CPU seconds of the netlens process so far.
     fn cpu_secs(&self) -> (f64, f64) {
-        let st = procfs::pid_stat(self.child.id()).expect("netlens /proc stat");
-        let tick = procfs::clock_ticks_per_sec() as f64;
-        (st.utime as f64 / tick, st.stime as f64 / tick)
+        self.netlens.cpu_secs()
     }
 
     /// Stops netlens; returns the last line of its log.
-    fn stop(mut self) -> Value {
-        // SAFETY: kill(2) on the PID of our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().expect("wait for netlens");
-        assert!(status.success(), "netlens failed: {}", self.stderr());
+    fn stop(self) -> Value {
+        let (status, stderr) = self.netlens.stop();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "netlens failed: {stderr}"
+        );
         let log = fs::read_to_string(&self.log_path).expect("netlens log");
         let _ = fs::remove_file(&self.log_path);
-        let _ = fs::remove_file(&self.stderr_path);
         serde_json::from_str(log.lines().last().expect("a log line")).expect("JSON log line")
     }
 }

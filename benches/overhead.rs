@@ -25,13 +25,12 @@ mod support;
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use netlens::sys::procfs;
 use serde_json::{json, Value};
-use support::{median, on_cpu};
+use support::{median, on_cpu, QuietNetlens};
 
 const ROUNDS: usize = 9;
 const SECS: &str = "1.5";
@@ -40,12 +39,8 @@ const SECS: &str = "1.5";
 const IDLE_PAIRS: [usize; 2] = [5_000, 10_000];
 const IDLE_MEASURE: Duration = Duration::from_secs(15);
 
-/// A `netlens conns` run whose output goes to files (parsing it here would
-/// cost CPU on the machine being measured).
-struct Tracer {
-    child: Child,
-    stderr_path: PathBuf,
-}
+/// A `netlens conns` run whose output goes to files.
+struct Tracer(QuietNetlens);
 
 impl Tracer {
     fn start(args: &[&str], tag: &str) -> Tracer {
@@ -53,48 +48,22 @@ impl Tracer {
     }
 
     fn start_bin(bin: &str, args: &[&str], tag: &str) -> Tracer {
-        let dir = std::env::temp_dir();
-        let stderr_path = dir.join(format!("netlens-bench-{tag}-{}.err", std::process::id()));
-        let stderr = fs::File::create(&stderr_path).expect("create stderr file");
-        let child = Command::new(bin)
-            .arg("conns")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start netlens");
-        let t = Tracer { child, stderr_path };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !t.stderr().contains(NETLENS_READY) {
-            assert!(
-                Instant::now() < deadline,
-                "netlens not ready:\n{}",
-                t.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        t
-    }
-
-    fn stderr(&self) -> String {
-        fs::read_to_string(&self.stderr_path).unwrap_or_default()
+        let stderr_path =
+            std::env::temp_dir().join(format!("netlens-bench-{tag}-{}.err", std::process::id()));
+        let mut full = vec!["conns"];
+        full.extend_from_slice(args);
+        Tracer(QuietNetlens::start(bin, &full, stderr_path))
     }
 
     /// user + system CPU seconds so far.
     fn cpu_secs(&self) -> f64 {
-        let st = procfs::pid_stat(self.child.id()).expect("netlens /proc/PID/stat");
-        (st.utime + st.stime) as f64 / procfs::clock_ticks_per_sec() as f64
+        let (user, system) = self.0.cpu_secs();
+        user + system
     }
 
     /// SIGTERM, wait, and return what it printed on stderr.
-    fn stop(mut self) -> String {
-        // SAFETY: kill() on the PID of our own child, which we have not reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-        let err = self.stderr();
-        let _ = fs::remove_file(&self.stderr_path);
-        err
+    fn stop(self) -> String {
+        self.0.stop().1
     }
 }
 

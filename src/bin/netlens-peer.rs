@@ -1230,6 +1230,27 @@ fn connect_cmd(a: &ConnectArgs, timeout: Duration) -> Result<u8> {
 // ---------------------------------------------------------------------------
 // bulk, rr, churn, hold
 
+/// Ends a sending client's run: adds the endpoints, finishes the
+/// connection (see finish_client) and emits `v` with what it read, the
+/// kernel's TCP_INFO and any error (`err` first). Returns the exit status:
+/// 4 on error, else 0.
+fn report_sender(mut v: Value, mut s: TcpStream, err: Option<String>) -> u8 {
+    endpoints_json(&mut v, &s);
+    let (info, read, ferr) = finish_client(&mut s);
+    drop(s);
+    v["bytes_read"] = json!(read);
+    v["tcp_info"] = info;
+    let status = match err.or(ferr) {
+        Some(e) => {
+            v["error"] = json!(e);
+            4
+        }
+        None => 0,
+    };
+    emit(&v);
+    status
+}
+
 /// Ends a client connection: shut down writing, drain until EOF (bounded by
 /// the read timeout), TCP_INFO. Returns (tcp_info, bytes read, error).
 fn finish_client(s: &mut TcpStream) -> (Value, u64, Option<String>) {
@@ -1271,25 +1292,14 @@ fn bulk(a: &BulkArgs, timeout: Duration) -> Result<u8> {
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    let mut v = json!({
+    let v = json!({
         "event": "bulk",
         "pid": getpid(),
         "bytes": bytes,
         "secs": secs,
         "bytes_per_sec": bytes as f64 / secs.max(1e-9),
     });
-    endpoints_json(&mut v, &s);
-    let (info, read, ferr) = finish_client(&mut s);
-    drop(s);
-    v["bytes_read"] = json!(read);
-    v["tcp_info"] = info;
-    if let Some(e) = err.or(ferr) {
-        v["error"] = json!(e);
-        emit(&v);
-        return Ok(4);
-    }
-    emit(&v);
-    Ok(0)
+    Ok(report_sender(v, s, err))
 }
 
 fn rr(a: &RrArgs, timeout: Duration) -> Result<u8> {
@@ -1437,7 +1447,7 @@ fn uring(a: &UringArgs, timeout: Duration) -> Result<u8> {
             "io_uring unavailable: no IORING_FEAT_EXT_ARG (Linux 5.11), needed to bound waits"
         );
     }
-    let mut s = match connect_or_report(a.to, timeout) {
+    let s = match connect_or_report(a.to, timeout) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
@@ -1471,7 +1481,7 @@ fn uring(a: &UringArgs, timeout: Duration) -> Result<u8> {
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    let mut v = json!({
+    let v = json!({
         "event": "uring",
         "pid": getpid(),
         "async": a.force_async,
@@ -1480,18 +1490,7 @@ fn uring(a: &UringArgs, timeout: Duration) -> Result<u8> {
         "ops": ops,
         "secs": secs,
     });
-    endpoints_json(&mut v, &s);
-    let (info, read, ferr) = finish_client(&mut s);
-    drop(s);
-    v["bytes_read"] = json!(read);
-    v["tcp_info"] = info;
-    if let Some(e) = err.or(ferr) {
-        v["error"] = json!(e);
-        emit(&v);
-        return Ok(4);
-    }
-    emit(&v);
-    Ok(0)
+    Ok(report_sender(v, s, err))
 }
 
 /// One IORING_OP_SEND of `len` bytes on `fd`, waited for: each request

@@ -419,14 +419,14 @@ fn symbol_address(kallsyms: &str, name: &str) -> Option<u64> {
 }
 
 /// The CPUs in /sys/devices/system/cpu/online ("0-3,5").
-fn online_cpus() -> Result<Vec<u32>> {
+pub fn online_cpus() -> Result<Vec<u32>> {
     let text = std::fs::read_to_string("/sys/devices/system/cpu/online")
         .context("reading /sys/devices/system/cpu/online")?;
     parse_cpu_list(text.trim())
         .with_context(|| format!("unexpected /sys/devices/system/cpu/online: {text:?}"))
 }
 
-pub fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
+fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
     let mut cpus = Vec::new();
     for part in text.split(',').filter(|p| !p.is_empty()) {
         match part.split_once('-') {

@@ -247,10 +247,7 @@ pub fn run(
 
 /// Columns: the online CPUs (the sampler runs on the same ones).
 fn online_columns() -> Vec<u32> {
-    std::fs::read_to_string("/sys/devices/system/cpu/online")
-        .ok()
-        .and_then(|t| super::collector::parse_cpu_list(t.trim()))
-        .unwrap_or_else(|| (0..num_cpus_fallback()).collect())
+    super::collector::online_cpus().unwrap_or_else(|_| (0..num_cpus_fallback()).collect())
 }
 
 fn num_cpus_fallback() -> u32 {
