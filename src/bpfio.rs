@@ -5,8 +5,58 @@
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use libbpf_rs::{libbpf_sys, RingBuffer};
+use anyhow::{bail, Context, Result};
+use libbpf_rs::{libbpf_sys, OpenObject, RingBuffer};
+
+use crate::sys::check::Tracepoint;
+use crate::sys::kernel::Probe;
+
+/// A program that is not attached, and what is missing because of it.
+#[derive(Debug)]
+pub struct AttachFailure {
+    pub program: &'static str,
+    pub what_is_lost: &'static str,
+    pub error: String,
+}
+
+/// Turns off loading of every program in `table` whose tracepoint the
+/// kernel lacks, before load: libbpf would otherwise fail the whole object
+/// on it (a missing tp_btf type fails the load, not the attach). Returns
+/// those programs as failures, with what is lost. A missing required one
+/// is an error; `role` names the command in it. Programs whose tracepoint
+/// the probe cannot tell about are left to load and attach as usual.
+pub fn skip_missing_tracepoints(
+    object: &mut OpenObject,
+    table: &[Tracepoint],
+    probe: &Probe,
+    role: &str,
+) -> Result<Vec<AttachFailure>> {
+    let mut skipped = Vec::new();
+    for tp in table {
+        if probe.has_tracepoint(tp.hook, tp.category, tp.name) != Some(false) {
+            continue;
+        }
+        if tp.required {
+            bail!(
+                "this kernel has no tracepoint {}:{}, which {role} needs: {}; run `netlens check`",
+                tp.category,
+                tp.name,
+                tp.without
+            );
+        }
+        let mut prog = object
+            .progs_mut()
+            .find(|p| p.name() == tp.program)
+            .with_context(|| format!("program {} missing from the BPF object", tp.program))?;
+        prog.set_autoload(false);
+        skipped.push(AttachFailure {
+            program: tp.program,
+            what_is_lost: tp.without,
+            error: format!("the kernel has no tracepoint {}:{}", tp.category, tp.name),
+        });
+    }
+    Ok(skipped)
+}
 
 /// Reads a plain-old-data record from the start of `bytes`.
 ///

@@ -616,29 +616,9 @@ fn build_sink(args: &ConnsArgs) -> Result<Box<dyn Sink + Send>> {
 fn check_cmd() -> Result<(), Failure> {
     let version = kernel::running()?;
     let eff = caps::effective()?;
-    let tracefs = kernel::tracefs_root().ok();
-    let exists = |cat: &str, name: &str| {
-        tracefs
-            .as_deref()
-            .is_some_and(|root| kernel::tracepoint_exists(root, cat, name))
-    };
-    let mut features = check::report(version, kernel::has_btf(), eff, &exists);
-    // Without privileges tracefs cannot be listed: say so instead of
-    // reporting every tracepoint as missing.
-    let listable = tracefs
-        .as_deref()
-        .is_some_and(|root| std::fs::read_dir(root.join("events")).is_ok());
-    if !listable {
-        for f in features
-            .iter_mut()
-            .filter(|f| f.name.starts_with("tracepoint "))
-        {
-            f.available = false;
-            f.required = false;
-            f.required_by_cost = false;
-            f.detail = "not checked: tracefs cannot be read without privileges".into();
-        }
-    }
+    let probe = kernel::Probe::new();
+    let offered = |tp: &check::Tracepoint| probe.has_tracepoint(tp.hook, tp.category, tp.name);
+    let features = check::report(version, kernel::has_btf(), eff, &offered);
     print!("{}", check::format_report(&features));
     let missing = caps::missing_for_tracing(eff, version);
     if !missing.is_empty() {

@@ -115,18 +115,23 @@ static __always_inline void copy_in6(__u8 *dst, const struct in6_addr *a)
 	__builtin_memcpy(dst, w, 16);
 }
 
-/* What bpf_skc_to_tcp_sock() returns, without the helper call: the same
- * test (a full socket of protocol TCP), then bpf_core_cast(), which the
- * verifier turns into a register move. Loads through the result are plain
- * (fault-safe) loads, like loads through any BTF pointer in a tracing
- * program; a C cast would not do, the verifier would still see a sock. */
+/* What bpf_skc_to_tcp_sock() returns, without the helper call where the
+ * kernel allows: the same test (a full socket of protocol TCP), then
+ * bpf_core_cast(), which the verifier turns into a register move. Loads
+ * through the result are plain (fault-safe) loads, like loads through any
+ * BTF pointer in a tracing program; a C cast would not do, the verifier
+ * would still see a sock. bpf_core_cast() needs the bpf_rdonly_cast kfunc
+ * (Linux 6.2); before it, libbpf leaves the kfunc unresolved, the branch
+ * is dead for the verifier, and the helper (Linux 5.9) does the cast. */
 static __always_inline struct tcp_sock *as_tcp_sock(const struct sock *sk)
 {
 	int state = sk->__sk_common.skc_state;
 
 	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV || sk->sk_protocol != IPPROTO_TCP)
 		return NULL;
-	return bpf_core_cast(sk, struct tcp_sock);
+	if (bpf_ksym_exists(bpf_rdonly_cast))
+		return bpf_core_cast(sk, struct tcp_sock);
+	return bpf_skc_to_tcp_sock((void *)sk);
 }
 
 /* Addresses, ports, family and netns of a socket. Through a tcp_sock
@@ -458,51 +463,71 @@ static __always_inline void on_established(const struct sock *sk, int oldstate)
 		count_loss(LOSS_MAP_FULL);
 }
 
+/* Every ring buffer record reserved below is tested for NULL exactly once,
+ * and used only on the non-NULL side of that test: the 6.1 verifier does
+ * not know that a record is non-NULL after the test, so a second test of
+ * the same pointer makes it explore a NULL path that still holds the
+ * reference, and it rejects the program ("Unreleased reference"). The slot
+ * is emptied before the events are submitted: a reader that has seen the
+ * close (or the failure) never finds the connection live afterwards. */
 static __always_inline void on_close(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
 	__u32 idx;
 	struct conn_value *v = slot_of(key, &idx);
-	struct conn_event *accept_ev = NULL, *close_ev;
+	struct conn_event *accept_ev, *close_ev;
 	struct tcp_sock *tp;
-	__u64 now, failed_id = 0;
+	__u64 now;
 
 	if (!v)
 		return;
 	tp = as_tcp_sock(sk);
 	now = bpf_ktime_get_boot_ns();
-	/* Events are reserved and filled straight from the slot, then the
-	 * slot is emptied and freed, then the events are submitted: a reader
-	 * that has seen the close (or the failure) never finds the connection
-	 * live afterwards. */
 	if (!(v->flags & CONN_ESTABLISHED)) {
 		if (tp)
 			read_tuple(tp, v);
 		v->start_ns = now;
+		close_ev = event_start(key, EV_CONNECT_FAILED, sk->sk_err, now);
+		if (!close_ev) {
+			untrack(key, v, idx);
+			return;
+		}
+		__builtin_memcpy(&close_ev->conn, v, sizeof(*v));
 		/* In the event only: the slot of a connection that is not
 		 * established keeps id 0 until it is emptied. */
-		failed_id = __sync_fetch_and_add(&next_id, 1);
-		close_ev = event_start(key, EV_CONNECT_FAILED, sk->sk_err, now);
-	} else {
-		if (tp)
-			read_counters(tp, v);
-		/* Never accepted: pid 0 says so. */
-		if ((v->flags & (CONN_PASSIVE | CONN_OWNED)) == CONN_PASSIVE)
-			accept_ev = event_start(key, EV_ACCEPT, 0, now);
-		close_ev = event_start(key, EV_CLOSE, 0, now);
-	}
-	if (accept_ev)
-		__builtin_memcpy(&accept_ev->conn, v, sizeof(*v));
-	if (close_ev) {
-		__builtin_memcpy(&close_ev->conn, v, sizeof(*v));
-		if (failed_id)
-			close_ev->conn.id = failed_id;
-	}
-	untrack(key, v, idx);
-	if (accept_ev)
-		event_submit(accept_ev);
-	if (close_ev)
+		close_ev->conn.id = __sync_fetch_and_add(&next_id, 1);
+		untrack(key, v, idx);
 		event_submit(close_ev);
+		return;
+	}
+	if (tp)
+		read_counters(tp, v);
+	/* Never accepted: an accept event with pid 0 says so, before the close. */
+	if ((v->flags & (CONN_PASSIVE | CONN_OWNED)) == CONN_PASSIVE) {
+		accept_ev = event_start(key, EV_ACCEPT, 0, now);
+		if (accept_ev) {
+			__builtin_memcpy(&accept_ev->conn, v, sizeof(*v));
+			close_ev = event_start(key, EV_CLOSE, 0, now);
+			if (!close_ev) {
+				untrack(key, v, idx);
+				event_submit(accept_ev);
+				return;
+			}
+			__builtin_memcpy(&close_ev->conn, v, sizeof(*v));
+			untrack(key, v, idx);
+			event_submit(accept_ev);
+			event_submit(close_ev);
+			return;
+		}
+	}
+	close_ev = event_start(key, EV_CLOSE, 0, now);
+	if (!close_ev) {
+		untrack(key, v, idx);
+		return;
+	}
+	__builtin_memcpy(&close_ev->conn, v, sizeof(*v));
+	untrack(key, v, idx);
+	event_submit(close_ev);
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -614,10 +639,9 @@ static __always_inline void on_accept_exit(long ret)
 		return;
 	/* Plain loads through BTF pointers where the verifier types them:
 	 * task->files->fdt. fdt->fd is a pointer to pointers (a scalar to the
-	 * verifier), so the file pointer needs one probe read; file and
-	 * socket are then reached through bpf_core_cast() (bpf_rdonly_cast,
-	 * which the verifier turns into a register move; loads through it
-	 * are fault-safe like probe reads). */
+	 * verifier), so the file pointer needs one probe read, and so do the
+	 * file's socket and the socket's sock (CO-RE probe reads: this runs
+	 * once per accept, and needs no kfunc, unlike bpf_core_cast()). */
 	task = bpf_get_current_task_btf();
 	fdt = task->files->fdt;
 	if ((unsigned long)ret >= fdt->max_fds)
@@ -625,10 +649,10 @@ static __always_inline void on_accept_exit(long ret)
 	bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[ret]);
 	if (!file)
 		return;
-	sock = bpf_core_cast(file, struct file)->private_data;
+	sock = BPF_CORE_READ(file, private_data);
 	if (!sock)
 		return;
-	sk = bpf_core_cast(sock, struct socket)->sk;
+	sk = BPF_CORE_READ(sock, sk);
 	key = (__u64)sk;
 	v = slot_of(key, &idx);
 	if (!v || (v->flags & CONN_OWNED) || !(v->flags & CONN_PASSIVE))

@@ -50,6 +50,15 @@ struct cpu_state {
 	/* the current task has a span being timed (task_acct.mode is not
 	 * MODE_NONE): lets the hot paths skip the task storage lookup */
 	__u32 tracked;
+	/* PREEMPT_RT runs softirqs in task context, where they can be
+	 * preempted: the task that entered the running softirq, the softirq
+	 * time of its earlier stints, and whether it is switched out now (then
+	 * the softirq is paused, and what runs meanwhile is not in it). Only
+	 * one task per CPU can be inside a softirq there (the per-CPU BH lock).
+	 * Without PREEMPT_RT a softirq never sees a context switch. */
+	__u32 softirq_paused;
+	__u64 softirq_task;
+	__u64 softirq_done_ns;
 };
 
 struct {
@@ -144,6 +153,12 @@ static __always_inline struct cpu_state *cpu_state(void)
 {
 	__u32 zero = 0;
 	return bpf_map_lookup_elem(&cpu_states, &zero);
+}
+
+/* A softirq is running on this CPU right now (entered and not paused). */
+static __always_inline bool in_softirq(const struct cpu_state *cs)
+{
+	return cs->softirq && !cs->softirq_paused;
 }
 
 static __always_inline void charge(__u32 entry, __u64 ns, bool span_end)
@@ -333,6 +348,16 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 	if (!cs)
 		return 0;
 	now = bpf_ktime_get_ns();
+	/* PREEMPT_RT: the task running a softirq is switched out. What ran of
+	 * the softirq so far is interrupt time, taken out of the task's stint
+	 * (charged just below) like a softirq that has ended. */
+	if (cs->softirq && !cs->softirq_paused && cs->softirq_task == (__u64)prev) {
+		__u64 ran = now - cs->softirq_start;
+
+		cs->softirq_done_ns += ran;
+		cs->intr_ns += ran;
+		cs->softirq_paused = 1;
+	}
 	t = cs->tracked ? bpf_task_storage_get(&task_accts, prev, 0, 0) : NULL;
 	if (t) {
 		if (t->mode == MODE_SPAN)
@@ -349,6 +374,11 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 	cs->tracked = t && t->mode != MODE_NONE;
 	if (cs->tracked)
 		start_stint(t, cs, now);
+	/* ... and switched back in: the softirq goes on from here. */
+	if (cs->softirq_paused && cs->softirq_task == (__u64)next) {
+		cs->softirq_start = now;
+		cs->softirq_paused = 0;
+	}
 	return 0;
 }
 
@@ -361,7 +391,7 @@ static __always_inline void socket_op_done(bool tx)
 	__u64 now;
 
 	/* kernel sockets used from softirq context are not the task's */
-	if (!cs || !cs->tracked || cs->softirq || cs->irq)
+	if (!cs || !cs->tracked || in_softirq(cs) || cs->irq)
 		return;
 	t = bpf_task_storage_get(&task_accts, bpf_get_current_task_btf(), 0, 0);
 	if (!t || t->mode != MODE_SEGMENT)
@@ -399,7 +429,7 @@ int BPF_PROG(on_io_uring_complete, void *ring, void *req, void *cqe)
 	struct cpu_state *cs = cpu_state();
 	struct task_acct *t;
 
-	if (!cs || !cs->tracked || cs->softirq || cs->irq)
+	if (!cs || !cs->tracked || in_softirq(cs) || cs->irq)
 		return 0;
 	t = bpf_task_storage_get(&task_accts, bpf_get_current_task_btf(), 0, 0);
 	if (!t || t->mode != MODE_SEGMENT)
@@ -417,6 +447,9 @@ int BPF_PROG(on_softirq_entry, unsigned int vec)
 	if (!cs)
 		return 0;
 	cs->softirq_irq_ns = 0;
+	cs->softirq_done_ns = 0;
+	cs->softirq_paused = 0;
+	cs->softirq_task = (__u64)bpf_get_current_task_btf();
 	cs->softirq_start = bpf_ktime_get_ns();
 	cs->softirq = vec + 1;
 	return 0;
@@ -429,10 +462,14 @@ int BPF_PROG(on_softirq_exit, unsigned int vec)
 	__u64 wall, busy;
 	__u32 entry;
 
+	__u64 ran;
+
 	/* entered before the programs were attached */
-	if (!cs || cs->softirq != vec + 1)
+	if (!cs || cs->softirq != vec + 1 || cs->softirq_paused)
 		return 0;
-	wall = bpf_ktime_get_ns() - cs->softirq_start;
+	/* this stint, then the earlier ones (PREEMPT_RT), already in intr_ns */
+	ran = bpf_ktime_get_ns() - cs->softirq_start;
+	wall = cs->softirq_done_ns + ran;
 	busy = wall > cs->softirq_irq_ns ? wall - cs->softirq_irq_ns : 0;
 	if (vec == NET_RX_SOFTIRQ)
 		entry = COST_NET_RX_SOFTIRQ;
@@ -442,7 +479,7 @@ int BPF_PROG(on_softirq_exit, unsigned int vec)
 		entry = COST_OTHER_SOFTIRQ;
 	charge(entry, busy, true);
 	charge_interrupted(wall);
-	cs->intr_ns += wall;
+	cs->intr_ns += ran;
 	/* last: an IRQ arriving before this line is still counted as inside
 	 * the softirq, whose time already went to intr_ns */
 	cs->softirq = 0;
@@ -474,7 +511,7 @@ int BPF_PROG(on_irq_exit, int irq, struct irqaction *action, int ret)
 	wall = bpf_ktime_get_ns() - cs->irq_start;
 	is_net = bpf_map_lookup_elem(&net_irqs, &key);
 	charge(is_net && *is_net ? COST_NET_IRQ : COST_OTHER_IRQ, wall, true);
-	if (cs->softirq) {
+	if (in_softirq(cs)) {
 		cs->softirq_irq_ns += wall;
 	} else {
 		charge_interrupted(wall);
@@ -495,7 +532,7 @@ static __always_inline void take_sample(void *ctx)
 	if (!cs || !c)
 		return;
 	c->samples++;
-	if (cs->softirq != NET_RX_SOFTIRQ + 1)
+	if (cs->softirq != NET_RX_SOFTIRQ + 1 || cs->softirq_paused)
 		return;
 	c->net_rx_samples++;
 	s = bpf_ringbuf_reserve(&samples, sizeof(*s), 0);

@@ -21,9 +21,11 @@ use super::decode::{
     read_record, CONN_ESTABLISHED, LOSS_EVENTS, LOSS_MAP_FULL, LOSS_MAX, LOSS_SEED_MAP_FULL,
 };
 use super::skel::{types, ConnsSkel, ConnsSkelBuilder};
-use crate::bpfio::prog_stats;
+pub use crate::bpfio::AttachFailure;
+use crate::bpfio::{prog_stats, skip_missing_tracepoints};
 use crate::model::Losses;
 use crate::sys::check;
+use crate::sys::kernel::Probe;
 
 /// Size of the event ring buffer. At the ~20,000 connections/s this machine
 /// sustains, 4 events of 160 bytes per connection fill 16 MiB in 1.3 s, far
@@ -40,13 +42,6 @@ pub struct Config {
     pub filter_loopback: bool,
 }
 
-/// A program that could not be attached, and why.
-#[derive(Debug)]
-pub struct AttachFailure {
-    pub program: &'static str,
-    pub what_is_lost: &'static str,
-    pub error: String,
-}
 
 pub struct Collector {
     skel: ConnsSkel<'static>,
@@ -179,11 +174,20 @@ impl Collector {
             .context("setting the ring buffer size")?;
         // The iterator is attached per network namespace when seeding.
         open.progs.seed_tcp.set_autoattach(false);
+        let mut attach_failures = skip_missing_tracepoints(
+            open.open_object_mut(),
+            &check::TRACEPOINTS,
+            &Probe::new(),
+            "netlens conns",
+        )?;
         let mut skel = open.load().map_err(|e| load_error(&e))?;
 
+        let skipped: Vec<&str> = attach_failures.iter().map(|f| f.program).collect();
         let mut links = Vec::new();
-        let mut attach_failures = Vec::new();
-        for tp in &check::TRACEPOINTS {
+        for tp in check::TRACEPOINTS
+            .iter()
+            .filter(|tp| !skipped.contains(&tp.program))
+        {
             let name = tp.program;
             let prog = skel
                 .object_mut()

@@ -15,9 +15,11 @@ use libbpf_rs::{libbpf_sys, Link, MapCore, MapFlags, OpenObject, RingBuffer, Rin
 
 use super::skel::{types, CostSkel, CostSkelBuilder};
 pub use crate::bpfio::ProgStats;
-use crate::bpfio::{prog_stats, read_record};
+pub use crate::bpfio::AttachFailure;
+use crate::bpfio::{prog_stats, read_record, skip_missing_tracepoints};
 use crate::model::cost::Sampler;
 use crate::sys::check;
+use crate::sys::kernel::Probe;
 
 /// Per-CPU totals as the BPF side keeps them (cumulative since load).
 pub type RawCpuCost = types::cpu_cost;
@@ -33,13 +35,6 @@ pub struct Config {
     pub pids: Vec<u32>,
 }
 
-/// A program that could not be attached, and what is missing because of it.
-#[derive(Debug)]
-pub struct AttachFailure {
-    pub program: &'static str,
-    pub what_is_lost: &'static str,
-    pub error: String,
-}
 
 /// One sampled NET_RX stack: CPU and kernel instruction addresses, leaf first.
 pub struct Sample<'a> {
@@ -116,6 +111,12 @@ impl Collector {
         if cfg.sampler == Sampler::Tick {
             rodata.tick_handler = tick_handler_address()?;
         }
+        let mut attach_failures = skip_missing_tracepoints(
+            open.open_object_mut(),
+            &check::COST_TRACEPOINTS,
+            &Probe::new(),
+            "netlens cost",
+        )?;
         let mut skel = open.load().map_err(|e| load_error(&e))?;
 
         for pid in &cfg.pids {
@@ -126,14 +127,14 @@ impl Collector {
                 .context("registering a -u process")?;
         }
 
+        let skipped: Vec<&str> = attach_failures.iter().map(|f| f.program).collect();
         let mut links = Vec::new();
-        let mut attach_failures = Vec::new();
         // The sampling program (on_sample) is attached per CPU below; the
         // io_uring programs once io_uring is seen (attach_io_uring_hooks).
-        for tp in check::COST_TRACEPOINTS
-            .iter()
-            .filter(|tp| !IO_URING_PROGRAMS.contains(&tp.program))
-        {
+        for tp in check::COST_TRACEPOINTS.iter().filter(|tp| {
+            !IO_URING_PROGRAMS.contains(&tp.program)
+                && !skipped.contains(&tp.program)
+        }) {
             let name = tp.program;
             let prog = skel
                 .object_mut()
@@ -245,10 +246,11 @@ impl Collector {
         if unsafe { std::ptr::read_volatile(&raw const bss.io_uring_seen) } == 0 {
             return Ok(false);
         }
-        for tp in check::COST_TRACEPOINTS
-            .iter()
-            .filter(|tp| IO_URING_PROGRAMS.contains(&tp.program))
-        {
+        let skipped: Vec<&str> = self.attach_failures.iter().map(|f| f.program).collect();
+        for tp in check::COST_TRACEPOINTS.iter().filter(|tp| {
+            IO_URING_PROGRAMS.contains(&tp.program)
+                && !skipped.contains(&tp.program)
+        }) {
             let prog = self
                 .skel
                 .object_mut()

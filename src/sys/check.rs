@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::caps;
-use super::kernel::{KernelVersion, VMLINUX_BTF};
+use super::kernel::{Hook, KernelVersion, VMLINUX_BTF};
 
 /// One line of the check report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,8 +39,10 @@ const COST_KERNEL_NEEDS: [(u32, u32, &str); 2] = [
 pub struct Tracepoint {
     pub category: &'static str,
     pub name: &'static str,
-    /// The program in src/bpf/conns.bpf.c.
+    /// The program in src/bpf/conns.bpf.c (or cost.bpf.c).
     pub program: &'static str,
+    /// How the program attaches (its section in the .bpf.c file).
+    pub hook: Hook,
     pub required: bool,
     /// What it gives when present.
     pub gives: &'static str,
@@ -53,6 +55,7 @@ pub const TRACEPOINTS: [Tracepoint; 7] = [
         category: "sock",
         name: "inet_sock_set_state",
         program: "on_set_state",
+        hook: Hook::TpBtf,
         required: true,
         gives: "connection open, state changes and close",
         without: "connections cannot be tracked at all",
@@ -61,6 +64,7 @@ pub const TRACEPOINTS: [Tracepoint; 7] = [
         category: "sock",
         name: "sock_send_length",
         program: "on_send_length",
+        hook: Hook::TpBtf,
         required: false,
         gives: "refresh on every send",
         without: "sent counters refresh only on received segments",
@@ -69,6 +73,7 @@ pub const TRACEPOINTS: [Tracepoint; 7] = [
         category: "sock",
         name: "sock_recv_length",
         program: "on_recv_length",
+        hook: Hook::TpBtf,
         required: false,
         gives: "refresh on every receive call",
         without: "received counters refresh only when segments arrive, \
@@ -78,6 +83,7 @@ pub const TRACEPOINTS: [Tracepoint; 7] = [
         category: "tcp",
         name: "tcp_probe",
         program: "on_tcp_probe",
+        hook: Hook::TpBtf,
         required: false,
         gives: "refresh on every received segment (RTT, counters)",
         without: "RTT and counters refresh only on send/receive calls and state changes",
@@ -86,6 +92,7 @@ pub const TRACEPOINTS: [Tracepoint; 7] = [
         category: "tcp",
         name: "tcp_retransmit_skb",
         program: "on_retransmit",
+        hook: Hook::TpBtf,
         required: false,
         gives: "retransmissions as they happen",
         without: "retransmissions show up only at the next refresh of the connection",
@@ -94,6 +101,7 @@ pub const TRACEPOINTS: [Tracepoint; 7] = [
         category: "syscalls",
         name: "sys_exit_accept",
         program: "on_accept_exit_tp",
+        hook: Hook::Tracefs,
         required: false,
         gives: "owner of inbound connections accepted with accept()",
         without: "inbound connections accepted with accept() get their owner \
@@ -103,6 +111,7 @@ pub const TRACEPOINTS: [Tracepoint; 7] = [
         category: "syscalls",
         name: "sys_exit_accept4",
         program: "on_accept4_exit",
+        hook: Hook::Tracefs,
         required: false,
         gives: "owner of inbound connections accepted with accept4()",
         without: "inbound connections accepted with accept4() get their owner \
@@ -117,6 +126,7 @@ pub const COST_TRACEPOINTS: [Tracepoint; 10] = [
         category: "raw_syscalls",
         name: "sys_enter",
         program: "on_sys_enter",
+        hook: Hook::TpBtf,
         required: true,
         gives: "start of TX/RX system calls",
         without: "no system call time",
@@ -125,6 +135,7 @@ pub const COST_TRACEPOINTS: [Tracepoint; 10] = [
         category: "raw_syscalls",
         name: "sys_exit",
         program: "on_sys_exit",
+        hook: Hook::TpBtf,
         required: true,
         gives: "end of TX/RX system calls",
         without: "no system call time",
@@ -133,6 +144,7 @@ pub const COST_TRACEPOINTS: [Tracepoint; 10] = [
         category: "sched",
         name: "sched_switch",
         program: "on_sched_switch",
+        hook: Hook::TpBtf,
         required: true,
         gives: "pausing spans across context switches; NAPI thread time",
         without: "time off the CPU would be counted",
@@ -141,6 +153,7 @@ pub const COST_TRACEPOINTS: [Tracepoint; 10] = [
         category: "irq",
         name: "softirq_entry",
         program: "on_softirq_entry",
+        hook: Hook::TpBtf,
         required: true,
         gives: "start of NET_TX/NET_RX softirqs",
         without: "no softirq time",
@@ -149,6 +162,7 @@ pub const COST_TRACEPOINTS: [Tracepoint; 10] = [
         category: "irq",
         name: "softirq_exit",
         program: "on_softirq_exit",
+        hook: Hook::TpBtf,
         required: true,
         gives: "end of NET_TX/NET_RX softirqs",
         without: "no softirq time",
@@ -157,6 +171,7 @@ pub const COST_TRACEPOINTS: [Tracepoint; 10] = [
         category: "irq",
         name: "irq_handler_entry",
         program: "on_irq_entry",
+        hook: Hook::TpBtf,
         required: true,
         gives: "start of hard IRQ handlers",
         without: "no hard IRQ time, and it would be counted in what it interrupted",
@@ -165,6 +180,7 @@ pub const COST_TRACEPOINTS: [Tracepoint; 10] = [
         category: "irq",
         name: "irq_handler_exit",
         program: "on_irq_exit",
+        hook: Hook::TpBtf,
         required: true,
         gives: "end of hard IRQ handlers",
         without: "no hard IRQ time, and it would be counted in what it interrupted",
@@ -173,6 +189,7 @@ pub const COST_TRACEPOINTS: [Tracepoint; 10] = [
         category: "sock",
         name: "sock_send_length",
         program: "cost_sock_send",
+        hook: Hook::TpBtf,
         required: false,
         gives: "io_uring socket sends",
         without: "no io_uring worker or io_uring_enter time for socket sends",
@@ -181,6 +198,7 @@ pub const COST_TRACEPOINTS: [Tracepoint; 10] = [
         category: "sock",
         name: "sock_recv_length",
         program: "cost_sock_recv",
+        hook: Hook::TpBtf,
         required: false,
         gives: "io_uring socket receives",
         without: "no io_uring worker or io_uring_enter time for socket receives",
@@ -189,6 +207,7 @@ pub const COST_TRACEPOINTS: [Tracepoint; 10] = [
         category: "io_uring",
         name: "io_uring_complete",
         program: "on_io_uring_complete",
+        hook: Hook::TpBtf,
         required: false,
         gives: "io_uring request boundaries",
         without: "time of non-socket io_uring requests may be charged to the next socket one",
@@ -274,39 +293,60 @@ fn caps_feature(kernel: KernelVersion, caps_eff: u64) -> Feature {
     }
 }
 
-/// What the host offers `netlens conns`: kernel version, BTF, the
-/// capabilities in `caps_eff` (an effective capability mask), and each
-/// tracepoint as answered by `tracepoints(category, name)`.
+/// A tracepoint's line: `offered` is what the kernel probe said (None:
+/// this process could not tell, which needs privileges for tracefs).
+fn tracepoint_feature(tp: &Tracepoint, offered: Option<bool>, cost: bool) -> Feature {
+    let name = format!("tracepoint {}/{}", tp.category, tp.name);
+    let prefix = if cost { "cost: " } else { "" };
+    let Some(available) = offered else {
+        return Feature {
+            name,
+            available: false,
+            required: false,
+            required_by_cost: false,
+            detail: "not checked: tracefs cannot be read without privileges".into(),
+        };
+    };
+    Feature {
+        name,
+        available,
+        required: tp.required && !cost,
+        required_by_cost: tp.required && cost,
+        detail: if available {
+            format!("{prefix}{}", tp.gives)
+        } else {
+            format!("missing: {prefix}{}", tp.without)
+        },
+    }
+}
+
+/// What the host offers `netlens conns` and `netlens cost`: kernel version,
+/// BTF, the capabilities in `caps_eff` (an effective capability mask), and
+/// each tracepoint as answered by `offered` (the kernel probe).
 pub fn report(
     kernel: KernelVersion,
     btf: bool,
     caps_eff: u64,
-    tracepoints: &dyn Fn(&str, &str) -> bool,
+    offered: &dyn Fn(&Tracepoint) -> Option<bool>,
 ) -> Vec<Feature> {
     let mut features = vec![
         kernel_feature(kernel),
         btf_feature(btf),
         caps_feature(kernel, caps_eff),
     ];
-    features.extend(TRACEPOINTS.iter().map(|tp| {
-        let available = tracepoints(tp.category, tp.name);
-        Feature {
-            name: format!("tracepoint {}/{}", tp.category, tp.name),
-            available,
-            required: tp.required,
-            required_by_cost: false,
-            detail: if available {
-                tp.gives.to_owned()
-            } else {
-                format!("missing: {}", tp.without)
-            },
-        }
-    }));
+    features.extend(
+        TRACEPOINTS
+            .iter()
+            .map(|tp| tracepoint_feature(tp, offered(tp), false)),
+    );
     features.push(cost_kernel_feature(kernel));
     for tp in &COST_TRACEPOINTS {
         let name = format!("tracepoint {}/{}", tp.category, tp.name);
         // Shared with conns: one line telling both.
         if let Some(f) = features.iter_mut().find(|f| f.name == name) {
+            if f.detail.starts_with("not checked") {
+                continue;
+            }
             f.required_by_cost |= tp.required;
             let _ = write!(
                 f.detail,
@@ -315,18 +355,7 @@ pub fn report(
             );
             continue;
         }
-        let available = tracepoints(tp.category, tp.name);
-        features.push(Feature {
-            name,
-            available,
-            required: false,
-            required_by_cost: tp.required,
-            detail: if available {
-                format!("cost: {}", tp.gives)
-            } else {
-                format!("missing: cost: {}", tp.without)
-            },
-        });
+        features.push(tracepoint_feature(tp, offered(tp), true));
     }
     features
 }
@@ -388,8 +417,8 @@ mod tests {
     const NEW: KernelVersion = KernelVersion::new(6, 18, 44);
     const ALL_CAPS: u64 = u64::MAX;
 
-    fn all_tracepoints(_: &str, _: &str) -> bool {
-        true
+    fn all_tracepoints(_: &Tracepoint) -> Option<bool> {
+        Some(true)
     }
 
     fn find<'a>(features: &'a [Feature], name: &str) -> &'a Feature {
@@ -471,7 +500,7 @@ mod tests {
 
     #[test]
     fn optional_tracepoints_only_warn() {
-        let no_send = |cat: &str, name: &str| !(cat == "sock" && name == "sock_send_length");
+        let no_send = |tp: &Tracepoint| Some(!(tp.category == "sock" && tp.name == "sock_send_length"));
         let features = report(NEW, true, ALL_CAPS, &no_send);
         let tp = find(&features, "tracepoint sock/sock_send_length");
         assert!(!tp.available && !tp.required);
@@ -490,7 +519,7 @@ mod tests {
 
     #[test]
     fn inet_sock_set_state_is_required() {
-        let none = |_: &str, _: &str| false;
+        let none = |_: &Tracepoint| Some(false);
         let features = report(NEW, true, ALL_CAPS, &none);
         assert!(!conns_can_run(&features));
         let tp = find(&features, "tracepoint sock/inet_sock_set_state");
@@ -505,9 +534,9 @@ mod tests {
     #[test]
     fn asks_for_exactly_the_listed_tracepoints() {
         let asked = std::cell::RefCell::new(Vec::new());
-        let record = |cat: &str, name: &str| {
-            asked.borrow_mut().push(format!("{cat}/{name}"));
-            true
+        let record = |tp: &Tracepoint| {
+            asked.borrow_mut().push(format!("{}/{}", tp.category, tp.name));
+            Some(true)
         };
         report(NEW, true, ALL_CAPS, &record);
         assert_eq!(
@@ -534,11 +563,11 @@ mod tests {
 
     #[test]
     fn cost_needs_its_kernel_and_tracepoints_but_not_conns_ones() {
-        let no_conns_tp = |cat: &str, _: &str| cat != "sock" && cat != "tcp";
+        let no_conns_tp = |tp: &Tracepoint| Some(tp.category != "sock" && tp.category != "tcp");
         let features = report(NEW, true, ALL_CAPS, &no_conns_tp);
         assert!(!conns_can_run(&features));
         assert!(cost_can_run(&features));
-        let no_sched = |cat: &str, _: &str| cat != "sched";
+        let no_sched = |tp: &Tracepoint| Some(tp.category != "sched");
         let features = report(NEW, true, ALL_CAPS, &no_sched);
         assert!(conns_can_run(&features));
         assert!(!cost_can_run(&features));

@@ -142,6 +142,75 @@ pub fn tracepoint_exists(root: &Path, category: &str, name: &str) -> bool {
     root.join("events").join(category).join(name).is_dir()
 }
 
+/// How a BPF program reaches its tracepoint, which decides how to tell
+/// whether the kernel has it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// `tp_btf/NAME`: libbpf attaches through the kernel BTF type
+    /// `btf_trace_NAME`, so the tracepoint exists for BPF when that type does.
+    TpBtf,
+    /// `tracepoint/CATEGORY/NAME`: attached through its tracefs id.
+    Tracefs,
+}
+
+/// What the running kernel offers netlens's programs, looked up once: its
+/// BTF (readable without privileges) and tracefs (usually root only).
+/// `netlens check` and both collectors ask the same probe, so what `check`
+/// announces is what `conns` and `cost` then load.
+pub struct Probe {
+    btf: Option<libbpf_rs::Btf<'static>>,
+    tracefs: Option<PathBuf>,
+}
+
+impl Probe {
+    /// Reads the kernel's BTF and finds tracefs (mounting it if it can).
+    pub fn new() -> Probe {
+        let btf = if has_btf() {
+            libbpf_rs::Btf::from_vmlinux().ok()
+        } else {
+            None
+        };
+        let tracefs = tracefs_root().ok().filter(|root| {
+            // Without privileges the directory exists but cannot be listed.
+            std::fs::read_dir(root.join("events")).is_ok()
+        });
+        Probe { btf, tracefs }
+    }
+
+    /// Whether the kernel has tracepoint `category:name` for a program
+    /// attached as `hook`; None when this process cannot tell (no BTF, or
+    /// tracefs not readable).
+    pub fn has_tracepoint(&self, hook: Hook, category: &str, name: &str) -> Option<bool> {
+        match hook {
+            Hook::TpBtf => self.btf.as_ref().map(|btf| {
+                btf.type_by_name::<libbpf_rs::btf::types::Typedef<'_>>(&format!(
+                    "btf_trace_{name}"
+                ))
+                .is_some()
+            }),
+            Hook::Tracefs => self
+                .tracefs
+                .as_deref()
+                .map(|root| tracepoint_exists(root, category, name)),
+        }
+    }
+
+    /// Whether the kernel has the kernel function (kfunc) or symbol `name`
+    /// in its BTF; None without BTF.
+    pub fn has_btf_function(&self, name: &str) -> Option<bool> {
+        self.btf.as_ref().map(|btf| {
+            btf.type_by_name::<libbpf_rs::btf::types::Func<'_>>(name)
+                .is_some()
+        })
+    }
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Probe::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# The kernel test matrix: boots real distribution kernels from Debian's
+# package archive in virtual machines (virtme-ng on qemu, software
+# emulation) and runs netlens's integration tests inside each, against the
+# binaries that scripts/test.sh built on the host.
+#
+#   scripts/test-kernels.sh                 # every kernel of the matrix
+#   scripts/test-kernels.sh 6.1-rt 6.12     # some of them
+#
+# Kernels: 6.1 (Debian 12's own), 6.1-rt (its PREEMPT_RT flavour), 6.12
+# (Debian 12's security-updates kernel); the newest package of each is
+# taken. The host's own kernel is what scripts/test.sh tests.
+#
+# Results go to target/kernels/results/KERNEL/: one log, exit code and
+# duration per test binary, the guest's console, and a summary. The last
+# line printed is "N passed, N failed" over every kernel.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/deps.sh
+
+MATRIX=(6.1 6.1-rt 6.12)
+[ "$#" -gt 0 ] && MATRIX=("$@")
+CACHE="${NETLENS_KERNEL_CACHE:-$PWD/target/kernels}"
+# virtme-ng from PyPI, pinned: its command line and guest init are what
+# this script was written against.
+VNG_VERSION=1.42
+# Per kernel: boot (about 30 s) plus the tests; a hung guest is stopped.
+VM_TIMEOUT_SECS="${NETLENS_VM_TIMEOUT_SECS:-1500}"
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "test-kernels: needs root (the tests inside the VMs load BPF programs, and the" >&2
+    echo "host side installs qemu); run it as root or with sudo" >&2
+    exit 1
+fi
+
+netlens_install_missing "${NETLENS_BUILD_PKGS[@]}" "${NETLENS_TEST_PKGS[@]}" \
+    qemu-system-x86 busybox-static cpio zstd kmod python3-venv
+netlens_mount_tracefs
+mkdir -p "$CACHE"
+
+VENV="$CACHE/venv-$VNG_VERSION"
+if [ ! -x "$VENV/bin/vng" ]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q "virtme-ng==$VNG_VERSION"
+fi
+# vng runs virtme-run, which lives beside it.
+export PATH="$VENV/bin:$PATH"
+
+# The newest Debian package of a matrix entry.
+package_pattern() {
+    case "$1" in
+        6.1) echo '^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$' ;;
+        6.1-rt) echo '^linux-image-6\.1\.0-[0-9]+-rt-amd64-unsigned$' ;;
+        6.12) echo '^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$' ;;
+        *) echo "test-kernels: unknown kernel '$1' (known: 6.1 6.1-rt 6.12)" >&2; return 1 ;;
+    esac
+}
+
+newest_package() {
+    apt-cache search --names-only "$1" | awk '{print $1}' | sort -V | tail -n 1
+}
+
+APT_UPDATED=0
+resolve_package() {
+    local pattern pkg
+    pattern="$(package_pattern "$1")"
+    pkg="$(newest_package "$pattern")"
+    if [ -z "$pkg" ] && [ "$APT_UPDATED" -eq 0 ]; then
+        apt-get update -q >&2
+        APT_UPDATED=1
+        pkg="$(newest_package "$pattern")"
+    fi
+    if [ -z "$pkg" ]; then
+        echo "test-kernels: no package matches $pattern: the matrix needs Debian 12's" >&2
+        echo "archive (bookworm and bookworm-security) in the apt sources" >&2
+        return 1
+    fi
+    echo "$pkg"
+}
+
+# Unpacks a kernel package (without installing it) and prints its vmlinuz.
+unpack_kernel() {
+    local pkg="$1" dir="$CACHE/$1"
+    if [ ! -d "$dir/boot" ]; then
+        local tmp
+        tmp="$(mktemp -d "$CACHE/download.XXXXXX")"
+        (cd "$tmp" && apt-get download -q "$pkg" >&2)
+        rm -rf "$dir.partial"
+        dpkg -x "$tmp"/*.deb "$dir.partial"
+        rm -rf "$tmp"
+        mv "$dir.partial" "$dir"
+    fi
+    ls "$dir"/boot/vmlinuz-*
+}
+
+# The integration test binaries, built (or reused) with the same command
+# line as scripts/test.sh, so nothing is built twice.
+mapfile -t TEST_BINS < <(
+    cargo test --locked --no-run --lib --bins --tests --message-format=json 2>/dev/null |
+        python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") \
+            and m["target"]["kind"] == ["test"]:
+        print(m["executable"])
+'
+)
+if [ "${#TEST_BINS[@]}" -eq 0 ]; then
+    echo "test-kernels: cargo built no integration test binary" >&2
+    exit 1
+fi
+
+total_passed=0
+total_failed=0
+summary=()
+for kernel in "${MATRIX[@]}"; do
+    pkg="$(resolve_package "$kernel")"
+    vmlinuz="$(unpack_kernel "$pkg")"
+    out="$CACHE/results/$kernel"
+    rm -rf "$out"
+    mkdir -p "$out"
+    echo "test-kernels: $kernel: booting $pkg" >&2
+    start=$(date +%s)
+    # TCG only, one host thread: /dev/kvm here cannot run a stock kernel,
+    # and multi-threaded TCG crashed guests while tracepoints were patched.
+    # The guest writes each result into $out; vng's own exit status does
+    # not tell a crashed guest from a failed test.
+    timeout --kill-after=30 "$VM_TIMEOUT_SECS" \
+        vng --run "$vmlinuz" --disable-kvm --cpus 2 --memory 4G --verbose \
+        --qemu-opts='-accel tcg,thread=single' --rwdir "$out" \
+        --exec "bash $PWD/scripts/kernel-guest.sh $out ${TEST_BINS[*]}" \
+        </dev/null >"$out/console.log" 2>&1 || true
+    secs=$(($(date +%s) - start))
+    passed=0
+    failed=0
+    detail=""
+    for bin in "${TEST_BINS[@]}"; do
+        name="$(basename "$bin")"
+        name="${name%-*}"
+        log="$out/$name.log"
+        if [ ! -f "$out/$name.rc" ]; then
+            failed=$((failed + 1))
+            detail+=" $name:not-run"
+            continue
+        fi
+        # libtest's "test result: ok. 12 passed; 0 failed; 0 ignored; ..."
+        p=$(sed -n 's/^test result: .* \([0-9]\+\) passed; \([0-9]\+\) failed.*/\1/p' "$log" | tail -n 1)
+        f=$(sed -n 's/^test result: .* \([0-9]\+\) passed; \([0-9]\+\) failed.*/\2/p' "$log" | tail -n 1)
+        rc=$(cat "$out/$name.rc")
+        if [ -z "$p" ]; then
+            # No result line: the binary crashed or was killed.
+            p=0
+            f=1
+        elif [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+            f=1
+        fi
+        passed=$((passed + p))
+        failed=$((failed + f))
+        detail+=" $name:${p}/$((p + f))($(cat "$out/$name.secs")s)"
+    done
+    if [ ! -f "$out/finished" ]; then
+        echo "test-kernels: $kernel: the guest did not finish (crash or timeout); see $out/console.log" >&2
+        failed=$((failed + 1))
+    fi
+    line="$kernel ($(cat "$out/uname" 2>/dev/null || echo "$pkg")): $passed passed, $failed failed in ${secs}s:$detail"
+    echo "$line" | tee "$out/summary"
+    summary+=("$line")
+    total_passed=$((total_passed + passed))
+    total_failed=$((total_failed + failed))
+done
+
+echo
+echo "kernel matrix:"
+printf '  %s\n' "${summary[@]}"
+echo "kernels: $total_passed passed, $total_failed failed"
+[ "$total_failed" -eq 0 ]
