@@ -259,17 +259,46 @@ fn route_libbpf_messages(verbose: bool) {
     }
 }
 
-/// Refuses to start without the privileges or kernel features `conns` needs.
-fn preflight() -> Result<(), Failure> {
+/// The capabilities a command needs, for [`preflight`].
+enum Needs {
+    Conns,
+    /// `sampling`: stack sampling is on (kernel symbols are needed).
+    Cost {
+        sampling: bool,
+    },
+}
+
+/// Refuses to start without the privileges or kernel features a command
+/// needs: exit 3 naming the missing capabilities, exit 4 without BTF.
+fn preflight(needs: Needs) -> Result<(), Failure> {
     let version = kernel::running()?;
     let eff = caps::effective()?;
-    let missing = caps::missing_for_tracing(eff, version);
+    let (missing, setcap) = match needs {
+        Needs::Conns => (
+            caps::missing_for_conns(eff, version),
+            "cap_bpf,cap_perfmon,cap_sys_ptrace,cap_dac_read_search,cap_sys_admin+ep",
+        ),
+        Needs::Cost { sampling } => (
+            caps::missing_for_cost(
+                eff,
+                version,
+                sampling && !netlens::cost::kallsyms::addresses_visible(),
+            ),
+            "cap_bpf,cap_perfmon,cap_syslog+ep",
+        ),
+    };
     if !missing.is_empty() {
+        let why_syslog = if missing.contains(&"CAP_SYSLOG") {
+            " (CAP_SYSLOG: kernel symbol addresses for the NET_RX breakdown; -f 0 runs \
+             without it)"
+        } else {
+            ""
+        };
         return Err(Failure {
             status: EXIT_PRIVILEGES,
             error: anyhow::anyhow!(
-                "missing capabilities: {}. Run netlens as root, or grant them with \
-                 `setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_dac_read_search+ep $(which netlens)`",
+                "missing capabilities: {}{why_syslog}. Run netlens as root, or grant them with \
+                 `setcap {setcap} $(which netlens)`",
                 missing.join(", ")
             ),
         });
@@ -277,18 +306,25 @@ fn preflight() -> Result<(), Failure> {
     if !kernel::has_btf() {
         return Err(Failure {
             status: EXIT_UNSUPPORTED,
-            error: anyhow::anyhow!(
-                "this kernel ({version}) has no BTF at {}: netlens needs a kernel built with \
-                 CONFIG_DEBUG_INFO_BTF=y (Linux 5.9 or later). `netlens check` tells more",
-                kernel::VMLINUX_BTF
-            ),
+            error: no_btf_error(version),
         });
     }
     Ok(())
 }
 
+/// The one message for a kernel without BTF.
+fn no_btf_error(version: kernel::KernelVersion) -> anyhow::Error {
+    anyhow::anyhow!(
+        "this kernel ({version}) has no BTF at {}: netlens needs a kernel built with \
+         CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 2020 are: Debian 11+, \
+         Ubuntu 20.10+, RHEL 8.2+); on this one, install a kernel that has it. \
+         `netlens check` tells more",
+        kernel::VMLINUX_BTF
+    )
+}
+
 fn conns(args: ConnsArgs) -> Result<(), Failure> {
-    preflight()?;
+    preflight(Needs::Conns)?;
     // Bound before anything else is set up, so a taken port fails at once.
     let exporter = args
         .prometheus
@@ -360,7 +396,9 @@ fn check_writable(path: &std::path::Path, what: &str) -> Result<(), Failure> {
 }
 
 fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
-    preflight()?;
+    preflight(Needs::Cost {
+        sampling: args.frequency.is_on(),
+    })?;
     args.user_pids.sort_unstable();
     args.user_pids.dedup();
     if let Sampler::Hz(hz) = args.frequency {
@@ -614,84 +652,117 @@ fn build_sink(args: &ConnsArgs) -> Result<Box<dyn Sink + Send>> {
 }
 
 fn check_cmd() -> Result<(), Failure> {
+    use check::LoadTest;
     let version = kernel::running()?;
     let eff = caps::effective()?;
+    let host = check::Host {
+        kernel: version,
+        btf: kernel::has_btf(),
+        caps_eff: eff,
+        kallsyms_hidden: !netlens::cost::kallsyms::addresses_visible(),
+    };
     let probe = kernel::Probe::new();
     let offered = |tp: &check::Tracepoint| probe.has_tracepoint(tp.hook, tp.category, tp.name);
-    let features = check::report(version, kernel::has_btf(), eff, &offered);
-    print!("{}", check::format_report(&features));
-    let missing = caps::missing_for_tracing(eff, version);
+    let features = check::report(&host, &offered);
+    print!("{}", check::format_features(&features));
+    // The report is what the kernel advertises; loading and attaching the
+    // real programs, as the commands do, is the proof. Each is tried only
+    // where the report says its command can run.
+    let conns_test = if check::conns_can_run(&features) {
+        load_test(
+            "conns",
+            "all conns BPF programs loaded and attached",
+            || {
+                let stop = Arc::new(AtomicBool::new(true));
+                let opts = Options {
+                    collector: Config {
+                        map_size: 1024,
+                        filter_loopback: true,
+                    },
+                    interval: Duration::from_secs(1),
+                    incremental: false,
+                    filter: Filter::default(),
+                };
+                let mut null = output::Fanout::new();
+                run::run(&opts, &mut null, None, &stop, None, &mut |_| {}).map(drop)
+            },
+        )
+    } else {
+        LoadTest::NotRun
+    };
+    let cost_test = if check::cost_can_run(&features) {
+        load_test(
+            "cost",
+            "all cost BPF programs loaded and attached, stack sampling works",
+            || {
+                // With a short burst of stack sampling.
+                let stop = Arc::new(AtomicBool::new(true));
+                let opts = netlens::cost::run::Options {
+                    sampler: Sampler::Hz(10),
+                    period: Duration::from_secs(1),
+                    pids: Vec::new(),
+                    bpf_stats: netlens::cost::selfstats::StatsMode::Sampled,
+                    period_stacks: false,
+                    push_counters: None,
+                };
+                let mut null = output::cost::CostFanout::default();
+                netlens::cost::run::run(&opts, &mut null, &stop, &mut |_| {}).map(drop)
+            },
+        )
+    } else {
+        LoadTest::NotRun
+    };
+    print!(
+        "{}",
+        check::format_verdict(&features, &conns_test, &cost_test)
+    );
+    let mut missing: Vec<String> = Vec::new();
+    let conns_missing = caps::missing_for_conns(eff, version);
+    if !conns_missing.is_empty() {
+        missing.push(format!("conns needs {}", conns_missing.join(", ")));
+    }
+    let cost_missing = caps::missing_for_cost(eff, version, host.kallsyms_hidden);
+    if !cost_missing.is_empty() {
+        missing.push(format!("cost needs {}", cost_missing.join(", ")));
+    }
     if !missing.is_empty() {
         return Err(Failure {
             status: EXIT_PRIVILEGES,
             error: anyhow::anyhow!(
-                "missing capabilities: {}; run `netlens check` as root for the full report",
-                missing.join(", ")
+                "missing capabilities: {}; run as root, or grant them with setcap (see the README)",
+                missing.join("; ")
             ),
         });
     }
-    if !check::conns_can_run(&features) {
+    let blocked: Vec<&str> = [("conns", &conns_test), ("cost", &cost_test)]
+        .into_iter()
+        .filter(|(_, t)| **t != LoadTest::Passed)
+        .map(|(name, _)| name)
+        .collect();
+    if !blocked.is_empty() {
         return Err(Failure {
             status: EXIT_UNSUPPORTED,
-            error: anyhow::anyhow!("`netlens conns` cannot run here (see above)"),
+            error: anyhow::anyhow!(
+                "netlens {} cannot run on this kernel (see above)",
+                blocked.join(" and ")
+            ),
         });
-    }
-    // The report is based on what the kernel advertises; loading and
-    // attaching the real programs is the proof.
-    {
-        let stop = Arc::new(AtomicBool::new(true));
-        let opts = Options {
-            collector: Config {
-                map_size: 1024,
-                filter_loopback: true,
-            },
-            interval: Duration::from_secs(1),
-            incremental: false,
-            filter: Filter::default(),
-        };
-        let mut null = output::Fanout::new();
-        let result = run::run(&opts, &mut null, None, &stop, None, &mut |_| {});
-        match result {
-            Ok(_) => println!("load test: all conns BPF programs loaded and attached: ok"),
-            Err(e) => {
-                println!("load test: FAILED: {e:#}");
-                return Err(Failure {
-                    status: EXIT_UNSUPPORTED,
-                    error: e.context("the BPF programs do not load here"),
-                });
-            }
-        }
-    }
-    if !check::cost_can_run(&features) {
-        return Err(Failure {
-            status: EXIT_UNSUPPORTED,
-            error: anyhow::anyhow!("`netlens cost` cannot run here (see above)"),
-        });
-    }
-    // The same for cost, with a short burst of stack sampling.
-    let stop = Arc::new(AtomicBool::new(true));
-    let opts = netlens::cost::run::Options {
-        sampler: Sampler::Hz(10),
-        period: Duration::from_secs(1),
-        pids: Vec::new(),
-        bpf_stats: netlens::cost::selfstats::StatsMode::Sampled,
-        period_stacks: false,
-        push_counters: None,
-    };
-    let mut null = output::cost::CostFanout::default();
-    match netlens::cost::run::run(&opts, &mut null, &stop, &mut |_| {}) {
-        Ok(_) => println!(
-            "load test: all cost BPF programs loaded and attached, stack sampling works: ok"
-        ),
-        Err(e) => {
-            println!("load test: FAILED: {e:#}");
-            return Err(Failure {
-                status: EXIT_UNSUPPORTED,
-                error: e.context("the cost BPF programs do not load here"),
-            });
-        }
     }
     Ok(())
+}
+
+/// Runs one command's load test, printing its outcome.
+fn load_test(name: &str, what: &str, run: impl FnOnce() -> Result<()>) -> check::LoadTest {
+    match run() {
+        Ok(()) => {
+            println!("load test: {what}: ok");
+            check::LoadTest::Passed
+        }
+        Err(e) => {
+            println!("load test: {name}: FAILED: {e:#}");
+            check::LoadTest::Failed(format!("{e:#}"))
+        }
+    }
 }
 
 #[cfg(test)]

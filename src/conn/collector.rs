@@ -42,7 +42,6 @@ pub struct Config {
     pub filter_loopback: bool,
 }
 
-
 pub struct Collector {
     skel: ConnsSkel<'static>,
     _links: Vec<Link>,

@@ -14,8 +14,8 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{libbpf_sys, Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder};
 
 use super::skel::{types, CostSkel, CostSkelBuilder};
-pub use crate::bpfio::ProgStats;
 pub use crate::bpfio::AttachFailure;
+pub use crate::bpfio::ProgStats;
 use crate::bpfio::{prog_stats, read_record, skip_missing_tracepoints};
 use crate::model::cost::Sampler;
 use crate::sys::check;
@@ -34,7 +34,6 @@ pub struct Config {
     /// Processes whose own TX/RX system call time is kept (-u).
     pub pids: Vec<u32>,
 }
-
 
 /// One sampled NET_RX stack: CPU and kernel instruction addresses, leaf first.
 pub struct Sample<'a> {
@@ -131,10 +130,10 @@ impl Collector {
         let mut links = Vec::new();
         // The sampling program (on_sample) is attached per CPU below; the
         // io_uring programs once io_uring is seen (attach_io_uring_hooks).
-        for tp in check::COST_TRACEPOINTS.iter().filter(|tp| {
-            !IO_URING_PROGRAMS.contains(&tp.program)
-                && !skipped.contains(&tp.program)
-        }) {
+        for tp in check::COST_TRACEPOINTS
+            .iter()
+            .filter(|tp| !IO_URING_PROGRAMS.contains(&tp.program) && !skipped.contains(&tp.program))
+        {
             let name = tp.program;
             let prog = skel
                 .object_mut()
@@ -247,10 +246,10 @@ impl Collector {
             return Ok(false);
         }
         let skipped: Vec<&str> = self.attach_failures.iter().map(|f| f.program).collect();
-        for tp in check::COST_TRACEPOINTS.iter().filter(|tp| {
-            IO_URING_PROGRAMS.contains(&tp.program)
-                && !skipped.contains(&tp.program)
-        }) {
+        for tp in check::COST_TRACEPOINTS
+            .iter()
+            .filter(|tp| IO_URING_PROGRAMS.contains(&tp.program) && !skipped.contains(&tp.program))
+        {
             let prog = self
                 .skel
                 .object_mut()

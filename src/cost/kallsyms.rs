@@ -20,8 +20,9 @@ pub enum KallsymsError {
     #[error("cannot read {}: {source}", path.display())]
     Read { path: PathBuf, source: io::Error },
     #[error(
-        "kernel symbol addresses are hidden (all zero): run as root (CAP_SYSLOG) \
-         and check that sysctl kernel.kptr_restrict is 0 or 1"
+        "kernel symbol addresses are hidden (all zero): the NET_RX breakdown needs \
+         CAP_SYSLOG and sysctl kernel.kptr_restrict at 0 or 1; run as root, or turn \
+         sampling off with -f 0"
     )]
     AddressesHidden,
     #[error("no kernel function symbols found")]
@@ -47,6 +48,26 @@ impl<'a> Symbol<'a> {
     pub fn base_name(&self) -> &'a str {
         base_name(self.name)
     }
+}
+
+/// True when /proc/kallsyms shows this process real addresses rather than
+/// zeros (it hides them without CAP_SYSLOG, unless kernel.kptr_restrict is
+/// 0 and kernel.perf_event_paranoid at most 1). Reads only the first lines.
+pub fn addresses_visible() -> bool {
+    use std::io::BufRead;
+    let Ok(file) = std::fs::File::open(PROC_KALLSYMS) else {
+        return false;
+    };
+    std::io::BufReader::new(file)
+        .lines()
+        .take(64)
+        .map_while(Result::ok)
+        .any(|line| {
+            line.split(' ')
+                .next()
+                .and_then(|a| u64::from_str_radix(a, 16).ok())
+                .is_some_and(|a| a != 0)
+        })
 }
 
 /// `name` or `name [module]`: the frame label used in folded stacks.

@@ -14,7 +14,12 @@ pub const CAP_DAC_READ_SEARCH: u32 = 2;
 /// Inspect other processes (`/proc/<pid>/fd` links of foreign processes).
 pub const CAP_SYS_PTRACE: u32 = 19;
 /// The catch-all; before 5.8 the only way to load tracing BPF programs.
+/// Also needed for setns() into another network namespace and for the
+/// kernel's BPF run-time statistics (BPF_ENABLE_STATS).
 pub const CAP_SYS_ADMIN: u32 = 21;
+/// Kernel addresses in /proc/kallsyms (unless kernel.kptr_restrict is 0
+/// and kernel.perf_event_paranoid at most 1).
+pub const CAP_SYSLOG: u32 = 34;
 /// Performance monitoring and tracing programs (since 5.8).
 pub const CAP_PERFMON: u32 = 38;
 /// BPF maps and programs (since 5.8).
@@ -31,6 +36,7 @@ pub fn name(cap: u32) -> Option<&'static str> {
         CAP_DAC_READ_SEARCH => "CAP_DAC_READ_SEARCH",
         CAP_SYS_PTRACE => "CAP_SYS_PTRACE",
         CAP_SYS_ADMIN => "CAP_SYS_ADMIN",
+        CAP_SYSLOG => "CAP_SYSLOG",
         CAP_PERFMON => "CAP_PERFMON",
         CAP_BPF => "CAP_BPF",
         _ => return None,
@@ -58,27 +64,58 @@ pub fn effective() -> Result<u64> {
     parse_cap_eff(&status).context("parsing /proc/self/status")
 }
 
-/// The capabilities that loading and running netlens' tracing programs
-/// needs but `eff` lacks, by name. From 5.8 on that is CAP_BPF and
-/// CAP_PERFMON (CAP_SYS_ADMIN covers both); before 5.8 it is CAP_SYS_ADMIN.
-/// CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH are needed either way, to map
-/// sockets to the processes that own them.
-pub fn missing_for_tracing(eff: u64, kernel: KernelVersion) -> Vec<&'static str> {
-    let mut needed = Vec::with_capacity(4);
-    if kernel.at_least(SPLIT_CAPS.0, SPLIT_CAPS.1) {
-        if !has(eff, CAP_SYS_ADMIN) {
-            needed.extend([CAP_BPF, CAP_PERFMON]);
-        }
+/// Loading and attaching tracing programs: CAP_BPF and CAP_PERFMON from 5.8
+/// on (CAP_SYS_ADMIN covers both), CAP_SYS_ADMIN before.
+fn for_bpf(eff: u64, kernel: KernelVersion) -> Vec<u32> {
+    if !kernel.at_least(SPLIT_CAPS.0, SPLIT_CAPS.1) {
+        vec![CAP_SYS_ADMIN]
+    } else if has(eff, CAP_SYS_ADMIN) {
+        Vec::new()
     } else {
-        needed.push(CAP_SYS_ADMIN);
+        vec![CAP_BPF, CAP_PERFMON]
     }
-    needed.extend([CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH]);
+}
+
+fn names_missing(eff: u64, needed: impl IntoIterator<Item = u32>) -> Vec<&'static str> {
     needed
         .into_iter()
         .filter(|&cap| !has(eff, cap))
         .filter_map(name)
         .collect()
 }
+
+/// The capabilities `netlens conns` needs but `eff` lacks, by name: those
+/// of the BPF programs, CAP_DAC_READ_SEARCH to read tracefs (the ids of the
+/// accept system-call tracepoints; it is mode 0700) and other users'
+/// `/proc/<pid>/fd`, and CAP_SYS_PTRACE to read the socket links there and
+/// the network namespaces of other processes (owners and seeding).
+/// CAP_SYS_ADMIN is optional: see [`LOST_WITHOUT_SYS_ADMIN`].
+pub fn missing_for_conns(eff: u64, kernel: KernelVersion) -> Vec<&'static str> {
+    let mut needed = for_bpf(eff, kernel);
+    needed.extend([CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH]);
+    names_missing(eff, needed)
+}
+
+/// The capabilities `netlens cost` needs but `eff` lacks, by name: those of
+/// the BPF programs, and CAP_SYSLOG when stack sampling is on and kernel
+/// addresses are hidden from this process (`kallsyms_hidden`): samples
+/// cannot be turned into function names without them.
+pub fn missing_for_cost(
+    eff: u64,
+    kernel: KernelVersion,
+    kallsyms_hidden: bool,
+) -> Vec<&'static str> {
+    let mut needed = for_bpf(eff, kernel);
+    if kallsyms_hidden {
+        needed.push(CAP_SYSLOG);
+    }
+    names_missing(eff, needed)
+}
+
+/// What netlens does without CAP_SYS_ADMIN (when it has the rest).
+pub const LOST_WITHOUT_SYS_ADMIN: &str = "existing connections in other network namespaces \
+    are counted but not seeded, so not reported (setns needs it); BPF \
+    run-time statistics are not measured (BPF_ENABLE_STATS needs it)";
 
 #[cfg(test)]
 mod tests {
@@ -141,14 +178,14 @@ Seccomp:\t0
 
     #[test]
     fn root_lacks_nothing() {
-        assert!(missing_for_tracing(u64::MAX, NEW).is_empty());
-        assert!(missing_for_tracing(u64::MAX, OLD).is_empty());
+        assert!(missing_for_conns(u64::MAX, NEW).is_empty());
+        assert!(missing_for_conns(u64::MAX, OLD).is_empty());
     }
 
     #[test]
     fn nothing_held_lists_everything() {
         assert_eq!(
-            missing_for_tracing(0, NEW),
+            missing_for_conns(0, NEW),
             [
                 "CAP_BPF",
                 "CAP_PERFMON",
@@ -157,7 +194,7 @@ Seccomp:\t0
             ]
         );
         assert_eq!(
-            missing_for_tracing(0, OLD),
+            missing_for_conns(0, OLD),
             ["CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"]
         );
     }
@@ -165,16 +202,16 @@ Seccomp:\t0
     #[test]
     fn sys_admin_stands_in_for_bpf_and_perfmon() {
         let eff = set(&[CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH]);
-        assert!(missing_for_tracing(eff, NEW).is_empty());
-        assert!(missing_for_tracing(eff, OLD).is_empty());
+        assert!(missing_for_conns(eff, NEW).is_empty());
+        assert!(missing_for_conns(eff, OLD).is_empty());
     }
 
     #[test]
     fn bpf_and_perfmon_are_not_enough_before_5_8() {
         let eff = set(&[CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH]);
-        assert!(missing_for_tracing(eff, KernelVersion::new(5, 8, 0)).is_empty());
+        assert!(missing_for_conns(eff, KernelVersion::new(5, 8, 0)).is_empty());
         assert_eq!(
-            missing_for_tracing(eff, KernelVersion::new(5, 7, 19)),
+            missing_for_conns(eff, KernelVersion::new(5, 7, 19)),
             ["CAP_SYS_ADMIN"]
         );
     }
@@ -183,8 +220,22 @@ Seccomp:\t0
     fn partial_sets_report_only_the_gaps() {
         let eff = set(&[CAP_BPF, CAP_SYS_PTRACE]);
         assert_eq!(
-            missing_for_tracing(eff, NEW),
+            missing_for_conns(eff, NEW),
             ["CAP_PERFMON", "CAP_DAC_READ_SEARCH"]
         );
+    }
+
+    #[test]
+    fn cost_needs_syslog_only_for_hidden_symbols() {
+        let eff = set(&[CAP_BPF, CAP_PERFMON]);
+        assert!(missing_for_cost(eff, NEW, false).is_empty());
+        assert_eq!(missing_for_cost(eff, NEW, true), ["CAP_SYSLOG"]);
+        assert!(missing_for_cost(eff | 1 << CAP_SYSLOG, NEW, true).is_empty());
+        assert_eq!(
+            missing_for_cost(0, NEW, true),
+            ["CAP_BPF", "CAP_PERFMON", "CAP_SYSLOG"]
+        );
+        // cost reads no other process's /proc entries and no tracefs.
+        assert!(missing_for_cost(set(&[CAP_SYS_ADMIN]), NEW, false).is_empty());
     }
 }

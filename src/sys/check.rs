@@ -274,23 +274,58 @@ fn btf_feature(btf: bool) -> Feature {
     }
 }
 
-fn caps_feature(kernel: KernelVersion, caps_eff: u64) -> Feature {
-    let missing = caps::missing_for_tracing(caps_eff, kernel);
-    let detail = if missing.is_empty() {
-        "all needed capabilities held".to_owned()
-    } else {
-        format!(
-            "missing {}; run as root or grant them (setcap)",
-            missing.join(", ")
-        )
+fn caps_features(host: &Host) -> [Feature; 3] {
+    let line = |missing: Vec<&str>, what: &str| {
+        if missing.is_empty() {
+            format!("all that {what} needs held")
+        } else {
+            format!(
+                "{what} lacks {}; run as root or grant them (setcap)",
+                missing.join(", ")
+            )
+        }
     };
-    Feature {
-        name: "capabilities".into(),
-        available: missing.is_empty(),
-        required: true,
-        required_by_cost: true,
-        detail,
-    }
+    let conns = caps::missing_for_conns(host.caps_eff, host.kernel);
+    let cost = caps::missing_for_cost(host.caps_eff, host.kernel, host.kallsyms_hidden);
+    let admin = caps::has(host.caps_eff, caps::CAP_SYS_ADMIN);
+    [
+        Feature {
+            name: "capabilities".into(),
+            available: conns.is_empty(),
+            required: true,
+            required_by_cost: false,
+            detail: line(conns, "conns"),
+        },
+        Feature {
+            name: "capabilities for cost".into(),
+            available: cost.is_empty(),
+            required: false,
+            required_by_cost: true,
+            detail: line(cost, "cost (with stack sampling)"),
+        },
+        Feature {
+            name: "CAP_SYS_ADMIN".into(),
+            available: admin,
+            required: false,
+            required_by_cost: false,
+            detail: if admin {
+                "held: seeding enters every network namespace; BPF run-time statistics".into()
+            } else {
+                format!("not held: {}", caps::LOST_WITHOUT_SYS_ADMIN)
+            },
+        },
+    ]
+}
+
+/// What `check` knows of the host before looking at tracepoints.
+pub struct Host {
+    pub kernel: KernelVersion,
+    /// /sys/kernel/btf/vmlinux exists.
+    pub btf: bool,
+    /// The effective capability mask of this process.
+    pub caps_eff: u64,
+    /// /proc/kallsyms shows this process zeros instead of addresses.
+    pub kallsyms_hidden: bool,
 }
 
 /// A tracepoint's line: `offered` is what the kernel probe said (None:
@@ -321,25 +356,17 @@ fn tracepoint_feature(tp: &Tracepoint, offered: Option<bool>, cost: bool) -> Fea
 }
 
 /// What the host offers `netlens conns` and `netlens cost`: kernel version,
-/// BTF, the capabilities in `caps_eff` (an effective capability mask), and
-/// each tracepoint as answered by `offered` (the kernel probe).
-pub fn report(
-    kernel: KernelVersion,
-    btf: bool,
-    caps_eff: u64,
-    offered: &dyn Fn(&Tracepoint) -> Option<bool>,
-) -> Vec<Feature> {
-    let mut features = vec![
-        kernel_feature(kernel),
-        btf_feature(btf),
-        caps_feature(kernel, caps_eff),
-    ];
+/// BTF, capabilities, and each tracepoint as answered by `offered` (the
+/// kernel probe).
+pub fn report(host: &Host, offered: &dyn Fn(&Tracepoint) -> Option<bool>) -> Vec<Feature> {
+    let mut features = vec![kernel_feature(host.kernel), btf_feature(host.btf)];
+    features.extend(caps_features(host));
     features.extend(
         TRACEPOINTS
             .iter()
             .map(|tp| tracepoint_feature(tp, offered(tp), false)),
     );
-    features.push(cost_kernel_feature(kernel));
+    features.push(cost_kernel_feature(host.kernel));
     for tp in &COST_TRACEPOINTS {
         let name = format!("tracepoint {}/{}", tp.category, tp.name);
         // Shared with conns: one line telling both.
@@ -370,9 +397,9 @@ pub fn conns_can_run(features: &[Feature]) -> bool {
     features.iter().all(|f| f.available || !f.required)
 }
 
-/// The report as text, one feature a line (`ok`, `FAIL` for a missing
-/// required feature, `warn` for a missing optional one), then a verdict.
-pub fn format_report(features: &[Feature]) -> String {
+/// The feature lines: `ok`, `FAIL` for a missing required feature, `warn`
+/// for a missing optional one.
+pub fn format_features(features: &[Feature]) -> String {
     let width = features.iter().map(|f| f.name.len()).max().unwrap_or(0);
     let mut out = String::new();
     for f in features {
@@ -384,7 +411,37 @@ pub fn format_report(features: &[Feature]) -> String {
         // Writing to a String cannot fail.
         let _ = writeln!(out, "[{mark}] {:<width$}  {}", f.name, f.detail);
     }
-    if conns_can_run(features) {
+    out
+}
+
+/// The outcome of loading and attaching a command's real programs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadTest {
+    /// Not tried: the report already says the command cannot run.
+    NotRun,
+    Passed,
+    Failed(String),
+}
+
+/// One verdict line per command, from the features and the load tests: a
+/// command "can run" only when its load test passed.
+pub fn format_verdict(features: &[Feature], conns: &LoadTest, cost: &LoadTest) -> String {
+    let mut out = String::new();
+    let failed = |name: &str, test: &LoadTest, out: &mut String| -> bool {
+        match test {
+            LoadTest::Failed(e) => {
+                let _ = writeln!(
+                    out,
+                    "netlens {name}: cannot run: its BPF programs do not load: {e}"
+                );
+                true
+            }
+            _ => false,
+        }
+    };
+    if !conns_can_run(features) {
+        out.push_str("netlens conns: cannot run; fix the FAIL lines above\n");
+    } else if !failed("conns", conns, &mut out) {
         let degraded = features
             .iter()
             .filter(|f| !f.available && !f.required_by_cost)
@@ -398,15 +455,19 @@ pub fn format_report(features: &[Feature]) -> String {
                 if degraded == 1 { "" } else { "s" }
             );
         }
-    } else {
-        out.push_str("netlens conns: cannot run; fix the FAIL lines above\n");
     }
-    if cost_can_run(features) {
-        out.push_str("netlens cost: can run\n");
-    } else {
+    if !cost_can_run(features) {
         out.push_str("netlens cost: cannot run; fix the FAIL lines above\n");
+    } else if !failed("cost", cost, &mut out) {
+        out.push_str("netlens cost: can run\n");
     }
     out
+}
+
+/// The whole report when the load tests passed (what a healthy host
+/// prints).
+pub fn format_report(features: &[Feature]) -> String {
+    format_features(features) + &format_verdict(features, &LoadTest::Passed, &LoadTest::Passed)
 }
 
 #[cfg(test)]
@@ -416,6 +477,15 @@ mod tests {
 
     const NEW: KernelVersion = KernelVersion::new(6, 18, 44);
     const ALL_CAPS: u64 = u64::MAX;
+
+    fn host(kernel: KernelVersion, btf: bool, caps_eff: u64) -> Host {
+        Host {
+            kernel,
+            btf,
+            caps_eff,
+            kallsyms_hidden: false,
+        }
+    }
 
     fn all_tracepoints(_: &Tracepoint) -> Option<bool> {
         Some(true)
@@ -430,11 +500,11 @@ mod tests {
 
     #[test]
     fn healthy_host_is_all_ok() {
-        let features = report(NEW, true, ALL_CAPS, &all_tracepoints);
+        let features = report(&host(NEW, true, ALL_CAPS), &all_tracepoints);
         // sock_send_length and sock_recv_length serve both commands: one line each.
         assert_eq!(
             features.len(),
-            3 + TRACEPOINTS.len() + 1 + COST_TRACEPOINTS.len() - 2
+            5 + TRACEPOINTS.len() + 1 + COST_TRACEPOINTS.len() - 2
         );
         assert!(features.iter().all(|f| f.available));
         assert!(conns_can_run(&features));
@@ -459,16 +529,14 @@ mod tests {
             (KernelVersion::new(5, 6, 0), false, "ring buffer"),
             (KernelVersion::new(5, 4, 0), false, "tp_btf"),
         ] {
-            let features = report(v, true, ALL_CAPS, &all_tracepoints);
+            let features = report(&host(v, true, ALL_CAPS), &all_tracepoints);
             let k = find(&features, "kernel");
             assert_eq!(k.available, ok, "{v}");
             assert!(k.detail.contains(lacks), "{v}: {}", k.detail);
             assert_eq!(conns_can_run(&features), ok, "{v}");
         }
         let features = report(
-            KernelVersion::new(5, 4, 0),
-            true,
-            ALL_CAPS,
+            &host(KernelVersion::new(5, 4, 0), true, ALL_CAPS),
             &all_tracepoints,
         );
         let detail = &find(&features, "kernel").detail;
@@ -477,7 +545,7 @@ mod tests {
 
     #[test]
     fn missing_btf_blocks_conns() {
-        let features = report(NEW, false, ALL_CAPS, &all_tracepoints);
+        let features = report(&host(NEW, false, ALL_CAPS), &all_tracepoints);
         let btf = find(&features, "BTF");
         assert!(!btf.available && btf.detail.contains("CONFIG_DEBUG_INFO_BTF"));
         assert!(!conns_can_run(&features));
@@ -487,7 +555,7 @@ mod tests {
     #[test]
     fn missing_capabilities_are_named() {
         let eff = 1 << CAP_BPF | 1 << CAP_SYS_PTRACE | 1 << CAP_DAC_READ_SEARCH;
-        let features = report(NEW, true, eff, &all_tracepoints);
+        let features = report(&host(NEW, true, eff), &all_tracepoints);
         let caps = find(&features, "capabilities");
         assert!(!caps.available);
         assert!(caps.detail.contains("CAP_PERFMON"), "{}", caps.detail);
@@ -495,13 +563,17 @@ mod tests {
         assert!(!conns_can_run(&features));
 
         let eff = eff | 1 << CAP_PERFMON;
-        assert!(conns_can_run(&report(NEW, true, eff, &all_tracepoints)));
+        assert!(conns_can_run(&report(
+            &host(NEW, true, eff),
+            &all_tracepoints
+        )));
     }
 
     #[test]
     fn optional_tracepoints_only_warn() {
-        let no_send = |tp: &Tracepoint| Some(!(tp.category == "sock" && tp.name == "sock_send_length"));
-        let features = report(NEW, true, ALL_CAPS, &no_send);
+        let no_send =
+            |tp: &Tracepoint| Some(!(tp.category == "sock" && tp.name == "sock_send_length"));
+        let features = report(&host(NEW, true, ALL_CAPS), &no_send);
         let tp = find(&features, "tracepoint sock/sock_send_length");
         assert!(!tp.available && !tp.required);
         assert!(tp.detail.contains("refresh only on received segments"));
@@ -520,7 +592,7 @@ mod tests {
     #[test]
     fn inet_sock_set_state_is_required() {
         let none = |_: &Tracepoint| Some(false);
-        let features = report(NEW, true, ALL_CAPS, &none);
+        let features = report(&host(NEW, true, ALL_CAPS), &none);
         assert!(!conns_can_run(&features));
         let tp = find(&features, "tracepoint sock/inet_sock_set_state");
         assert!(tp.required && !tp.available);
@@ -535,10 +607,12 @@ mod tests {
     fn asks_for_exactly_the_listed_tracepoints() {
         let asked = std::cell::RefCell::new(Vec::new());
         let record = |tp: &Tracepoint| {
-            asked.borrow_mut().push(format!("{}/{}", tp.category, tp.name));
+            asked
+                .borrow_mut()
+                .push(format!("{}/{}", tp.category, tp.name));
             Some(true)
         };
-        report(NEW, true, ALL_CAPS, &record);
+        report(&host(NEW, true, ALL_CAPS), &record);
         assert_eq!(
             asked.into_inner(),
             [
@@ -564,18 +638,16 @@ mod tests {
     #[test]
     fn cost_needs_its_kernel_and_tracepoints_but_not_conns_ones() {
         let no_conns_tp = |tp: &Tracepoint| Some(tp.category != "sock" && tp.category != "tcp");
-        let features = report(NEW, true, ALL_CAPS, &no_conns_tp);
+        let features = report(&host(NEW, true, ALL_CAPS), &no_conns_tp);
         assert!(!conns_can_run(&features));
         assert!(cost_can_run(&features));
         let no_sched = |tp: &Tracepoint| Some(tp.category != "sched");
-        let features = report(NEW, true, ALL_CAPS, &no_sched);
+        let features = report(&host(NEW, true, ALL_CAPS), &no_sched);
         assert!(conns_can_run(&features));
         assert!(!cost_can_run(&features));
         assert!(format_report(&features).contains("[FAIL] tracepoint sched/sched_switch"));
         let old = report(
-            KernelVersion::new(5, 10, 0),
-            true,
-            ALL_CAPS,
+            &host(KernelVersion::new(5, 10, 0), true, ALL_CAPS),
             &all_tracepoints,
         );
         assert!(conns_can_run(&old) && !cost_can_run(&old));
@@ -586,7 +658,7 @@ mod tests {
 
     #[test]
     fn names_line_up() {
-        let features = report(NEW, true, ALL_CAPS, &all_tracepoints);
+        let features = report(&host(NEW, true, ALL_CAPS), &all_tracepoints);
         let text = format_report(&features);
         let columns: Vec<usize> = text
             .lines()
@@ -597,5 +669,56 @@ mod tests {
             })
             .collect();
         assert!(columns.windows(2).all(|w| w[0] == w[1]), "{text}");
+    }
+
+    #[test]
+    fn cost_capabilities_are_their_own_line() {
+        let eff = 1 << CAP_BPF | 1 << CAP_PERFMON | 1 << CAP_SYS_PTRACE | 1 << CAP_DAC_READ_SEARCH;
+        let mut h = host(NEW, true, eff);
+        h.kallsyms_hidden = true;
+        let features = report(&h, &all_tracepoints);
+        assert!(conns_can_run(&features));
+        assert!(!cost_can_run(&features));
+        let cost = find(&features, "capabilities for cost");
+        assert!(cost.detail.contains("CAP_SYSLOG"), "{}", cost.detail);
+        let admin = find(&features, "CAP_SYS_ADMIN");
+        assert!(!admin.available && !admin.required && !admin.required_by_cost);
+        assert!(admin.detail.contains("not seeded"), "{}", admin.detail);
+        let text = format_report(&features);
+        assert!(text.contains("[FAIL] capabilities for cost"), "{text}");
+        assert!(text.contains("[warn] CAP_SYS_ADMIN"), "{text}");
+        assert!(
+            text.ends_with(
+                "netlens conns: can run, with less detail (1 warning)\n\
+                 netlens cost: cannot run; fix the FAIL lines above\n"
+            ),
+            "{text}"
+        );
+        // Symbols visible without CAP_SYSLOG (kptr_restrict 0): cost runs.
+        h.kallsyms_hidden = false;
+        assert!(cost_can_run(&report(&h, &all_tracepoints)));
+    }
+
+    #[test]
+    fn a_failed_load_test_means_cannot_run() {
+        let features = report(&host(NEW, true, ALL_CAPS), &all_tracepoints);
+        let text = format_verdict(
+            &features,
+            &LoadTest::Failed("Invalid argument".into()),
+            &LoadTest::Passed,
+        );
+        assert_eq!(
+            text,
+            "netlens conns: cannot run: its BPF programs do not load: Invalid argument\n\
+             netlens cost: can run\n"
+        );
+    }
+
+    #[test]
+    fn unknown_tracepoints_are_not_checked_not_missing() {
+        let features = report(&host(NEW, true, ALL_CAPS), &|_: &Tracepoint| None);
+        let tp = find(&features, "tracepoint sock/sock_send_length");
+        assert!(tp.detail.starts_with("not checked"), "{}", tp.detail);
+        assert!(!tp.required && !tp.required_by_cost);
     }
 }

@@ -183,10 +183,8 @@ impl Probe {
     pub fn has_tracepoint(&self, hook: Hook, category: &str, name: &str) -> Option<bool> {
         match hook {
             Hook::TpBtf => self.btf.as_ref().map(|btf| {
-                btf.type_by_name::<libbpf_rs::btf::types::Typedef<'_>>(&format!(
-                    "btf_trace_{name}"
-                ))
-                .is_some()
+                btf.type_by_name::<libbpf_rs::btf::types::Typedef<'_>>(&format!("btf_trace_{name}"))
+                    .is_some()
             }),
             Hook::Tracefs => self
                 .tracefs
