@@ -126,11 +126,13 @@ struct ConnsArgs {
 
 #[derive(Args)]
 struct CostArgs {
-    /// Stack sampling for the NET_RX breakdown: a frequency in Hz per CPU
-    /// (at most kernel.perf_event_max_sample_rate; 0 turns sampling off), or
-    /// `tick` to sample at the scheduler tick (CONFIG_HZ) without adding a
-    /// timer interrupt, the cheapest on VMs without a PMU.
-    #[arg(short = 'f', long = "frequency", value_name = "HZ|tick", default_value = "1000",
+    /// Stack sampling for the NET_RX breakdown: `auto` samples CPU cycles at
+    /// 1000 Hz where the CPU has a PMU (NMI: also sees code that runs with
+    /// interrupts off) and at the scheduler tick where it has none; `tick`
+    /// samples at the scheduler tick (CONFIG_HZ) without adding an
+    /// interrupt; a number is a cpu-clock frequency in Hz per CPU (at most
+    /// kernel.perf_event_max_sample_rate; 0 turns sampling off).
+    #[arg(short = 'f', long = "frequency", value_name = "auto|tick|HZ", default_value = "auto",
           value_parser = Sampler::parse)]
     frequency: Sampler,
     /// Milliseconds between two reports (table refresh, log line).
@@ -399,9 +401,13 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
     preflight(Needs::Cost {
         sampling: args.frequency.is_on(),
     })?;
+    let sampler_auto = args.frequency == Sampler::Auto;
+    args.frequency = args
+        .frequency
+        .resolve(netlens::cost::collector::pmu_can_sample_cycles());
     args.user_pids.sort_unstable();
     args.user_pids.dedup();
-    if let Sampler::Hz(hz) = args.frequency {
+    if let Sampler::Hz(hz) | Sampler::Cycles(hz) = args.frequency {
         if let Some(max) = netlens::cost::run::max_sample_rate() {
             if hz > max {
                 return Err(usage_error(format!(
@@ -496,6 +502,7 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
     }
     let opts = netlens::cost::run::Options {
         sampler: args.frequency,
+        sampler_auto,
         period: Duration::from_millis(args.user_period),
         pids: args.user_pids.clone(),
         bpf_stats: args.bpf_stats,
@@ -693,12 +700,15 @@ fn check_cmd() -> Result<(), Failure> {
     let cost_test = if check::cost_can_run(&features) {
         load_test(
             "cost",
-            "all cost BPF programs loaded and attached, stack sampling works",
+            "all cost BPF programs loaded and attached, stack sampling (-f auto) works",
             || {
                 // With a short burst of stack sampling.
                 let stop = Arc::new(AtomicBool::new(true));
+                // What `netlens cost` samples with by default.
                 let opts = netlens::cost::run::Options {
-                    sampler: Sampler::Hz(10),
+                    sampler: Sampler::Auto
+                        .resolve(netlens::cost::collector::pmu_can_sample_cycles()),
+                    sampler_auto: true,
                     period: Duration::from_secs(1),
                     pids: Vec::new(),
                     bpf_stats: netlens::cost::selfstats::StatsMode::Sampled,

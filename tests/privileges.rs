@@ -153,7 +153,7 @@ fn check_tells_what_each_command_can_do() {
     assert!(t.contains("netlens cost: can run"), "{t}");
     assert!(
         t.contains(
-            "load test: all cost BPF programs loaded and attached, stack sampling works: ok"
+            "load test: all cost BPF programs loaded and attached, stack sampling (-f auto) works: ok"
         ),
         "{t}"
     );

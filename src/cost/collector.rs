@@ -289,9 +289,16 @@ impl Collector {
                 self.sample_links.push(link);
                 self.sampled_cpus = online_cpus()?;
             }
-            Sampler::Hz(frequency) => {
+            Sampler::Auto => bail!("-f auto must be resolved before sampling starts"),
+            Sampler::Hz(_) | Sampler::Cycles(_) => {
+                let event = if matches!(self.sampler, Sampler::Cycles(_)) {
+                    SampleEvent::Cycles
+                } else {
+                    SampleEvent::CpuClock
+                };
+                let frequency = self.sampler.hz();
                 for cpu in online_cpus()? {
-                    let fd = open_cpu_clock(cpu, frequency)?;
+                    let fd = open_sampler(cpu, frequency, event)?;
                     let link = self
                         .skel
                         .progs
@@ -383,8 +390,8 @@ impl Collector {
 fn sample_ring_bytes(cpus: usize, sampler: Sampler) -> u32 {
     // The tick runs at CONFIG_HZ, at most 1000.
     let frequency = match sampler {
-        Sampler::Hz(hz) => hz,
-        Sampler::Tick => 1000,
+        Sampler::Hz(hz) | Sampler::Cycles(hz) => hz,
+        Sampler::Tick | Sampler::Auto => 1000,
         Sampler::Off => 1,
     };
     let record = std::mem::size_of::<types::rx_sample>() as u64 + 8;
@@ -445,11 +452,31 @@ fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
 }
 
 /// A cpu-clock software event on one CPU, sampling at `frequency` Hz.
-fn open_cpu_clock(cpu: u32, frequency: u64) -> Result<OwnedFd> {
+/// What a sampling perf event counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SampleEvent {
+    /// Software cpu-clock: an hrtimer interrupt per sample.
+    CpuClock,
+    /// Hardware CPU cycles: the PMU's overflow interrupt (NMI on x86).
+    Cycles,
+}
+
+/// Opens a sampling perf event on one CPU, for all tasks.
+fn perf_sampling_event(cpu: u32, frequency: u64, event: SampleEvent) -> std::io::Result<OwnedFd> {
+    let (type_, config) = match event {
+        SampleEvent::CpuClock => (
+            libbpf_sys::PERF_TYPE_SOFTWARE,
+            u64::from(libbpf_sys::PERF_COUNT_SW_CPU_CLOCK),
+        ),
+        SampleEvent::Cycles => (
+            libbpf_sys::PERF_TYPE_HARDWARE,
+            u64::from(libbpf_sys::PERF_COUNT_HW_CPU_CYCLES),
+        ),
+    };
     let mut attr = libbpf_sys::perf_event_attr {
-        type_: libbpf_sys::PERF_TYPE_SOFTWARE,
+        type_,
         size: std::mem::size_of::<libbpf_sys::perf_event_attr>() as u32,
-        config: u64::from(libbpf_sys::PERF_COUNT_SW_CPU_CLOCK),
+        config,
         ..Default::default()
     };
     attr.__bindgen_anon_1.sample_freq = frequency;
@@ -468,14 +495,32 @@ fn open_cpu_clock(cpu: u32, frequency: u64) -> Result<OwnedFd> {
         )
     };
     if fd < 0 {
-        let err = std::io::Error::last_os_error();
-        bail!(
-            "opening a cpu-clock sampling event at {frequency} Hz on CPU {cpu}: {err}; \
-             `-f 0` measures without stack sampling (no NET_RX breakdown)"
-        );
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: fd was just returned by perf_event_open and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// True when the CPU has a PMU that can sample CPU cycles (opens and closes
+/// one such event on the first online CPU). VMs often have none.
+pub fn pmu_can_sample_cycles() -> bool {
+    let Some(cpu) = online_cpus().ok().and_then(|c| c.first().copied()) else {
+        return false;
+    };
+    perf_sampling_event(cpu, crate::model::cost::AUTO_HZ, SampleEvent::Cycles).is_ok()
+}
+
+fn open_sampler(cpu: u32, frequency: u64, event: SampleEvent) -> Result<OwnedFd> {
+    perf_sampling_event(cpu, frequency, event).map_err(|err| {
+        let what = match event {
+            SampleEvent::CpuClock => "cpu-clock",
+            SampleEvent::Cycles => "CPU-cycles",
+        };
+        anyhow::anyhow!(
+            "opening a {what} sampling event at {frequency} Hz on CPU {cpu}: {err}; \
+             `-f 0` measures without stack sampling (no NET_RX breakdown)"
+        )
+    })
 }
 
 /// BPF_ENABLE_STATS: the kernel records every program's run time while the

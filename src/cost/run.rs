@@ -29,8 +29,11 @@ const SAMPLER_GRACE: Duration = Duration::from_millis(20);
 const IRQ_REFRESH: Duration = Duration::from_secs(5);
 
 pub struct Options {
-    /// Where NET_RX stack samples come from (Off: no NET_RX categories).
+    /// Where NET_RX stack samples come from (Off: no NET_RX categories);
+    /// never [`Sampler::Auto`] (resolve it first).
     pub sampler: Sampler,
+    /// `sampler` was chosen by `-f auto`.
+    pub sampler_auto: bool,
     /// Time between two reports.
     pub period: Duration,
     /// Processes whose CPU time is shown beside the kernel cost.
@@ -111,9 +114,20 @@ pub fn run(
         "netlens: ready: measuring network CPU cost on {} CPUs{}; {} network device IRQs",
         cpus.len(),
         match opts.sampler {
-            Sampler::Hz(hz) => format!(", sampling NET_RX stacks at {hz} Hz"),
-            Sampler::Tick => ", sampling NET_RX stacks at the scheduler tick".to_string(),
-            Sampler::Off => ", stack sampling off".to_string(),
+            Sampler::Hz(hz) => format!(", sampling NET_RX stacks at {hz} Hz (cpu-clock)"),
+            Sampler::Cycles(hz) => format!(
+                ", sampling NET_RX stacks at {hz} Hz of CPU cycles (the CPU has a PMU{})",
+                if opts.sampler_auto { "; -f auto" } else { "" }
+            ),
+            Sampler::Tick => format!(
+                ", sampling NET_RX stacks at the scheduler tick{}",
+                if opts.sampler_auto {
+                    " (-f auto: this CPU has no PMU)"
+                } else {
+                    ""
+                }
+            ),
+            Sampler::Off | Sampler::Auto => ", stack sampling off".to_string(),
         },
         collector.net_irqs().len()
     ));
@@ -203,6 +217,7 @@ pub fn run(
         };
         prev_process_ns = process_ns;
         let mut sampling = sampling(opts.sampler, &collector, &first, &prev, &now, period_ns);
+        sampling.auto = opts.sampler_auto;
         sampling.stack_errors_total = stacks.as_ref().map_or(0, |b| b.stack_errors);
         if sampling.throttled && !warned_throttle {
             warned_throttle = true;
@@ -315,6 +330,7 @@ fn sampling(
     let max_sample_rate = max_sample_rate();
     Sampling {
         sampler,
+        auto: false,
         samples_period,
         net_rx_samples_period: sum(now, |c| c.net_rx_samples)
             .saturating_sub(sum(prev, |c| c.net_rx_samples)),

@@ -12,9 +12,19 @@ pub enum Sampler {
     /// A cpu-clock perf event per CPU at this many Hz: a timer interrupt
     /// of its own for every sample.
     Hz(u64),
+    /// A hardware CPU-cycles perf event per CPU, at this many Hz: sampled
+    /// from the PMU's interrupt (an NMI on x86), so it also sees code that
+    /// runs with interrupts off. Chosen by `auto` where the CPU has a PMU.
+    Cycles(u64),
     /// The scheduler tick (CONFIG_HZ) of busy CPUs: no extra interrupt.
     Tick,
+    /// `-f auto` (the default), before it is resolved: [`Sampler::Cycles`]
+    /// at [`AUTO_HZ`] where the CPU has a PMU, else [`Sampler::Tick`].
+    Auto,
 }
+
+/// The frequency `-f auto` samples CPU cycles at.
+pub const AUTO_HZ: u64 = 1000;
 
 impl Sampler {
     /// Parses `-f`: a frequency in Hz (0 = off) or `tick`.
@@ -22,10 +32,15 @@ impl Sampler {
         if s == "tick" {
             return Ok(Sampler::Tick);
         }
+        if s == "auto" {
+            return Ok(Sampler::Auto);
+        }
         match s.parse::<u64>() {
             Ok(0) => Ok(Sampler::Off),
             Ok(hz) => Ok(Sampler::Hz(hz)),
-            Err(_) => Err(format!("`{s}` is neither a frequency in Hz nor `tick`")),
+            Err(_) => Err(format!(
+                "`{s}` is neither a frequency in Hz, `tick` nor `auto`"
+            )),
         }
     }
 
@@ -36,8 +51,32 @@ impl Sampler {
     /// The perf event frequency, 0 when there is none.
     pub fn hz(self) -> u64 {
         match self {
-            Sampler::Hz(hz) => hz,
-            Sampler::Off | Sampler::Tick => 0,
+            Sampler::Hz(hz) | Sampler::Cycles(hz) => hz,
+            Sampler::Off | Sampler::Tick | Sampler::Auto => 0,
+        }
+    }
+
+    /// `auto` made concrete: CPU cycles where the CPU has a PMU (`pmu`),
+    /// the scheduler tick where it has none (on a VM without one, every
+    /// cpu-clock sample is an extra, expensive timer interrupt). Any other
+    /// choice stays as it is.
+    pub fn resolve(self, pmu: bool) -> Sampler {
+        match self {
+            Sampler::Auto if pmu => Sampler::Cycles(AUTO_HZ),
+            Sampler::Auto => Sampler::Tick,
+            other => other,
+        }
+    }
+
+    /// How the samples are taken, for logs and metrics: `cycles`,
+    /// `cpu_clock`, `tick` or `off`.
+    pub fn source(self) -> &'static str {
+        match self {
+            Sampler::Cycles(_) => "cycles",
+            Sampler::Hz(_) => "cpu_clock",
+            Sampler::Tick => "tick",
+            Sampler::Off => "off",
+            Sampler::Auto => "auto",
         }
     }
 }
@@ -230,8 +269,10 @@ pub struct SelfCost {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Sampling {
-    /// What -f asked for.
+    /// How samples are taken (-f, with `auto` resolved).
     pub sampler: Sampler,
+    /// `sampler` was chosen by `-f auto` (the default).
+    pub auto: bool,
     /// Samples taken on all CPUs in this period, and of them inside NET_RX.
     pub samples_period: u64,
     pub net_rx_samples_period: u64,

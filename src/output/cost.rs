@@ -213,9 +213,20 @@ pub fn render_table(r: &CostReport, out: &mut String) {
 fn sampling_note(r: &CostReport) -> String {
     let s = &r.sampling;
     let asked = match s.sampler {
-        Sampler::Off => return "sampling off".to_string(),
-        Sampler::Hz(hz) => format!("{hz} Hz"),
+        Sampler::Off | Sampler::Auto => return "sampling off".to_string(),
+        Sampler::Hz(hz) => format!("{hz} Hz (cpu-clock)"),
+        Sampler::Cycles(hz) => format!("{hz} Hz of CPU cycles"),
         Sampler::Tick => "at the tick".to_string(),
+    };
+    let asked = if s.auto {
+        let why = if s.sampler == Sampler::Tick {
+            "no PMU"
+        } else {
+            "PMU"
+        };
+        format!("{asked} (auto: {why})")
+    } else {
+        asked
     };
     let mut note = format!(
         "sampling {asked} ({:.0} Hz effective, {} NET_RX samples)",
@@ -322,6 +333,7 @@ pub fn report_json(r: &CostReport) -> Value {
         },
         "sampling": {
             "frequency": sm.sampler.hz(), "on_tick": sm.sampler == Sampler::Tick,
+            "source": sm.sampler.source(), "auto": sm.auto,
             "samples": sm.samples_period,
             "net_rx_samples": sm.net_rx_samples_period, "lost_total": sm.lost_total,
             "stack_errors_total": sm.stack_errors_total,

@@ -204,9 +204,9 @@ pub fn period_seconds(timestamp_ns: u64, period_ns: u64) -> (u64, u64) {
 /// config says, else the period's effective rate per CPU.
 pub fn sample_rate(sampler: Sampler, config_hz: Option<u64>, effective_hz: f64) -> u64 {
     match sampler {
-        Sampler::Hz(hz) => hz,
+        Sampler::Hz(hz) | Sampler::Cycles(hz) => hz,
         Sampler::Tick => config_hz.unwrap_or(effective_hz.round() as u64).max(1),
-        Sampler::Off => 1,
+        Sampler::Off | Sampler::Auto => 1,
     }
 }
 

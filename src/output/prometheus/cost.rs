@@ -174,6 +174,18 @@ impl Producer for CostMetrics {
         )
         .sample(&none, u64::from(r.sampling.sampler == Sampler::Tick));
         out.family(
+            "netlens_cost_sampling_info",
+            Kind::Gauge,
+            "1, labelled with how stacks are sampled (source: cycles, cpu_clock, tick, off) and \
+             whether -f auto chose it.",
+        )
+        .sample(
+            &none
+                .and("source", r.sampling.sampler.source())
+                .and("auto", if r.sampling.auto { "true" } else { "false" }),
+            1,
+        );
+        out.family(
             "netlens_cost_sampling_throttled",
             Kind::Gauge,
             "1 when the kernel lowered kernel.perf_event_max_sample_rate below -f.",
