@@ -68,14 +68,6 @@ struct {
 	__type(value, struct cpu_state);
 } cpu_states SEC(".maps");
 
-/* io_uring is in use on this host (an io-wq worker ran, or io_uring_enter
- * was called): user space then attaches the socket-operation programs,
- * which would otherwise run on every send and receive for nothing. */
-__u32 io_uring_seen = 0;
-/* Set by user space once those programs are attached: until then io-wq
- * workers accumulate no time (it would be charged at once later). */
-__u32 io_uring_hooks_on = 0;
-
 /* Processes (-u/--user-pids) whose own TX/RX system call time is kept;
  * user space inserts their keys before attaching. */
 const volatile bool track_pids = false;
@@ -268,8 +260,6 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 		return 0;
 	entry = (kind == SYSCALL_TX || kind == SYSCALL_TX_IF_SOCKET) ? COST_TX_SYSCALL
 								     : COST_RX_SYSCALL;
-	if (kind == SYSCALL_IO_URING && !io_uring_seen)
-		io_uring_seen = 1;
 	t->mode = kind == SYSCALL_IO_URING ? MODE_SEGMENT : MODE_SPAN;
 	t->entry = entry;
 	t->pending = 0;
@@ -311,8 +301,6 @@ static __always_inline struct task_acct *kthread_acct(struct task_struct *task)
 
 	if (flags & PF_IO_WORKER) {
 		role = ROLE_IO_WORKER;
-		if (!io_uring_seen)
-			io_uring_seen = 1;
 	} else if (flags & PF_KTHREAD) {
 		if (bpf_probe_read_kernel(comm, sizeof(comm), task->comm) ||
 		    comm[0] != 'n' || comm[1] != 'a' || comm[2] != 'p' ||
@@ -365,7 +353,7 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 				       stint_ns(t, cs, now), false);
 		else if (t->mode == MODE_THREAD)
 			charge(t->entry, stint_ns(t, cs, now), true);
-		else if (t->mode == MODE_SEGMENT && io_uring_hooks_on)
+		else if (t->mode == MODE_SEGMENT)
 			t->pending += stint_ns(t, cs, now);
 	}
 	t = bpf_task_storage_get(&task_accts, next, 0, 0);
@@ -382,60 +370,89 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 	return 0;
 }
 
-/* A socket send or receive completed in task context: charge the time that
- * led to it when the task is an io-wq worker or inside io_uring_enter. */
-static __always_inline void socket_op_done(bool tx)
+/* io_uring operations (UAPI numbers, stable) that are socket operations,
+ * or may be (reads and writes, when the file is a socket). */
+#define IORING_OP_READV 1
+#define IORING_OP_WRITEV 2
+#define IORING_OP_SENDMSG 9
+#define IORING_OP_RECVMSG 10
+#define IORING_OP_READ 22
+#define IORING_OP_WRITE 23
+#define IORING_OP_SEND 26
+#define IORING_OP_RECV 27
+#define IORING_OP_SEND_ZC 47
+#define IORING_OP_SENDMSG_ZC 48
+
+/* COST_TX_SYSCALL or COST_RX_SYSCALL for an io_uring request that is a
+ * socket send or receive, COST_ENTRY_MAX for any other. */
+static __always_inline __u32 io_uring_socket_op(void *req)
+{
+	struct io_kiocb *r = req;
+	__u8 op = BPF_CORE_READ(r, opcode);
+	bool tx;
+	umode_t mode;
+
+	switch (op) {
+	case IORING_OP_SEND:
+	case IORING_OP_SENDMSG:
+	case IORING_OP_SEND_ZC:
+	case IORING_OP_SENDMSG_ZC:
+		return COST_TX_SYSCALL;
+	case IORING_OP_RECV:
+	case IORING_OP_RECVMSG:
+		return COST_RX_SYSCALL;
+	case IORING_OP_WRITE:
+	case IORING_OP_WRITEV:
+		tx = true;
+		break;
+	case IORING_OP_READ:
+	case IORING_OP_READV:
+		tx = false;
+		break;
+	default:
+		return COST_ENTRY_MAX;
+	}
+	mode = BPF_CORE_READ(r, file, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return COST_ENTRY_MAX;
+	return tx ? COST_TX_SYSCALL : COST_RX_SYSCALL;
+}
+
+/* An io_uring request completed in the context of an io-wq worker or of
+ * io_uring_enter: the time since the previous boundary led to it. A socket
+ * operation is charged that time (to the worker entry, or as TX/RX system
+ * call time); for any other request the time is dropped. One hook for
+ * every kernel: it needs no socket tracepoint (sock_send_length and
+ * sock_recv_length came in 6.3), and it runs only for io_uring requests,
+ * not for every send and receive on the host. The request is the second
+ * argument of this tracepoint on the kernels tested (6.1, 6.12, 6.18);
+ * kernels before about 5.18 pass none, and then no request reads as a
+ * socket operation. */
+SEC("tp_btf/io_uring_complete")
+int BPF_PROG(on_io_uring_complete, void *ring, void *req)
 {
 	struct cpu_state *cs = cpu_state();
 	struct task_acct *t;
+	__u32 entry;
 	__u64 now;
 
-	/* kernel sockets used from softirq context are not the task's */
+	/* requests completed from softirq context are not the task's */
 	if (!cs || !cs->tracked || in_softirq(cs) || cs->irq)
-		return;
+		return 0;
 	t = bpf_task_storage_get(&task_accts, bpf_get_current_task_btf(), 0, 0);
 	if (!t || t->mode != MODE_SEGMENT)
-		return;
+		return 0;
 	now = bpf_ktime_get_ns();
-	if (t->role == ROLE_IO_WORKER)
-		charge(COST_IO_URING_WORKER, t->pending + stint_ns(t, cs, now), true);
-	else
-		charge_syscall(bpf_get_current_pid_tgid() >> 32,
-			       tx ? COST_TX_SYSCALL : COST_RX_SYSCALL,
-			       t->pending + stint_ns(t, cs, now), true);
+	entry = io_uring_socket_op(req);
+	if (entry == COST_TX_SYSCALL || entry == COST_RX_SYSCALL) {
+		if (t->role == ROLE_IO_WORKER)
+			charge(COST_IO_URING_WORKER, t->pending + stint_ns(t, cs, now), true);
+		else
+			charge_syscall(bpf_get_current_pid_tgid() >> 32, entry,
+				       t->pending + stint_ns(t, cs, now), true);
+	}
 	t->pending = 0;
 	start_stint(t, cs, now);
-}
-
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(cost_sock_send, struct sock *sk, int ret, int flags)
-{
-	socket_op_done(true);
-	return 0;
-}
-
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(cost_sock_recv, struct sock *sk, int ret, int flags)
-{
-	socket_op_done(false);
-	return 0;
-}
-
-/* An io_uring request completed: the time since the previous boundary was
- * not a socket operation (those were charged when they completed). */
-SEC("tp_btf/io_uring_complete")
-int BPF_PROG(on_io_uring_complete, void *ring, void *req, void *cqe)
-{
-	struct cpu_state *cs = cpu_state();
-	struct task_acct *t;
-
-	if (!cs || !cs->tracked || in_softirq(cs) || cs->irq)
-		return 0;
-	t = bpf_task_storage_get(&task_accts, bpf_get_current_task_btf(), 0, 0);
-	if (!t || t->mode != MODE_SEGMENT)
-		return 0;
-	t->pending = 0;
-	start_stint(t, cs, bpf_ktime_get_ns());
 	return 0;
 }
 

@@ -57,22 +57,15 @@ impl SampleQueue {
     }
 }
 
-/// (program, required, what is lost without it)
-/// Programs attached only once io_uring is in use: two of them run on
-/// every socket send and receive of the host.
-const IO_URING_PROGRAMS: [&str; 3] = ["cost_sock_send", "cost_sock_recv", "on_io_uring_complete"];
-
 pub struct Collector {
     skel: CostSkel<'static>,
-    links: Vec<Link>,
+    _links: Vec<Link>,
     /// The sampling program's links, one per CPU.
     sample_links: Vec<Link>,
     ring: RingBuffer<'static>,
     pending: Rc<RefCell<SampleQueue>>,
     /// Keeps BPF_ENABLE_STATS on while it is open.
     stats: Option<OwnedFd>,
-    /// The io_uring programs are attached.
-    io_uring_hooks: bool,
     /// IRQ numbers currently marked as network IRQs in the BPF map.
     net_irqs: BTreeSet<u32>,
     /// CPUs sampled once start_sampling ran.
@@ -128,11 +121,10 @@ impl Collector {
 
         let skipped: Vec<&str> = attach_failures.iter().map(|f| f.program).collect();
         let mut links = Vec::new();
-        // The sampling program (on_sample) is attached per CPU below; the
-        // io_uring programs once io_uring is seen (attach_io_uring_hooks).
+        // The sampling program (on_sample) is attached per CPU below.
         for tp in check::COST_TRACEPOINTS
             .iter()
-            .filter(|tp| !IO_URING_PROGRAMS.contains(&tp.program) && !skipped.contains(&tp.program))
+            .filter(|tp| !skipped.contains(&tp.program))
         {
             let name = tp.program;
             let prog = skel
@@ -171,13 +163,12 @@ impl Collector {
             .context("setting up the sample ring buffer")?;
         let mut collector = Collector {
             skel,
-            links,
+            _links: links,
             sample_links: Vec::new(),
             ring,
             pending,
             stats: None,
             net_irqs: BTreeSet::new(),
-            io_uring_hooks: false,
             sampled_cpus: Vec::new(),
             sampler: cfg.sampler,
             attach_failures,
@@ -225,52 +216,6 @@ impl Collector {
             .iter()
             .map(|v| read_record::<RawCpuCost>(v).unwrap_or_default())
             .collect())
-    }
-
-    /// Attaches the io_uring programs once the BPF side has seen io_uring
-    /// in use (cheap to call often: one read of memory-mapped .bss).
-    /// Returns true when they were attached by this call.
-    pub fn attach_io_uring_hooks(&mut self) -> Result<bool> {
-        if self.io_uring_hooks {
-            return Ok(false);
-        }
-        let bss = self
-            .skel
-            .maps
-            .bss_data
-            .as_deref_mut()
-            .context("BPF object has no memory-mapped .bss")?;
-        // SAFETY: the field lives in the skeleton's .bss mapping for as long as
-        // the skeleton; the BPF side sets it concurrently, hence volatile.
-        if unsafe { std::ptr::read_volatile(&raw const bss.io_uring_seen) } == 0 {
-            return Ok(false);
-        }
-        let skipped: Vec<&str> = self.attach_failures.iter().map(|f| f.program).collect();
-        for tp in check::COST_TRACEPOINTS
-            .iter()
-            .filter(|tp| IO_URING_PROGRAMS.contains(&tp.program) && !skipped.contains(&tp.program))
-        {
-            let prog = self
-                .skel
-                .object_mut()
-                .progs_mut()
-                .find(|p| p.name() == tp.program)
-                .with_context(|| format!("program {} missing from the BPF object", tp.program))?;
-            match prog.attach() {
-                Ok(link) => self.links.push(link),
-                Err(e) => self.attach_failures.push(AttachFailure {
-                    program: tp.program,
-                    what_is_lost: tp.without,
-                    error: e.to_string(),
-                }),
-            }
-        }
-        if let Some(bss) = self.skel.maps.bss_data.as_deref_mut() {
-            // SAFETY: as above.
-            unsafe { std::ptr::write_volatile(&raw mut bss.io_uring_hooks_on, 1) };
-        }
-        self.io_uring_hooks = true;
-        Ok(true)
     }
 
     /// Attaches the stack sampler (-f). Separate from start so that the

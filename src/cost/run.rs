@@ -19,10 +19,6 @@ use crate::sys::procfs;
 
 /// How often samples are drained (the ring is sized for half a second).
 const DRAIN_PERIOD: Duration = Duration::from_millis(100);
-/// Printed once io_uring is seen in use and its programs are attached:
-/// io_uring socket operations are timed from then on.
-pub const IO_URING_IN_USE: &str =
-    "netlens: io_uring in use: timing io-wq workers and io_uring_enter from now on";
 /// Far longer than one run of the sampling program (microseconds).
 const SAMPLER_GRACE: Duration = Duration::from_millis(20);
 /// How often the list of network device IRQs is refreshed.
@@ -149,16 +145,6 @@ pub fn run(
         } else {
             DRAIN_PERIOD.min(due.saturating_duration_since(Instant::now()))
         };
-        let failures_before = collector.attach_failures.len();
-        if collector.attach_io_uring_hooks()? {
-            status(IO_URING_IN_USE);
-            for f in &collector.attach_failures[failures_before..] {
-                status(&format!(
-                    "warning: {} not attached ({}); lost: {}",
-                    f.program, f.error, f.what_is_lost
-                ));
-            }
-        }
         collector.drain_samples(wait, |s| {
             if let (Some(book), Some(col)) =
                 (stacks.as_mut(), cpus.iter().position(|&c| c == s.cpu))

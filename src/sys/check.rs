@@ -121,7 +121,7 @@ pub const TRACEPOINTS: [Tracepoint; 7] = [
 
 /// The tracepoints `cost` attaches to (`required`: required by cost). The
 /// cost collector attaches from this table.
-pub const COST_TRACEPOINTS: [Tracepoint; 10] = [
+pub const COST_TRACEPOINTS: [Tracepoint; 8] = [
     Tracepoint {
         category: "raw_syscalls",
         name: "sys_enter",
@@ -186,31 +186,13 @@ pub const COST_TRACEPOINTS: [Tracepoint; 10] = [
         without: "no hard IRQ time, and it would be counted in what it interrupted",
     },
     Tracepoint {
-        category: "sock",
-        name: "sock_send_length",
-        program: "cost_sock_send",
-        hook: Hook::TpBtf,
-        required: false,
-        gives: "io_uring socket sends",
-        without: "no io_uring worker or io_uring_enter time for socket sends",
-    },
-    Tracepoint {
-        category: "sock",
-        name: "sock_recv_length",
-        program: "cost_sock_recv",
-        hook: Hook::TpBtf,
-        required: false,
-        gives: "io_uring socket receives",
-        without: "no io_uring worker or io_uring_enter time for socket receives",
-    },
-    Tracepoint {
         category: "io_uring",
         name: "io_uring_complete",
         program: "on_io_uring_complete",
         hook: Hook::TpBtf,
         required: false,
-        gives: "io_uring request boundaries",
-        without: "time of non-socket io_uring requests may be charged to the next socket one",
+        gives: "io_uring socket operations (io-wq workers, io_uring_enter)",
+        without: "no io_uring worker time, and no io_uring_enter time for socket operations",
     },
 ];
 
@@ -501,10 +483,10 @@ mod tests {
     #[test]
     fn healthy_host_is_all_ok() {
         let features = report(&host(NEW, true, ALL_CAPS), &all_tracepoints);
-        // sock_send_length and sock_recv_length serve both commands: one line each.
+        // No tracepoint serves both commands today: a line each.
         assert_eq!(
             features.len(),
-            5 + TRACEPOINTS.len() + 1 + COST_TRACEPOINTS.len() - 2
+            5 + TRACEPOINTS.len() + 1 + COST_TRACEPOINTS.len()
         );
         assert!(features.iter().all(|f| f.available));
         assert!(conns_can_run(&features));
@@ -513,7 +495,7 @@ mod tests {
         assert!(!text.contains("FAIL") && !text.contains("warn"), "{text}");
         assert!(text.contains("6.18.44"), "{text}");
         assert!(
-            text.contains("refresh on every send; cost: io_uring socket sends"),
+            text.contains("cost: io_uring socket operations (io-wq workers, io_uring_enter)"),
             "{text}"
         );
         assert!(
