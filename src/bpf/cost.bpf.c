@@ -571,9 +571,12 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	return 0;
 }
 
-/* Address of the kernel's periodic tick handler (tick_nohz_handler or,
- * before 6.10, tick_sched_timer), set by user space for -f tick. */
-const volatile __u64 tick_handler = 0;
+/* Addresses of the functions the scheduler tick's hrtimer may run, set by
+ * user space for -f tick: tick_sched_timer (before 6.10) and
+ * tick_nohz_handler (6.10 on). Both can exist (before 6.10 the latter is
+ * the low-resolution clockevent handler, never an hrtimer function), so a
+ * timer matching either is the tick. 0: the symbol does not exist. */
+const volatile __u64 tick_handlers[2] = {};
 
 /* -f tick: the scheduler tick is about to run. Sampling there adds no
  * interrupt at all (on a VM without a PMU every extra timer interrupt is
@@ -582,7 +585,9 @@ const volatile __u64 tick_handler = 0;
 SEC("tp_btf/hrtimer_expire_entry")
 int BPF_PROG(on_tick, struct hrtimer *timer, ktime_t *now)
 {
-	if (!tick_handler || (__u64)timer->function != tick_handler)
+	__u64 function = (__u64)timer->function;
+
+	if (!function || (function != tick_handlers[0] && function != tick_handlers[1]))
 		return 0;
 	take_sample(ctx);
 	return 0;

@@ -101,7 +101,7 @@ impl Collector {
         open.progs.on_sample.set_autoattach(false);
         open.progs.on_tick.set_autoattach(false);
         if cfg.sampler == Sampler::Tick {
-            rodata.tick_handler = tick_handler_address()?;
+            rodata.tick_handlers = tick_handler_addresses()?;
         }
         let mut attach_failures = skip_missing_tracepoints(
             open.open_object_mut(),
@@ -346,17 +346,20 @@ fn sample_ring_bytes(cpus: usize, sampler: Sampler) -> u32 {
 
 /// The kernel's periodic tick handler, whose hrtimer expiries -f tick
 /// samples at: tick_nohz_handler since Linux 6.10, tick_sched_timer before.
-fn tick_handler_address() -> Result<u64> {
+/// The addresses of tick_sched_timer and tick_nohz_handler (0 for one that
+/// does not exist); see `tick_handlers` in cost.bpf.c.
+fn tick_handler_addresses() -> Result<[u64; 2]> {
     let text = std::fs::read_to_string(super::kallsyms::PROC_KALLSYMS)
         .context("reading /proc/kallsyms for the tick handler")?;
-    ["tick_nohz_handler", "tick_sched_timer"]
-        .iter()
-        .find_map(|name| symbol_address(&text, name))
-        .filter(|&addr| addr != 0)
-        .context(
-            "-f tick: the tick handler (tick_nohz_handler or tick_sched_timer) is not in \
-             /proc/kallsyms, or addresses are hidden (kernel.kptr_restrict); use -f HZ",
-        )
+    let found = ["tick_sched_timer", "tick_nohz_handler"]
+        .map(|name| symbol_address(&text, name).unwrap_or(0));
+    if found == [0, 0] {
+        bail!(
+            "-f tick: the tick handler (tick_sched_timer or tick_nohz_handler) is not in \
+             /proc/kallsyms, or addresses are hidden (kernel.kptr_restrict); use -f HZ"
+        );
+    }
+    Ok(found)
 }
 
 /// The address of the text symbol `name` in /proc/kallsyms text.
