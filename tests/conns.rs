@@ -295,6 +295,146 @@ fn existing_connection_is_seeded_with_its_pid() {
     assert!(of_type(&evs, "connect").is_empty() && of_type(&evs, "accept").is_empty());
 }
 
+/// Socket descriptors `pid` holds open.
+fn socket_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter(|t| t.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// 5,000 idle loopback connections (10,000 sockets) opened before netlens
+/// starts: every socket is seeded, with its owner and direction, although
+/// their records fill the iterator's buffer about fifty times over.
+#[test]
+fn five_thousand_existing_connections_are_all_seeded() {
+    if !require_root() {
+        return;
+    }
+    const N: usize = 5000;
+    // Each peer raises its soft limit to the hard one; the server needs N
+    // accepted sockets and its listener, the holder N.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    assert!(
+        lim.rlim_max >= (N + 64) as libc::rlim_t,
+        "hard RLIMIT_NOFILE {} is below the {N} descriptors each peer needs",
+        lim.rlim_max
+    );
+    let (srv, srv_addr) = server(
+        None,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--sink",
+            "--max-conns",
+            &N.to_string(),
+            "--max-secs",
+            "300",
+        ],
+    );
+    let holder = peer(
+        None,
+        &[
+            "hold",
+            "--to",
+            &srv_addr.to_string(),
+            "--count",
+            &N.to_string(),
+            "--secs",
+            "300",
+        ],
+    );
+    let held = holder.wait_event("holding");
+    assert_eq!(u(&held, "count"), N as u64);
+    // Accepted, not only queued: a queued socket has no owner yet.
+    let deadline = std::time::Instant::now() + WAIT;
+    while socket_fds(srv.pid()) < N + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server accepted {} of {N} connections within {WAIT:?}",
+            socket_fds(srv.pid()).saturating_sub(1)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let port = srv_addr.port();
+    let nl = Netlens::start(&["-f", "--port", &port.to_string(), "-t", "1"]);
+    nl.wait_for(|v| v["type"] == "metrics", WAIT)
+        .expect("a metrics snapshot");
+    let out = nl.stop();
+    assert!(out.status.success(), "{:?}\n{}", out.status, out.stderr);
+
+    // Every snapshot, the one printed at exit included, has all sockets.
+    let mut snapshots: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    for m in of_type(&out.events, "metrics") {
+        snapshots
+            .entry(m["timestamp"].as_str().unwrap_or(""))
+            .or_default()
+            .push(m);
+    }
+    assert!(!snapshots.is_empty());
+    let (srv_pid, holder_pid) = (srv.pid() as u64, holder.pid() as u64);
+    for (ts, rows) in &snapshots {
+        let tuples: HashSet<(SocketAddr, SocketAddr)> = rows.iter().map(|v| nl_tuple(v)).collect();
+        assert_eq!(tuples.len(), rows.len(), "a socket twice at {ts}");
+        let inbound: Vec<&&Value> = rows.iter().filter(|v| nl_tuple(v).0 == srv_addr).collect();
+        let outbound: Vec<&&Value> = rows.iter().filter(|v| nl_tuple(v).1 == srv_addr).collect();
+        assert_eq!(
+            (inbound.len(), outbound.len(), rows.len()),
+            (N, N, 2 * N),
+            "snapshot {ts}; stderr:\n{}",
+            out.stderr
+        );
+        for v in inbound {
+            assert_eq!(
+                (u(v, "pid"), v["direction"].as_str()),
+                (srv_pid, Some("in")),
+                "{v}"
+            );
+            assert_eq!(v["comm"], "netlens-peer", "{v}");
+        }
+        for v in outbound {
+            assert_eq!(
+                (u(v, "pid"), v["direction"].as_str()),
+                (holder_pid, Some("out")),
+                "{v}"
+            );
+        }
+    }
+    // No seeding loss anywhere: no losses object says so, nor stderr.
+    for l in of_type(&out.events, "losses") {
+        assert_eq!(u(l, "seed_map_full"), 0, "{l}");
+    }
+    assert!(
+        out.stderr.contains(" 0 existing connections not seeded"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("without a seeding record"),
+        "{}",
+        out.stderr
+    );
+    let found: u64 = out
+        .stderr
+        .lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix("netlens: ready: tracing TCP connections; ")?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no ready line with a count:\n{}", out.stderr));
+    assert!(found >= 2 * N as u64, "{}", out.stderr);
+}
+
 /// A handshake the kernel completed but no process ever accept()ed: its
 /// owner is unknown, and netlens says so (PID 0) instead of naming whoever
 /// ran the softirq.

@@ -76,7 +76,9 @@ struct seed_record {
 	__u64 sk;
 	__u64 ino; /* socket inode, to find the owning process in /proc */
 	__u32 is_listener;
-	__u32 tracked; /* 1 if inserted into the map by this walk */
+	__u32 tracked; /* 1 if this walk inserted the socket into the map (on
+			* this run of the program or an earlier one for the same
+			* socket whose record did not fit in the buffer) */
 	struct conn_value conn;
 };
 

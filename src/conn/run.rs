@@ -58,11 +58,18 @@ pub fn run(
         ));
     }
     let mut table = ConnTable::new();
-    let report = seed::seed(&collector, &mut table)?;
+    let report = seed::seed(&mut collector, &mut table)?;
     for failed in &report.failed_namespaces {
         status(&format!(
             "warning: could not enter network namespace {failed}; its existing connections \
              appear once they send or receive"
+        ));
+    }
+    if report.unrecorded > 0 {
+        status(&format!(
+            "warning: {} existing connections were tracked without a seeding record (the \
+             socket walk failed part way); they show PID 0 and direction unknown",
+            report.unrecorded
         ));
     }
     status(&format!(

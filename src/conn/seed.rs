@@ -10,7 +10,7 @@ use anyhow::Result;
 use std::os::fd::{AsFd, AsRawFd};
 
 use super::collector::{walk_tcp_sockets, Collector};
-use super::decode;
+use super::decode::{self, CONN_SEEDED};
 use super::skel::types;
 use super::table::{ConnTable, SeedOwner};
 use crate::model::Direction;
@@ -20,6 +20,10 @@ use crate::sys::{netns, procfs};
 pub struct SeedReport {
     pub namespaces: usize,
     pub connections: usize,
+    /// Connections the walk put into the map whose record never reached
+    /// user space (owner and direction unknown); 0 unless a walk failed
+    /// part way.
+    pub unrecorded: usize,
     /// Namespaces that could not be entered, with the reason.
     pub failed_namespaces: Vec<String>,
 }
@@ -27,7 +31,7 @@ pub struct SeedReport {
 /// A listening socket: (netns, local port, local address).
 type Listener = (u32, u16, IpAddr);
 
-pub fn seed(collector: &Collector, table: &mut ConnTable) -> Result<SeedReport> {
+pub fn seed(collector: &mut Collector, table: &mut ConnTable) -> Result<SeedReport> {
     let link = collector.seed_link()?;
     let link_fd = link.as_fd().as_raw_fd();
     let mut report = SeedReport::default();
@@ -46,17 +50,30 @@ pub fn seed(collector: &Collector, table: &mut ConnTable) -> Result<SeedReport> 
         }
     }
     let owners = procfs::socket_inode_owners();
-    for (sk, owner) in owners_of_seeded(&records, &owners, procfs::comm_of) {
+    let seeded = owners_of_seeded(&records, &owners, procfs::comm_of);
+    report.connections = seeded.len();
+    let recorded: HashSet<u64> = seeded.iter().map(|(sk, _)| *sk).collect();
+    report.unrecorded = unrecorded(collector.connections(), |sk| recorded.contains(&sk));
+    for (sk, owner) in seeded {
         table.add_seed(sk, owner);
-        report.connections += 1;
     }
     Ok(report)
 }
 
+/// How many of `slots` the seeding walk inserted (CONN_SEEDED) without a
+/// record for them (`recorded` says which sockets have one).
+fn unrecorded(slots: &[types::conn_value], recorded: impl Fn(u64) -> bool) -> usize {
+    slots
+        .iter()
+        .filter(|v| v.flags & CONN_SEEDED != 0 && !recorded(v.sk))
+        .count()
+}
+
 /// Decides owner and direction of every connection the walk put into the
-/// map. The owner is the lowest PID holding the socket open (the parent,
-/// when a socket is inherited); the direction is inbound when a listener of
-/// the same namespace has the local port.
+/// map, once per socket (should the kernel have shown one twice). The owner
+/// is the lowest PID holding the socket open (the parent, when a socket is
+/// inherited); the direction is inbound when a listener of the same
+/// namespace has the local port.
 pub fn owners_of_seeded(
     records: &[types::seed_record],
     owners: &HashMap<u64, Vec<u32>>,
@@ -70,9 +87,10 @@ pub fn owners_of_seeded(
             (r.conn.netns, t.local_port, t.local_addr)
         })
         .collect();
+    let mut seen = HashSet::new();
     records
         .iter()
-        .filter(|r| r.is_listener == 0 && r.tracked != 0)
+        .filter(|r| r.is_listener == 0 && r.tracked != 0 && seen.insert(r.sk))
         .map(|r| {
             let t = decode::tuple(&r.conn);
             let inbound = listeners.iter().any(|&(ns, port, addr)| {
@@ -142,6 +160,35 @@ mod tests {
         assert_eq!(got[&3].direction, Direction::Outbound);
         assert_eq!(got[&3].pid, 33);
         assert_eq!((got[&4].pid, got[&4].comm.as_ref()), (0, ""));
+    }
+
+    #[test]
+    fn a_socket_shown_twice_is_seeded_once() {
+        let records = vec![
+            record(2, 100, false, [192, 0, 2, 1], 40000),
+            record(2, 100, false, [192, 0, 2, 1], 40000),
+            record(3, 101, false, [192, 0, 2, 1], 40001),
+        ];
+        let got = owners_of_seeded(&records, &HashMap::new(), |_| None);
+        let sks: Vec<u64> = got.iter().map(|(sk, _)| *sk).collect();
+        assert_eq!(sks, [2, 3]);
+    }
+
+    #[test]
+    fn seeded_slots_without_a_record_are_counted() {
+        let slot = |sk: u64, flags: u16| types::conn_value {
+            sk,
+            flags,
+            ..Default::default()
+        };
+        let slots = [
+            slot(1, CONN_SEEDED),
+            slot(2, CONN_SEEDED | decode::CONN_OWNED),
+            slot(3, decode::CONN_ACTIVE), // the hooks' own: never a seed
+        ];
+        assert_eq!(unrecorded(&slots, |sk| sk == 1), 1);
+        assert_eq!(unrecorded(&slots, |_| false), 2);
+        assert_eq!(unrecorded(&slots, |_| true), 0);
     }
 
     #[test]
