@@ -92,8 +92,10 @@ pub struct ConnInfo {
     /// Inode number of the network namespace.
     pub netns: u32,
     pub direction: Direction,
-    /// When the connection was established (or first seen, if seeded).
-    pub start: UnixNanos,
+    /// When the connection was established; `None` for a connection that
+    /// already existed when netlens started (seeded): the kernel keeps no
+    /// establishment time in its socket, so its age is unknown.
+    pub start: Option<UnixNanos>,
 }
 
 /// Hashes connection ids (sequential u64s, optionally with a PID) cheaply:

@@ -266,6 +266,10 @@ fn existing_connection_is_seeded_with_its_pid() {
     assert_eq!(u(&seen, "pid"), cli.pid() as u64);
     assert_eq!(seen["direction"], "out");
     assert_eq!(u(&seen, "netns"), a.inode());
+    assert!(
+        seen["age_s"].is_null(),
+        "age of a seeded connection: {seen}"
+    );
     let (cli_pid, srv_pid) = (cli.pid() as u64, srv.pid() as u64);
     cli.release();
     let c = conns(&cli.finish(), "client")[0].clone();
@@ -409,6 +413,10 @@ fn five_thousand_existing_connections_are_all_seeded() {
                 "{v}"
             );
         }
+        assert!(
+            rows.iter().all(|v| v["age_s"].is_null()),
+            "seeded: age unknown"
+        );
     }
     // No seeding loss anywhere: no losses object says so, nor stderr.
     for l in of_type(&out.events, "losses") {

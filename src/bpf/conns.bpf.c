@@ -728,8 +728,8 @@ int seed_tcp(struct bpf_iter__tcp *ctx)
 			/* A second run for this socket, or the hooks' entry. */
 			rec.tracked = (cur->flags & CONN_SEEDED) != 0;
 		} else {
+			/* start_ns stays 0: when it was established is unknown. */
 			rec.conn.flags = CONN_SEEDED | CONN_ESTABLISHED;
-			rec.conn.start_ns = bpf_ktime_get_boot_ns();
 			rec.conn.id = __sync_fetch_and_add(&next_id, 1);
 			read_counters(tp, &rec.conn);
 			err = track(rec.sk, &rec.conn, false);

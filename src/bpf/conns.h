@@ -41,7 +41,7 @@ enum loss_counter {
  * and after copying a slot has one connection's record. */
 struct conn_value {
 	__u64 id;       /* unique per connection, assigned at establishment */
-	__u64 start_ns; /* CLOCK_BOOTTIME at establishment (or at seeding) */
+	__u64 start_ns; /* CLOCK_BOOTTIME at establishment; 0 if seeded (unknown) */
 	__u8 saddr[16]; /* IPv4 in the first 4 bytes when family == AF_INET */
 	__u8 daddr[16];
 	__u16 sport; /* host byte order */

@@ -277,7 +277,7 @@ pub(crate) struct IdentityCache {
 }
 
 struct CachedIdentity {
-    start: UnixNanos,
+    start: Option<UnixNanos>,
     id: u64,
     /// The owner can be learned after a connection was first shown.
     pid: u32,
@@ -345,7 +345,7 @@ pub(crate) mod test_util {
             comm: "curl".into(),
             netns: 4_026_531_840,
             direction: dir,
-            start: T0,
+            start: Some(T0),
         }
     }
 
@@ -397,7 +397,7 @@ mod tests {
     fn identity_cache_reuses_in_order_and_rerenders_on_change() {
         let mk = |port: u16, start: u64| {
             let mut c = test_util::conn("192.0.2.1", port, "192.0.2.2", 80, Direction::Outbound);
-            c.start = start;
+            c.start = Some(start);
             c
         };
         let (a, b, c) = (mk(1, 10), mk(2, 20), mk(3, 30));

@@ -137,7 +137,8 @@ fn table_cells(row: &ConnRow, now: UnixNanos) -> Vec<String> {
         m.retransmits.to_string(),
         m.rtt_us.to_string(),
         m.rtt_var_us.to_string(),
-        fmt_age(now.saturating_sub(c.start)),
+        c.start
+            .map_or_else(|| "-".to_string(), |s| fmt_age(now.saturating_sub(s))),
         c.direction.as_str().to_string(),
     ]
 }
@@ -229,6 +230,8 @@ impl<W: Write> Sink for TableSink<W> {
 }
 
 /// One `key=value` line for a connection; every value is free of spaces.
+/// `start` and `age_s` are `-` for a connection that existed before netlens
+/// started (its age is unknown).
 pub fn conn_kv_line(row: &ConnRow, now: UnixNanos) -> String {
     let c = &row.conn;
     let m = &row.metrics;
@@ -252,8 +255,11 @@ pub fn conn_kv_line(row: &ConnRow, now: UnixNanos) -> String {
         m.retransmits,
         m.rtt_us,
         m.rtt_var_us,
-        fmt_epoch_secs(c.start),
-        fmt_secs_millis(now.saturating_sub(c.start)),
+        c.start.map_or_else(|| "-".to_string(), fmt_epoch_secs),
+        c.start.map_or_else(
+            || "-".to_string(),
+            |s| fmt_secs_millis(now.saturating_sub(s))
+        ),
     )
 }
 
@@ -374,7 +380,7 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         let mut old = conn("192.0.2.1", 22, "198.51.100.7", 50000, Direction::Inbound);
-        old.start = T0 - 184 * NANOS_PER_SEC;
+        old.start = Some(T0 - 184 * NANOS_PER_SEC);
         old.comm = "sshd session".into();
         let mut new6 = conn(
             "2001:db8::1",
@@ -383,11 +389,11 @@ mod tests {
             443,
             Direction::Outbound,
         );
-        new6.start = T0 - 12 * NANOS_PER_SEC;
+        new6.start = Some(T0 - 12 * NANOS_PER_SEC);
         let mut seeded = conn("192.0.2.1", 80, "192.0.2.9", 61000, Direction::Unknown);
         seeded.pid = 0;
         seeded.comm = "".into();
-        seeded.start = T0 - 2 * 86400 * NANOS_PER_SEC;
+        seeded.start = None;
         Snapshot {
             timestamp: T0 + 250_000_000,
             conns: vec![
@@ -455,7 +461,7 @@ mod tests {
                 "0",
                 "0",
                 "0",
-                "2d00h",
+                "-",
                 "unknown",
             ]),
             row([
@@ -580,6 +586,7 @@ mod tests {
             seeded.contains(" pid=0 comm=- netns=4026531840 dir=unknown "),
             "{seeded}"
         );
+        assert!(seeded.ends_with(" start=- age_s=-"), "{seeded}");
     }
 
     #[test]
