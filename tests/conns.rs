@@ -443,6 +443,151 @@ fn five_thousand_existing_connections_are_all_seeded() {
     assert!(found >= 2 * N as u64, "{}", out.stderr);
 }
 
+/// The capabilities netlens conns runs with short of root: no
+/// CAP_SYS_ADMIN, so no setns().
+const UNPRIVILEGED_CAPS: &str = "+bpf,+perfmon,+sys_ptrace,+dac_read_search";
+
+/// As user 65534 with exactly CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and
+/// CAP_DAC_READ_SEARCH: netlens walks its own network namespace in place and
+/// seeds the connection there with its owners; a namespace it cannot enter
+/// (no CAP_SYS_ADMIN) has its connections counted as not seeded, exactly.
+#[test]
+fn seeding_without_cap_sys_admin() {
+    if !require_root() {
+        return;
+    }
+    // One connection in netlens's own (the host) namespace.
+    let (srv, srv_addr) = server(None, &["--listen", "127.0.0.1:0", "--max-conns", "1"]);
+    let mut cli = peer(
+        None,
+        &[
+            "connect",
+            "--to",
+            &srv_addr.to_string(),
+            "--send",
+            "10",
+            "--wait-stdin",
+        ],
+    );
+    cli.wait_event("connected");
+    // Two connections (four sockets) in a namespace of the test's own.
+    let ns = Netns::new("nsa");
+    let (ns_srv, ns_addr) = server(
+        Some(&ns),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--sink",
+            "--max-conns",
+            "2",
+            "--max-secs",
+            "120",
+        ],
+    );
+    let holder = peer(
+        Some(&ns),
+        &[
+            "hold",
+            "--to",
+            &ns_addr.to_string(),
+            "--count",
+            "2",
+            "--secs",
+            "120",
+        ],
+    );
+    holder.wait_event("holding");
+    const NS_SOCKETS: u64 = 4;
+
+    let ambient = format!("--ambient-caps={UNPRIVILEGED_CAPS}");
+    let inheritable = format!("--inh-caps={UNPRIVILEGED_CAPS}");
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        &inheritable,
+        &ambient,
+        env!("CARGO_BIN_EXE_netlens"),
+        "conns",
+        "--json",
+        "--no-log-file",
+        "-f",
+        "-t",
+        "0.5",
+        "--port",
+        &srv_addr.port().to_string(),
+    ]);
+    let nl = Netlens::start_cmd(cmd);
+    let row = |local: bool| {
+        nl.wait_for(
+            |v| {
+                v["type"] == "metrics"
+                    && v.get("local_port").is_some()
+                    && (if local {
+                        nl_tuple(v).0 == srv_addr
+                    } else {
+                        nl_tuple(v).1 == srv_addr
+                    })
+            },
+            WAIT,
+        )
+        .unwrap_or_else(|| panic!("no seeded row; stderr:\n{}", nl.stderr()))
+    };
+    let (inbound, outbound) = (row(true), row(false));
+    assert_eq!(u(&outbound, "pid"), cli.pid() as u64, "{outbound}");
+    assert_eq!(outbound["direction"], "out", "{outbound}");
+    assert_eq!(u(&inbound, "pid"), srv.pid() as u64, "{inbound}");
+    assert_eq!(inbound["direction"], "in", "{inbound}");
+    assert_eq!(u(&inbound, "netns"), host_netns_inode());
+    let losses = nl
+        .wait_for(|v| v["type"] == "losses", WAIT)
+        .expect("a losses object");
+    cli.release();
+    let out = nl.stop();
+    assert!(out.status.success(), "{:?}\n{}", out.status, out.stderr);
+
+    // Our namespace's line: exactly its sockets, and the missing capability.
+    let mine = format!("network namespace {} (", ns.inode());
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains(&mine))
+        .unwrap_or_else(|| panic!("no warning for {mine}:\n{}", out.stderr));
+    assert!(
+        line.contains(&format!(
+            "; its {NS_SOCKETS} existing connections are not seeded"
+        )),
+        "{line}"
+    );
+    assert!(line.contains("lacks CAP_SYS_ADMIN"), "{line}");
+    // The host namespace is netlens's own: walked, never "not entered".
+    let own = format!("network namespace {} (", host_netns_inode());
+    assert!(!out.stderr.contains(&own), "{}", out.stderr);
+    // Other tests' namespaces may be there too: the total is the sum of
+    // what each namespace's line says.
+    let per_namespace: u64 = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: network namespace "))
+        .filter_map(|l| {
+            let n = l.split("; its ").nth(1)?.split(' ').next()?;
+            n.parse::<u64>().ok()
+        })
+        .sum();
+    assert!(per_namespace >= NS_SOCKETS);
+    assert_eq!(u(&losses, "seed_unreached"), per_namespace, "{losses}");
+    assert_eq!(u(&losses, "seed_map_full"), 0, "{losses}");
+    assert!(
+        out.stderr.contains(
+            " existing connections not seeded (in network namespaces netlens could not enter"
+        ),
+        "{}",
+        out.stderr
+    );
+    drop((holder, ns_srv, srv));
+}
+
 /// A handshake the kernel completed but no process ever accept()ed: its
 /// owner is unknown, and netlens says so (PID 0) instead of naming whoever
 /// ran the softirq.

@@ -8,7 +8,7 @@
 //! `retransmits`, `rtt_us`, `rtt_var_us`); `metrics` adds `incremental` and
 //! `age_s` (`null` for a connection that existed before netlens started:
 //! its age is unknown); `connect_failed` adds `reason`. `losses` objects have `events_lost`,
-//! `map_full`, `seed_map_full` and `runs_missed`.
+//! `map_full`, `seed_map_full`, `seed_unreached` and `runs_missed`.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -45,6 +45,7 @@ struct LossesRecord<'a> {
     events_lost: u64,
     map_full: u64,
     seed_map_full: u64,
+    seed_unreached: u64,
     runs_missed: u64,
 }
 
@@ -223,6 +224,7 @@ impl<W: Write> Sink for JsonSink<W> {
                 events_lost: l.events_lost,
                 map_full: l.map_full,
                 seed_map_full: l.seed_map_full,
+                seed_unreached: l.seed_unreached,
                 runs_missed: l.runs_missed,
             })?;
         }
@@ -480,6 +482,7 @@ mod tests {
                 events_lost: 3,
                 map_full: 2,
                 seed_map_full: 1,
+                seed_unreached: 5,
                 runs_missed: 4,
             },
         };
@@ -519,6 +522,7 @@ mod tests {
                 "events_lost": 3,
                 "map_full": 2,
                 "seed_map_full": 1,
+                "seed_unreached": 5,
                 "runs_missed": 4,
             })
         );

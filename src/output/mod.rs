@@ -183,6 +183,12 @@ pub fn losses_hint(l: &Losses) -> Option<String> {
     if l.map_full > 0 || l.seed_map_full > 0 {
         parts.push("connection map was full, raise -m/--map-size");
     }
+    if l.seed_unreached > 0 {
+        parts.push(
+            "existing connections in network namespaces netlens could not enter were not seeded \
+             and are not reported (entering one needs CAP_SYS_ADMIN)",
+        );
+    }
     if l.events_lost > 0 {
         parts.push("events were dropped because user space fell behind reading them");
     }
@@ -487,6 +493,7 @@ mod tests {
             events_lost: 7,
             map_full: 1,
             seed_map_full: 0,
+            seed_unreached: 0,
             runs_missed: 0,
         };
         assert_eq!(
@@ -508,14 +515,27 @@ mod tests {
                  on that CPU, so events or counter updates may be missing"
             )
         );
+        let unreached = Losses {
+            seed_unreached: 2,
+            ..Losses::default()
+        };
+        assert!(unreached.any());
+        assert!(
+            losses_hint(&unreached).is_some_and(|h| h.contains("CAP_SYS_ADMIN")),
+            "{:?}",
+            losses_hint(&unreached)
+        );
         let all = Losses {
             runs_missed: 2,
+            seed_unreached: 5,
             ..both
         };
         assert_eq!(
             losses_hint(&all).as_deref(),
             Some(
                 "connection map was full, raise -m/--map-size; \
+                 existing connections in network namespaces netlens could not enter were not \
+                 seeded and are not reported (entering one needs CAP_SYS_ADMIN); \
                  events were dropped because user space fell behind reading them; \
                  the kernel skipped BPF program runs because the program was already running \
                  on that CPU, so events or counter updates may be missing"

@@ -153,12 +153,12 @@ pub fn summary_text(snap: &Snapshot) -> String {
     )
 }
 
-/// `lost: events N, map full N, seed map full N, runs missed N`, with a hint
-/// when non-zero.
+/// `lost: events N, map full N, seed map full N, seed unreached N, runs
+/// missed N`, with a hint when non-zero.
 pub fn losses_footer(l: &Losses) -> String {
     let mut s = format!(
-        "lost: events {}, map full {}, seed map full {}, runs missed {}",
-        l.events_lost, l.map_full, l.seed_map_full, l.runs_missed
+        "lost: events {}, map full {}, seed map full {}, seed unreached {}, runs missed {}",
+        l.events_lost, l.map_full, l.seed_map_full, l.seed_unreached, l.runs_missed
     );
     if let Some(hint) = losses_hint(l) {
         s.push_str(" (");
@@ -270,13 +270,15 @@ pub fn summary_kv_line(snap: &Snapshot) -> String {
     let l = &snap.losses;
     format!(
         "summary ts={} conns={total} active={active} passive={passive} unknown={} \
-         incremental={} events_lost={} map_full={} seed_map_full={} runs_missed={}",
+         incremental={} events_lost={} map_full={} seed_map_full={} seed_unreached={} \
+         runs_missed={}",
         fmt_epoch_secs(snap.timestamp),
         total - active - passive,
         snap.incremental,
         l.events_lost,
         l.map_full,
         l.seed_map_full,
+        l.seed_unreached,
         l.runs_missed,
     )
 }
@@ -497,7 +499,8 @@ mod tests {
                 "out",
             ]),
             "3 active connections: 1 outbound (active), 1 inbound (passive), 1 unknown".to_string(),
-            "lost: events 0, map full 0, seed map full 0, runs missed 0".to_string(),
+            "lost: events 0, map full 0, seed map full 0, seed unreached 0, runs missed 0"
+                .to_string(),
         ];
         assert_eq!(render_frame(&snapshot()), want);
         // Spot-check the padding literally, independent of format! widths.
@@ -513,12 +516,24 @@ mod tests {
             events_lost: 4,
             map_full: 0,
             seed_map_full: 2,
+            seed_unreached: 0,
             runs_missed: 0,
         };
         assert_eq!(
             losses_footer(&l),
-            "lost: events 4, map full 0, seed map full 2, runs missed 0 (connection map was full, \
-             raise -m/--map-size; events were dropped because user space fell behind reading them)"
+            "lost: events 4, map full 0, seed map full 2, seed unreached 0, runs missed 0 \
+             (connection map was full, raise -m/--map-size; events were dropped because user \
+             space fell behind reading them)"
+        );
+        let l = Losses {
+            seed_unreached: 2,
+            ..Losses::default()
+        };
+        assert_eq!(
+            losses_footer(&l),
+            "lost: events 0, map full 0, seed map full 0, seed unreached 2, runs missed 0 \
+             (existing connections in network namespaces netlens could not enter were not seeded \
+             and are not reported (entering one needs CAP_SYS_ADMIN))"
         );
         let l = Losses {
             runs_missed: 3,
@@ -526,7 +541,7 @@ mod tests {
         };
         assert_eq!(
             losses_footer(&l),
-            "lost: events 0, map full 0, seed map full 0, runs missed 3 (the kernel skipped BPF \
+            "lost: events 0, map full 0, seed map full 0, seed unreached 0, runs missed 3 (the kernel skipped BPF \
              program runs because the program was already running on that CPU, so events or \
              counter updates may be missing)"
         );
@@ -597,6 +612,7 @@ mod tests {
             events_lost: 1,
             map_full: 2,
             seed_map_full: 3,
+            seed_unreached: 5,
             runs_missed: 4,
         };
         sink.snapshot(&snap).expect("snapshot");
@@ -613,7 +629,7 @@ mod tests {
         assert_eq!(
             lines[3],
             "summary ts=1795440707.250000 conns=3 active=1 passive=1 unknown=1 incremental=false \
-             events_lost=1 map_full=2 seed_map_full=3 runs_missed=4"
+             events_lost=1 map_full=2 seed_map_full=3 seed_unreached=5 runs_missed=4"
         );
     }
 }
