@@ -92,8 +92,10 @@ pub struct ConnInfo {
     /// Inode number of the network namespace.
     pub netns: u32,
     pub direction: Direction,
-    /// When the connection was established (or first seen, if seeded).
-    pub start: UnixNanos,
+    /// When the connection was established; `None` for a connection that
+    /// already existed when netlens started (seeded): the kernel keeps no
+    /// establishment time in its socket, so its age is unknown.
+    pub start: Option<UnixNanos>,
 }
 
 /// Hashes connection ids (sequential u64s, optionally with a PID) cheaply:
@@ -248,6 +250,11 @@ pub struct Losses {
     pub map_full: u64,
     /// Existing connections found at start that did not fit in the map.
     pub seed_map_full: u64,
+    /// Existing connections at start in network namespaces netlens could
+    /// not enter (entering one other than its own needs CAP_SYS_ADMIN),
+    /// counted from `/proc/<pid>/net/tcp{,6}`: not seeded, so never
+    /// reported. Set once, at start.
+    pub seed_unreached: u64,
     /// Program runs the kernel skipped because the same program was already
     /// running on that CPU (interrupted by a softirq that hit the same
     /// tracepoint; for the classic accept tracepoints, any BPF tracing

@@ -266,6 +266,10 @@ fn existing_connection_is_seeded_with_its_pid() {
     assert_eq!(u(&seen, "pid"), cli.pid() as u64);
     assert_eq!(seen["direction"], "out");
     assert_eq!(u(&seen, "netns"), a.inode());
+    assert!(
+        seen["age_s"].is_null(),
+        "age of a seeded connection: {seen}"
+    );
     let (cli_pid, srv_pid) = (cli.pid() as u64, srv.pid() as u64);
     cli.release();
     let c = conns(&cli.finish(), "client")[0].clone();
@@ -293,6 +297,295 @@ fn existing_connection_is_seeded_with_its_pid() {
     assert_eq!(u(cc, "rtt_us"), ti(&c, "rtt_us"));
     // Opened before netlens: no connect or accept event for it.
     assert!(of_type(&evs, "connect").is_empty() && of_type(&evs, "accept").is_empty());
+}
+
+/// Socket descriptors `pid` holds open.
+fn socket_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter(|t| t.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// 5,000 idle loopback connections (10,000 sockets) opened before netlens
+/// starts: every socket is seeded, with its owner and direction, although
+/// their records fill the iterator's buffer about fifty times over.
+#[test]
+fn five_thousand_existing_connections_are_all_seeded() {
+    if !require_root() {
+        return;
+    }
+    const N: usize = 5000;
+    // Each peer raises its soft limit to the hard one; the server needs N
+    // accepted sockets and its listener, the holder N.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    assert!(
+        lim.rlim_max >= (N + 64) as libc::rlim_t,
+        "hard RLIMIT_NOFILE {} is below the {N} descriptors each peer needs",
+        lim.rlim_max
+    );
+    let (srv, srv_addr) = server(
+        None,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--sink",
+            "--max-conns",
+            &N.to_string(),
+            "--max-secs",
+            "300",
+        ],
+    );
+    let holder = peer(
+        None,
+        &[
+            "hold",
+            "--to",
+            &srv_addr.to_string(),
+            "--count",
+            &N.to_string(),
+            "--secs",
+            "300",
+        ],
+    );
+    let held = holder.wait_event("holding");
+    assert_eq!(u(&held, "count"), N as u64);
+    // Accepted, not only queued: a queued socket has no owner yet.
+    let deadline = std::time::Instant::now() + WAIT;
+    while socket_fds(srv.pid()) < N + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server accepted {} of {N} connections within {WAIT:?}",
+            socket_fds(srv.pid()).saturating_sub(1)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let port = srv_addr.port();
+    let nl = Netlens::start(&["-f", "--port", &port.to_string(), "-t", "1"]);
+    nl.wait_for(|v| v["type"] == "metrics", WAIT)
+        .expect("a metrics snapshot");
+    let out = nl.stop();
+    assert!(out.status.success(), "{:?}\n{}", out.status, out.stderr);
+
+    // Every snapshot, the one printed at exit included, has all sockets.
+    let mut snapshots: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    for m in of_type(&out.events, "metrics") {
+        snapshots
+            .entry(m["timestamp"].as_str().unwrap_or(""))
+            .or_default()
+            .push(m);
+    }
+    assert!(!snapshots.is_empty());
+    let (srv_pid, holder_pid) = (srv.pid() as u64, holder.pid() as u64);
+    for (ts, rows) in &snapshots {
+        let tuples: HashSet<(SocketAddr, SocketAddr)> = rows.iter().map(|v| nl_tuple(v)).collect();
+        assert_eq!(tuples.len(), rows.len(), "a socket twice at {ts}");
+        let inbound: Vec<&&Value> = rows.iter().filter(|v| nl_tuple(v).0 == srv_addr).collect();
+        let outbound: Vec<&&Value> = rows.iter().filter(|v| nl_tuple(v).1 == srv_addr).collect();
+        assert_eq!(
+            (inbound.len(), outbound.len(), rows.len()),
+            (N, N, 2 * N),
+            "snapshot {ts}; stderr:\n{}",
+            out.stderr
+        );
+        for v in inbound {
+            assert_eq!(
+                (u(v, "pid"), v["direction"].as_str()),
+                (srv_pid, Some("in")),
+                "{v}"
+            );
+            assert_eq!(v["comm"], "netlens-peer", "{v}");
+        }
+        for v in outbound {
+            assert_eq!(
+                (u(v, "pid"), v["direction"].as_str()),
+                (holder_pid, Some("out")),
+                "{v}"
+            );
+        }
+        assert!(
+            rows.iter().all(|v| v["age_s"].is_null()),
+            "seeded: age unknown"
+        );
+    }
+    // No seeding loss anywhere: no losses object says so, nor stderr.
+    for l in of_type(&out.events, "losses") {
+        assert_eq!(u(l, "seed_map_full"), 0, "{l}");
+    }
+    assert!(
+        out.stderr.contains(" 0 existing connections not seeded"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("without a seeding record"),
+        "{}",
+        out.stderr
+    );
+    let found: u64 = out
+        .stderr
+        .lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix("netlens: ready: tracing TCP connections; ")?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no ready line with a count:\n{}", out.stderr));
+    assert!(found >= 2 * N as u64, "{}", out.stderr);
+}
+
+/// The capabilities netlens conns runs with short of root: no
+/// CAP_SYS_ADMIN, so no setns().
+const UNPRIVILEGED_CAPS: &str = "+bpf,+perfmon,+sys_ptrace,+dac_read_search";
+
+/// As user 65534 with exactly CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and
+/// CAP_DAC_READ_SEARCH: netlens walks its own network namespace in place and
+/// seeds the connection there with its owners; a namespace it cannot enter
+/// (no CAP_SYS_ADMIN) has its connections counted as not seeded, exactly.
+#[test]
+fn seeding_without_cap_sys_admin() {
+    if !require_root() {
+        return;
+    }
+    // One connection in netlens's own (the host) namespace.
+    let (srv, srv_addr) = server(None, &["--listen", "127.0.0.1:0", "--max-conns", "1"]);
+    let mut cli = peer(
+        None,
+        &[
+            "connect",
+            "--to",
+            &srv_addr.to_string(),
+            "--send",
+            "10",
+            "--wait-stdin",
+        ],
+    );
+    cli.wait_event("connected");
+    // Two connections (four sockets) in a namespace of the test's own.
+    let ns = Netns::new("nsa");
+    let (ns_srv, ns_addr) = server(
+        Some(&ns),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--sink",
+            "--max-conns",
+            "2",
+            "--max-secs",
+            "120",
+        ],
+    );
+    let holder = peer(
+        Some(&ns),
+        &[
+            "hold",
+            "--to",
+            &ns_addr.to_string(),
+            "--count",
+            "2",
+            "--secs",
+            "120",
+        ],
+    );
+    holder.wait_event("holding");
+    const NS_SOCKETS: u64 = 4;
+
+    let ambient = format!("--ambient-caps={UNPRIVILEGED_CAPS}");
+    let inheritable = format!("--inh-caps={UNPRIVILEGED_CAPS}");
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        &inheritable,
+        &ambient,
+        env!("CARGO_BIN_EXE_netlens"),
+        "conns",
+        "--json",
+        "--no-log-file",
+        "-f",
+        "-t",
+        "0.5",
+        "--port",
+        &srv_addr.port().to_string(),
+    ]);
+    let nl = Netlens::start_cmd(cmd);
+    let row = |local: bool| {
+        nl.wait_for(
+            |v| {
+                v["type"] == "metrics"
+                    && v.get("local_port").is_some()
+                    && (if local {
+                        nl_tuple(v).0 == srv_addr
+                    } else {
+                        nl_tuple(v).1 == srv_addr
+                    })
+            },
+            WAIT,
+        )
+        .unwrap_or_else(|| panic!("no seeded row; stderr:\n{}", nl.stderr()))
+    };
+    let (inbound, outbound) = (row(true), row(false));
+    assert_eq!(u(&outbound, "pid"), cli.pid() as u64, "{outbound}");
+    assert_eq!(outbound["direction"], "out", "{outbound}");
+    assert_eq!(u(&inbound, "pid"), srv.pid() as u64, "{inbound}");
+    assert_eq!(inbound["direction"], "in", "{inbound}");
+    assert_eq!(u(&inbound, "netns"), host_netns_inode());
+    let losses = nl
+        .wait_for(|v| v["type"] == "losses", WAIT)
+        .expect("a losses object");
+    cli.release();
+    let out = nl.stop();
+    assert!(out.status.success(), "{:?}\n{}", out.status, out.stderr);
+
+    // Our namespace's line: exactly its sockets, and the missing capability.
+    let mine = format!("network namespace {} (", ns.inode());
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains(&mine))
+        .unwrap_or_else(|| panic!("no warning for {mine}:\n{}", out.stderr));
+    assert!(
+        line.contains(&format!(
+            "; its {NS_SOCKETS} existing connections are not seeded"
+        )),
+        "{line}"
+    );
+    assert!(line.contains("lacks CAP_SYS_ADMIN"), "{line}");
+    // The host namespace is netlens's own: walked, never "not entered".
+    let own = format!("network namespace {} (", host_netns_inode());
+    assert!(!out.stderr.contains(&own), "{}", out.stderr);
+    // Other tests' namespaces may be there too: the total is the sum of
+    // what each namespace's line says.
+    let per_namespace: u64 = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: network namespace "))
+        .filter_map(|l| {
+            let n = l.split("; its ").nth(1)?.split(' ').next()?;
+            n.parse::<u64>().ok()
+        })
+        .sum();
+    assert!(per_namespace >= NS_SOCKETS);
+    assert_eq!(u(&losses, "seed_unreached"), per_namespace, "{losses}");
+    assert_eq!(u(&losses, "seed_map_full"), 0, "{losses}");
+    assert!(
+        out.stderr.contains(
+            " existing connections not seeded (in network namespaces netlens could not enter"
+        ),
+        "{}",
+        out.stderr
+    );
+    drop((holder, ns_srv, srv));
 }
 
 /// A handshake the kernel completed but no process ever accept()ed: its

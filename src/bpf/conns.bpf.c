@@ -677,16 +677,30 @@ int on_accept_exit_tp(struct trace_event_raw_sys_exit *ctx)
 }
 
 /* Seeding: walk the TCP sockets of the network namespace this iterator was
- * created in; track every connected one that the hooks do not track yet. */
+ * created in; track every connected one that the hooks do not track yet,
+ * and write one record per connected socket and per listener.
+ *
+ * A record that does not fit in the seq_file buffer is dropped by the
+ * kernel, which runs this program again for the same socket at the start
+ * of the next read(). That second run finds the socket already in the map:
+ * a slot flagged CONN_SEEDED was inserted by this walk (only the iterator
+ * sets that flag, and it walks each namespace once), so the socket counts
+ * as tracked by this walk and its record is written now; a slot without
+ * the flag belongs to the hooks, which saw the connection open or close
+ * (no seed, no owner to look up). Should a kernel show a socket twice
+ * with both records written, user space keeps one. */
 SEC("iter/tcp")
 int seed_tcp(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
 	struct seq_file *seq = ctx->meta->seq;
 	struct seed_record rec = {};
+	struct conn_value *cur;
 	struct tcp_sock *tp;
 	struct sock *sk;
+	bool map_full = false;
 	int state, err;
+	__u32 idx;
 
 	if (!skc)
 		return 0;
@@ -709,17 +723,30 @@ int seed_tcp(struct bpf_iter__tcp *ctx)
 	 * as the probe reads did for an orphaned socket). */
 	rec.ino = tp->inet_conn.icsk_inet.sk.sk_socket->file->f_inode->i_ino;
 	if (!rec.is_listener) {
-		rec.conn.flags = CONN_SEEDED | CONN_ESTABLISHED;
-		rec.conn.start_ns = bpf_ktime_get_boot_ns();
-		rec.conn.id = __sync_fetch_and_add(&next_id, 1);
-		read_counters(tp, &rec.conn);
-		err = track(rec.sk, &rec.conn, false);
-		if (err == 0)
-			rec.tracked = 1;
-		else if (err != -EEXIST /* the hooks track it already */)
-			count_loss(LOSS_SEED_MAP_FULL);
+		cur = slot_of(rec.sk, &idx);
+		if (cur) {
+			/* A second run for this socket, or the hooks' entry. */
+			rec.tracked = (cur->flags & CONN_SEEDED) != 0;
+		} else {
+			/* start_ns stays 0: when it was established is unknown. */
+			rec.conn.flags = CONN_SEEDED | CONN_ESTABLISHED;
+			rec.conn.id = __sync_fetch_and_add(&next_id, 1);
+			read_counters(tp, &rec.conn);
+			err = track(rec.sk, &rec.conn, false);
+			if (err == 0)
+				rec.tracked = 1;
+			else if (err != -EEXIST /* the hooks tracked it meanwhile */)
+				map_full = true;
+		}
 	}
-	bpf_seq_write(seq, &rec, sizeof(rec));
+	/* Fails only when the buffer is full: nothing was written, and the
+	 * next read() runs this program again for this socket (see above).
+	 * The loss of a socket that did not fit in the map is counted on the
+	 * run whose record is written, so once. */
+	if (bpf_seq_write(seq, &rec, sizeof(rec)) != 0)
+		return 0;
+	if (map_full)
+		count_loss(LOSS_SEED_MAP_FULL);
 	return 0;
 }
 

@@ -41,7 +41,7 @@ enum loss_counter {
  * and after copying a slot has one connection's record. */
 struct conn_value {
 	__u64 id;       /* unique per connection, assigned at establishment */
-	__u64 start_ns; /* CLOCK_BOOTTIME at establishment (or at seeding) */
+	__u64 start_ns; /* CLOCK_BOOTTIME at establishment; 0 if seeded (unknown) */
 	__u8 saddr[16]; /* IPv4 in the first 4 bytes when family == AF_INET */
 	__u8 daddr[16];
 	__u16 sport; /* host byte order */
@@ -76,7 +76,9 @@ struct seed_record {
 	__u64 sk;
 	__u64 ino; /* socket inode, to find the owning process in /proc */
 	__u32 is_listener;
-	__u32 tracked; /* 1 if inserted into the map by this walk */
+	__u32 tracked; /* 1 if this walk inserted the socket into the map (on
+			* this run of the program or an earlier one for the same
+			* socket whose record did not fit in the buffer) */
 	struct conn_value conn;
 };
 

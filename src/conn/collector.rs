@@ -274,7 +274,7 @@ impl Collector {
     }
 
     /// Sum over CPUs of the loss counters, and the program runs the kernel
-    /// skipped.
+    /// skipped. `seed_unreached` is not the BPF side's to count: 0 here.
     pub fn losses(&self) -> Result<Losses> {
         let map = &self.skel.maps.losses;
         let mut totals = [0u64; LOSS_MAX as usize];
@@ -298,6 +298,8 @@ impl Collector {
             events_lost: totals[LOSS_EVENTS as usize],
             map_full: totals[LOSS_MAP_FULL as usize],
             seed_map_full: totals[LOSS_SEED_MAP_FULL as usize],
+            // Counted in user space, when seeding (see conn::seed).
+            seed_unreached: 0,
             runs_missed,
         })
     }

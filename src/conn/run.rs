@@ -58,17 +58,22 @@ pub fn run(
         ));
     }
     let mut table = ConnTable::new();
-    let report = seed::seed(&collector, &mut table)?;
-    for failed in &report.failed_namespaces {
-        status(&format!(
-            "warning: could not enter network namespace {failed}; its existing connections \
-             appear once they send or receive"
-        ));
+    let report = seed::seed(&mut collector, &mut table, opts.collector.filter_loopback)?;
+    for warning in report.warnings() {
+        status(&format!("warning: {warning}"));
     }
     status(&format!(
-        "netlens: ready: tracing TCP connections; {} existing connections found in {} network namespaces",
-        report.connections, report.namespaces
+        "netlens: ready: tracing TCP connections; {}",
+        report.summary()
     ));
+    // Counted by user space once, at start; the BPF side counts the rest.
+    let seed_unreached = report.unreached_connections();
+    let losses_now = |collector: &Collector| -> Result<Losses> {
+        Ok(Losses {
+            seed_unreached,
+            ..collector.losses()?
+        })
+    };
 
     let mut next_tick = Instant::now() + opts.interval;
     let mut next_live = Instant::now();
@@ -99,7 +104,7 @@ pub fn run(
                     timestamp: clock.now_unix(),
                     conns: live_rows.rows(&mut collector, &mut table, &clock, &opts.filter),
                     incremental: false,
-                    losses: collector.losses()?,
+                    losses: losses_now(&collector)?,
                 };
                 l.sink.snapshot(&snap)?;
                 l.sink.flush()?;
@@ -108,7 +113,7 @@ pub fn run(
         }
         let requested = refresh.is_some_and(|r| r.try_iter().count() > 0);
         if stopping || requested || Instant::now() >= next_tick {
-            let losses = collector.losses()?;
+            let losses = losses_now(&collector)?;
             let snap = Snapshot {
                 timestamp: clock.now_unix(),
                 conns: table.rows(
@@ -124,9 +129,14 @@ pub fn run(
                 status(&format!(
                     "warning: lost so far: {} events (ring buffer full), {} connections not \
                      tracked (map full, raise -m/--map-size), {} existing connections not \
-                     seeded, {} BPF program runs skipped (the program was already running on \
-                     that CPU)",
-                    losses.events_lost, losses.map_full, losses.seed_map_full, losses.runs_missed
+                     seeded (map full), {} existing connections not seeded (in network \
+                     namespaces netlens could not enter: entering one needs CAP_SYS_ADMIN), {} \
+                     BPF program runs skipped (the program was already running on that CPU)",
+                    losses.events_lost,
+                    losses.map_full,
+                    losses.seed_map_full,
+                    losses.seed_unreached,
+                    losses.runs_missed
                 ));
             }
             last_losses = losses;

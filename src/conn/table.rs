@@ -169,7 +169,7 @@ fn build_info(
         comm,
         netns: v.netns,
         direction,
-        start: clock.to_unix(v.start_ns),
+        start: (v.flags & CONN_SEEDED == 0).then(|| clock.to_unix(v.start_ns)),
     }
 }
 
@@ -274,7 +274,8 @@ impl ConnTable {
         // Connections that left the map are forgotten here too, so the table
         // cannot grow when a close event was lost.
         self.tracked.retain(|_, t| t.seen == now);
-        // Ids are unique, so an unstable sort gives one order.
+        // Ids are unique, so an unstable sort gives one order. Seeded
+        // connections (no start) come first: they are the oldest.
         rows.sort_unstable_by_key(|r| (r.conn.start, r.conn.id));
         rows
     }
@@ -345,6 +346,9 @@ mod tests {
         let info = t.conn_info(0xc, &seeded, &clock);
         assert_eq!((info.pid, info.comm.as_ref()), (500, "sshd"));
         assert_eq!(info.direction, Direction::Inbound);
+        // Established before netlens started: when is unknown.
+        assert_eq!(info.start, None);
+        assert_eq!(t.conn_info(0xa, &owned, &clock).start, Some(owned.start_ns));
         // Once the BPF side saw the owner do I/O, its word wins.
         let mut seen = seeded;
         seen.flags |= CONN_OWNED;

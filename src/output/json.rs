@@ -6,8 +6,9 @@
 //! `remote_addr`, `remote_port`. `metrics` and `close` add the counters
 //! (`bytes_sent`, `bytes_received`, `packets_sent`, `packets_received`,
 //! `retransmits`, `rtt_us`, `rtt_var_us`); `metrics` adds `incremental` and
-//! `age_s`; `connect_failed` adds `reason`. `losses` objects have `events_lost`,
-//! `map_full`, `seed_map_full` and `runs_missed`.
+//! `age_s` (`null` for a connection that existed before netlens started:
+//! its age is unknown); `connect_failed` adds `reason`. `losses` objects have `events_lost`,
+//! `map_full`, `seed_map_full`, `seed_unreached` and `runs_missed`.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -44,6 +45,7 @@ struct LossesRecord<'a> {
     events_lost: u64,
     map_full: u64,
     seed_map_full: u64,
+    seed_unreached: u64,
     runs_missed: u64,
 }
 
@@ -203,8 +205,13 @@ impl<W: Write> Sink for JsonSink<W> {
             } else {
                 b",\"incremental\":false,\"age_s\":"
             });
-            let age = age_seconds(row.conn.start, snap.timestamp);
-            serde_json::to_writer(&mut *buf, &age).context("serializing JSON record")?;
+            match row.conn.start {
+                Some(start) => {
+                    let age = age_seconds(start, snap.timestamp);
+                    serde_json::to_writer(&mut *buf, &age).context("serializing JSON record")?;
+                }
+                None => buf.extend_from_slice(b"null"),
+            }
             buf.push(b'}');
             self.out.end_line()?;
         }
@@ -217,6 +224,7 @@ impl<W: Write> Sink for JsonSink<W> {
                 events_lost: l.events_lost,
                 map_full: l.map_full,
                 seed_map_full: l.seed_map_full,
+                seed_unreached: l.seed_unreached,
                 runs_missed: l.runs_missed,
             })?;
         }
@@ -450,7 +458,9 @@ mod tests {
     fn snapshot_objects_and_losses() {
         let mut sink = JsonSink::new(CountingWriter::default());
         let mut old = conn("192.0.2.1", 22, "192.0.2.7", 50000, Direction::Unknown);
-        old.start = T0 - 3_723_500_000_000; // 1h02m03.5s before T0
+        old.start = Some(T0 - 3_723_500_000_000); // 1h02m03.5s before T0
+        let mut seeded = conn("192.0.2.1", 80, "192.0.2.9", 61000, Direction::Inbound);
+        seeded.start = None;
         let snap = Snapshot {
             timestamp: T0 + 250_000_000,
             conns: vec![
@@ -462,12 +472,17 @@ mod tests {
                     conn: conn("192.0.2.1", 40000, "192.0.2.2", 80, Direction::Outbound),
                     metrics: Metrics::default(),
                 },
+                ConnRow {
+                    conn: seeded,
+                    metrics: metrics(),
+                },
             ],
             incremental: true,
             losses: Losses {
                 events_lost: 3,
                 map_full: 2,
                 seed_map_full: 1,
+                seed_unreached: 5,
                 runs_missed: 4,
             },
         };
@@ -476,13 +491,13 @@ mod tests {
         sink.flush().expect("flush");
         assert_eq!(sink.get_ref().writes.len(), 1);
         let objs = parse_lines(sink.get_ref());
-        assert_eq!(objs.len(), 3);
+        assert_eq!(objs.len(), 4);
 
         let mut want: Vec<&str> = COMMON.to_vec();
         want.extend(COUNTERS);
         want.extend(["incremental", "age_s"]);
         let want = sorted(want);
-        for m in &objs[..2] {
+        for m in &objs[..3] {
             assert_eq!(keys(m), want);
             assert_eq!(m["type"], "metrics");
             assert_eq!(m["timestamp"], "2026-11-23T13:31:47.250000Z");
@@ -495,15 +510,19 @@ mod tests {
         assert_eq!(objs[1]["age_s"].as_f64(), Some(0.25));
         assert_eq!(objs[1]["bytes_sent"], 0);
         assert_eq!(objs[1]["rtt_us"], 0);
+        // Seeded: the age is unknown, and says so.
+        assert_eq!(objs[2]["age_s"], Value::Null);
+        assert_eq!(objs[2]["direction"], "in");
 
         assert_eq!(
-            Value::Object(objs[2].clone()),
+            Value::Object(objs[3].clone()),
             json!({
                 "type": "losses",
                 "timestamp": "2026-11-23T13:31:47.250000Z",
                 "events_lost": 3,
                 "map_full": 2,
                 "seed_map_full": 1,
+                "seed_unreached": 5,
                 "runs_missed": 4,
             })
         );

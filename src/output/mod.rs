@@ -183,6 +183,12 @@ pub fn losses_hint(l: &Losses) -> Option<String> {
     if l.map_full > 0 || l.seed_map_full > 0 {
         parts.push("connection map was full, raise -m/--map-size");
     }
+    if l.seed_unreached > 0 {
+        parts.push(
+            "existing connections in network namespaces netlens could not enter were not seeded \
+             and are not reported (entering one needs CAP_SYS_ADMIN)",
+        );
+    }
     if l.events_lost > 0 {
         parts.push("events were dropped because user space fell behind reading them");
     }
@@ -277,7 +283,7 @@ pub(crate) struct IdentityCache {
 }
 
 struct CachedIdentity {
-    start: UnixNanos,
+    start: Option<UnixNanos>,
     id: u64,
     /// The owner can be learned after a connection was first shown.
     pid: u32,
@@ -345,7 +351,7 @@ pub(crate) mod test_util {
             comm: "curl".into(),
             netns: 4_026_531_840,
             direction: dir,
-            start: T0,
+            start: Some(T0),
         }
     }
 
@@ -397,7 +403,7 @@ mod tests {
     fn identity_cache_reuses_in_order_and_rerenders_on_change() {
         let mk = |port: u16, start: u64| {
             let mut c = test_util::conn("192.0.2.1", port, "192.0.2.2", 80, Direction::Outbound);
-            c.start = start;
+            c.start = Some(start);
             c
         };
         let (a, b, c) = (mk(1, 10), mk(2, 20), mk(3, 30));
@@ -487,6 +493,7 @@ mod tests {
             events_lost: 7,
             map_full: 1,
             seed_map_full: 0,
+            seed_unreached: 0,
             runs_missed: 0,
         };
         assert_eq!(
@@ -508,14 +515,27 @@ mod tests {
                  on that CPU, so events or counter updates may be missing"
             )
         );
+        let unreached = Losses {
+            seed_unreached: 2,
+            ..Losses::default()
+        };
+        assert!(unreached.any());
+        assert!(
+            losses_hint(&unreached).is_some_and(|h| h.contains("CAP_SYS_ADMIN")),
+            "{:?}",
+            losses_hint(&unreached)
+        );
         let all = Losses {
             runs_missed: 2,
+            seed_unreached: 5,
             ..both
         };
         assert_eq!(
             losses_hint(&all).as_deref(),
             Some(
                 "connection map was full, raise -m/--map-size; \
+                 existing connections in network namespaces netlens could not enter were not \
+                 seeded and are not reported (entering one needs CAP_SYS_ADMIN); \
                  events were dropped because user space fell behind reading them; \
                  the kernel skipped BPF program runs because the program was already running \
                  on that CPU, so events or counter updates may be missing"

@@ -137,7 +137,8 @@ fn table_cells(row: &ConnRow, now: UnixNanos) -> Vec<String> {
         m.retransmits.to_string(),
         m.rtt_us.to_string(),
         m.rtt_var_us.to_string(),
-        fmt_age(now.saturating_sub(c.start)),
+        c.start
+            .map_or_else(|| "-".to_string(), |s| fmt_age(now.saturating_sub(s))),
         c.direction.as_str().to_string(),
     ]
 }
@@ -152,12 +153,12 @@ pub fn summary_text(snap: &Snapshot) -> String {
     )
 }
 
-/// `lost: events N, map full N, seed map full N, runs missed N`, with a hint
-/// when non-zero.
+/// `lost: events N, map full N, seed map full N, seed unreached N, runs
+/// missed N`, with a hint when non-zero.
 pub fn losses_footer(l: &Losses) -> String {
     let mut s = format!(
-        "lost: events {}, map full {}, seed map full {}, runs missed {}",
-        l.events_lost, l.map_full, l.seed_map_full, l.runs_missed
+        "lost: events {}, map full {}, seed map full {}, seed unreached {}, runs missed {}",
+        l.events_lost, l.map_full, l.seed_map_full, l.seed_unreached, l.runs_missed
     );
     if let Some(hint) = losses_hint(l) {
         s.push_str(" (");
@@ -229,6 +230,8 @@ impl<W: Write> Sink for TableSink<W> {
 }
 
 /// One `key=value` line for a connection; every value is free of spaces.
+/// `start` and `age_s` are `-` for a connection that existed before netlens
+/// started (its age is unknown).
 pub fn conn_kv_line(row: &ConnRow, now: UnixNanos) -> String {
     let c = &row.conn;
     let m = &row.metrics;
@@ -252,8 +255,11 @@ pub fn conn_kv_line(row: &ConnRow, now: UnixNanos) -> String {
         m.retransmits,
         m.rtt_us,
         m.rtt_var_us,
-        fmt_epoch_secs(c.start),
-        fmt_secs_millis(now.saturating_sub(c.start)),
+        c.start.map_or_else(|| "-".to_string(), fmt_epoch_secs),
+        c.start.map_or_else(
+            || "-".to_string(),
+            |s| fmt_secs_millis(now.saturating_sub(s))
+        ),
     )
 }
 
@@ -264,13 +270,15 @@ pub fn summary_kv_line(snap: &Snapshot) -> String {
     let l = &snap.losses;
     format!(
         "summary ts={} conns={total} active={active} passive={passive} unknown={} \
-         incremental={} events_lost={} map_full={} seed_map_full={} runs_missed={}",
+         incremental={} events_lost={} map_full={} seed_map_full={} seed_unreached={} \
+         runs_missed={}",
         fmt_epoch_secs(snap.timestamp),
         total - active - passive,
         snap.incremental,
         l.events_lost,
         l.map_full,
         l.seed_map_full,
+        l.seed_unreached,
         l.runs_missed,
     )
 }
@@ -374,7 +382,7 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         let mut old = conn("192.0.2.1", 22, "198.51.100.7", 50000, Direction::Inbound);
-        old.start = T0 - 184 * NANOS_PER_SEC;
+        old.start = Some(T0 - 184 * NANOS_PER_SEC);
         old.comm = "sshd session".into();
         let mut new6 = conn(
             "2001:db8::1",
@@ -383,11 +391,11 @@ mod tests {
             443,
             Direction::Outbound,
         );
-        new6.start = T0 - 12 * NANOS_PER_SEC;
+        new6.start = Some(T0 - 12 * NANOS_PER_SEC);
         let mut seeded = conn("192.0.2.1", 80, "192.0.2.9", 61000, Direction::Unknown);
         seeded.pid = 0;
         seeded.comm = "".into();
-        seeded.start = T0 - 2 * 86400 * NANOS_PER_SEC;
+        seeded.start = None;
         Snapshot {
             timestamp: T0 + 250_000_000,
             conns: vec![
@@ -455,7 +463,7 @@ mod tests {
                 "0",
                 "0",
                 "0",
-                "2d00h",
+                "-",
                 "unknown",
             ]),
             row([
@@ -491,7 +499,8 @@ mod tests {
                 "out",
             ]),
             "3 active connections: 1 outbound (active), 1 inbound (passive), 1 unknown".to_string(),
-            "lost: events 0, map full 0, seed map full 0, runs missed 0".to_string(),
+            "lost: events 0, map full 0, seed map full 0, seed unreached 0, runs missed 0"
+                .to_string(),
         ];
         assert_eq!(render_frame(&snapshot()), want);
         // Spot-check the padding literally, independent of format! widths.
@@ -507,12 +516,24 @@ mod tests {
             events_lost: 4,
             map_full: 0,
             seed_map_full: 2,
+            seed_unreached: 0,
             runs_missed: 0,
         };
         assert_eq!(
             losses_footer(&l),
-            "lost: events 4, map full 0, seed map full 2, runs missed 0 (connection map was full, \
-             raise -m/--map-size; events were dropped because user space fell behind reading them)"
+            "lost: events 4, map full 0, seed map full 2, seed unreached 0, runs missed 0 \
+             (connection map was full, raise -m/--map-size; events were dropped because user \
+             space fell behind reading them)"
+        );
+        let l = Losses {
+            seed_unreached: 2,
+            ..Losses::default()
+        };
+        assert_eq!(
+            losses_footer(&l),
+            "lost: events 0, map full 0, seed map full 0, seed unreached 2, runs missed 0 \
+             (existing connections in network namespaces netlens could not enter were not seeded \
+             and are not reported (entering one needs CAP_SYS_ADMIN))"
         );
         let l = Losses {
             runs_missed: 3,
@@ -520,7 +541,7 @@ mod tests {
         };
         assert_eq!(
             losses_footer(&l),
-            "lost: events 0, map full 0, seed map full 0, runs missed 3 (the kernel skipped BPF \
+            "lost: events 0, map full 0, seed map full 0, seed unreached 0, runs missed 3 (the kernel skipped BPF \
              program runs because the program was already running on that CPU, so events or \
              counter updates may be missing)"
         );
@@ -580,6 +601,7 @@ mod tests {
             seeded.contains(" pid=0 comm=- netns=4026531840 dir=unknown "),
             "{seeded}"
         );
+        assert!(seeded.ends_with(" start=- age_s=-"), "{seeded}");
     }
 
     #[test]
@@ -590,6 +612,7 @@ mod tests {
             events_lost: 1,
             map_full: 2,
             seed_map_full: 3,
+            seed_unreached: 5,
             runs_missed: 4,
         };
         sink.snapshot(&snap).expect("snapshot");
@@ -606,7 +629,7 @@ mod tests {
         assert_eq!(
             lines[3],
             "summary ts=1795440707.250000 conns=3 active=1 passive=1 unknown=1 incremental=false \
-             events_lost=1 map_full=2 seed_map_full=3 runs_missed=4"
+             events_lost=1 map_full=2 seed_map_full=3 seed_unreached=5 runs_missed=4"
         );
     }
 }

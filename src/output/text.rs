@@ -101,13 +101,14 @@ fn push_metrics_line(s: &mut String, time: &str, conn: &str, row: &ConnRow, incr
     push_metrics(s, &row.metrics);
 }
 
-/// `<time> losses events_lost:N map_full:N seed_map_full:N runs_missed:N
-/// hint:<what to do>`, or `None` when nothing was lost.
+/// `<time> losses events_lost:N map_full:N seed_map_full:N seed_unreached:N
+/// runs_missed:N hint:<what to do>`, or `None` when nothing was lost.
 pub fn losses_line(time: &str, l: &Losses) -> Option<String> {
     let hint = losses_hint(l)?;
     Some(format!(
-        "{time} losses events_lost:{} map_full:{} seed_map_full:{} runs_missed:{} hint:{hint}",
-        l.events_lost, l.map_full, l.seed_map_full, l.runs_missed
+        "{time} losses events_lost:{} map_full:{} seed_map_full:{} seed_unreached:{} \
+         runs_missed:{} hint:{hint}",
+        l.events_lost, l.map_full, l.seed_map_full, l.seed_unreached, l.runs_missed
     ))
 }
 
@@ -263,26 +264,43 @@ mod tests {
             events_lost: 5,
             map_full: 0,
             seed_map_full: 0,
+            seed_unreached: 0,
             runs_missed: 0,
         };
         assert_eq!(
             losses_line(TIME, &l).as_deref(),
             Some(
                 "2026-11-23T13:31:47.123456Z losses events_lost:5 map_full:0 seed_map_full:0 \
-                 runs_missed:0 hint:events were dropped because user space fell behind reading them"
+                 seed_unreached:0 runs_missed:0 hint:events were dropped because user space fell \
+                 behind reading them"
             )
         );
         let l = Losses {
             events_lost: 0,
             map_full: 2,
             seed_map_full: 1,
+            seed_unreached: 0,
             runs_missed: 0,
         };
         assert_eq!(
             losses_line(TIME, &l).as_deref(),
             Some(
                 "2026-11-23T13:31:47.123456Z losses events_lost:0 map_full:2 seed_map_full:1 \
-                 runs_missed:0 hint:connection map was full, raise -m/--map-size"
+                 seed_unreached:0 runs_missed:0 hint:connection map was full, raise -m/--map-size"
+            )
+        );
+        // Connections in namespaces netlens could not enter.
+        let l = Losses {
+            seed_unreached: 6,
+            ..Losses::default()
+        };
+        assert_eq!(
+            losses_line(TIME, &l).as_deref(),
+            Some(
+                "2026-11-23T13:31:47.123456Z losses events_lost:0 map_full:0 seed_map_full:0 \
+                 seed_unreached:6 runs_missed:0 hint:existing connections in network namespaces \
+                 netlens could not enter were not seeded and are not reported (entering one needs \
+                 CAP_SYS_ADMIN)"
             )
         );
         // Skipped runs alone are a loss too.
@@ -294,7 +312,7 @@ mod tests {
             losses_line(TIME, &l).as_deref(),
             Some(
                 "2026-11-23T13:31:47.123456Z losses events_lost:0 map_full:0 seed_map_full:0 \
-                 runs_missed:4 hint:the kernel skipped BPF program runs because the program was \
+                 seed_unreached:0 runs_missed:4 hint:the kernel skipped BPF program runs because the program was \
                  already running on that CPU, so events or counter updates may be missing"
             )
         );
@@ -323,6 +341,7 @@ mod tests {
                 events_lost: 0,
                 map_full: 1,
                 seed_map_full: 0,
+                seed_unreached: 0,
                 runs_missed: 0,
             },
         };
@@ -349,7 +368,7 @@ mod tests {
         );
         assert_eq!(
             lines[3],
-            format!("{TIME} losses events_lost:0 map_full:1 seed_map_full:0 runs_missed:0 hint:connection map was full, raise -m/--map-size")
+            format!("{TIME} losses events_lost:0 map_full:1 seed_map_full:0 seed_unreached:0 runs_missed:0 hint:connection map was full, raise -m/--map-size")
         );
         assert!(out.ends_with('\n'));
     }

@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::thread;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 
 /// Runs `f` inside the network namespace at `path` (a `/proc/.../ns/net`
 /// link or a `/run/netns/<name>` bind mount) and returns its result.
@@ -18,7 +18,9 @@ use anyhow::{anyhow, Context, Result};
 /// `/proc/self/net` still shows the main thread's. Sockets created in `f`
 /// stay in the target namespace. A panic in `f` is passed on to the caller.
 ///
-/// Needs CAP_SYS_ADMIN (over the target namespace's user namespace).
+/// Needs CAP_SYS_ADMIN (over the target namespace's user namespace);
+/// without it the error is one [`lacks_sys_admin`] recognises. Entering the
+/// namespace the thread is already in needs it too: call `f` directly then.
 pub fn with_netns<T, F>(path: &Path, f: F) -> Result<T>
 where
     F: FnOnce() -> Result<T> + Send,
@@ -36,11 +38,11 @@ where
                 let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
                 if rc != 0 {
                     let err = io::Error::last_os_error();
-                    return Err(anyhow!(
-                        "setns(CLONE_NEWNET) into {} failed: {err} (errno {})",
-                        path.display(),
-                        err.raw_os_error().unwrap_or(0)
-                    ));
+                    let errno = err.raw_os_error().unwrap_or(0);
+                    return Err(anyhow::Error::new(err).context(format!(
+                        "setns(CLONE_NEWNET) into {} failed (errno {errno})",
+                        path.display()
+                    )));
                 }
                 f()
             })
@@ -49,6 +51,16 @@ where
             Ok(result) => result,
             Err(panic) => std::panic::resume_unwind(panic),
         }
+    })
+}
+
+/// Whether `e` (from [`with_netns`]) says the namespace could not be
+/// entered for want of CAP_SYS_ADMIN: setns() failed with EPERM.
+pub fn lacks_sys_admin(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::EPERM))
     })
 }
 
@@ -130,7 +142,7 @@ mod tests {
         let mut seen = Vec::new();
         let r: Result<()> = with_netns(&ns.path, || {
             seen.push(procfs::current_netns_inode()?);
-            Err(anyhow!("from inside"))
+            Err(anyhow::anyhow!("from inside"))
         });
         let err = r.expect_err("closure error");
         assert_eq!(err.to_string(), "from inside");
@@ -144,6 +156,17 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("/proc/self/status"), "{msg}");
         assert!(msg.contains("errno"), "{msg}");
+        // EINVAL: not a namespace, not a missing capability.
+        assert!(!lacks_sys_admin(&err), "{err:#}");
+    }
+
+    #[test]
+    fn eperm_means_cap_sys_admin_is_missing() {
+        let eperm = anyhow::Error::new(io::Error::from_raw_os_error(libc::EPERM)).context("setns");
+        assert!(lacks_sys_admin(&eperm));
+        let eacces = anyhow::Error::new(io::Error::from_raw_os_error(libc::EACCES)).context("open");
+        assert!(!lacks_sys_admin(&eacces));
+        assert!(!lacks_sys_admin(&anyhow::anyhow!("creating an iterator")));
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! Processes come and go while a scan runs, and some of them may be closed
 //! to us; the scans skip those and carry on.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -122,6 +123,11 @@ pub struct NetnsHandle {
     /// `/proc/<pid>/ns/net` links and BPF `net->ns.inum`.
     pub inode: u32,
     pub path: PathBuf,
+    /// The `/proc/<pid>/net` (or `/proc/<pid>/task/<tid>/net`) directory of
+    /// a process or thread inside the namespace, which shows the
+    /// namespace's socket tables without entering it; `None` when no
+    /// process was found inside (a namespace kept only by a bind mount).
+    pub proc_net: Option<PathBuf>,
 }
 
 /// The namespace inode behind `path`, if `path` is a namespace file: a
@@ -139,19 +145,37 @@ fn ns_inode(path: &Path, nsfs_dev: u64) -> Option<u32> {
 /// namespace, ordered by inode. Looks at the bind mounts in [`RUN_NETNS`]
 /// (preferred, as they outlive processes), then `/proc/<pid>/ns/net` of
 /// every process, then `/proc/<pid>/task/<tid>/ns/net` of every thread, as
-/// a thread may have moved to a namespace of its own.
+/// a thread may have moved to a namespace of its own. The processes and
+/// threads give each namespace its `proc_net` directory.
 pub fn network_namespaces() -> Vec<NetnsHandle> {
     // All namespace files live on the one nsfs; our own tells its device.
     let Ok(own) = fs::metadata("/proc/self/ns/net") else {
         return Vec::new();
     };
     let nsfs_dev = own.dev();
-    let mut seen = HashSet::new();
-    let mut found = Vec::new();
-    let mut offer = |path: PathBuf| {
-        if let Some(inode) = ns_inode(&path, nsfs_dev) {
-            if seen.insert(inode) {
-                found.push(NetnsHandle { inode, path });
+    let mut found: Vec<NetnsHandle> = Vec::new();
+    let mut index: HashMap<u32, usize> = HashMap::new();
+    // `dir`: the /proc/<pid> or /proc/<pid>/task/<tid> directory the
+    // namespace file belongs to, if any.
+    let mut offer = |path: PathBuf, dir: Option<&Path>| {
+        let Some(inode) = ns_inode(&path, nsfs_dev) else {
+            return;
+        };
+        let proc_net = dir.map(|d| d.join("net"));
+        match index.get(&inode) {
+            Some(&i) => {
+                let handle = &mut found[i];
+                if handle.proc_net.is_none() {
+                    handle.proc_net = proc_net;
+                }
+            }
+            None => {
+                index.insert(inode, found.len());
+                found.push(NetnsHandle {
+                    inode,
+                    path,
+                    proc_net,
+                });
             }
         }
     };
@@ -159,23 +183,131 @@ pub fn network_namespaces() -> Vec<NetnsHandle> {
     if let Ok(entries) = fs::read_dir(RUN_NETNS) {
         let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
         paths.sort();
-        paths.into_iter().for_each(&mut offer);
+        for path in paths {
+            offer(path, None);
+        }
     }
     let proc_root = Path::new(PROC);
     let pids = pids_in(proc_root).unwrap_or_default();
     for &pid in &pids {
-        offer(proc_root.join(format!("{pid}/ns/net")));
+        let dir = proc_root.join(pid.to_string());
+        offer(dir.join("ns/net"), Some(&dir));
     }
     for &pid in &pids {
         let task_dir = proc_root.join(format!("{pid}/task"));
         for tid in pids_in(&task_dir).unwrap_or_default() {
             if tid != pid {
-                offer(task_dir.join(format!("{tid}/ns/net")));
+                let dir = task_dir.join(tid.to_string());
+                offer(dir.join("ns/net"), Some(&dir));
             }
         }
     }
     found.sort_by_key(|h| h.inode);
     found
+}
+
+/// TCP states as `/proc/net/tcp` prints them (`st`, hexadecimal): those of
+/// a connected socket, the ones the seeding iterator tracks. Listeners,
+/// handshakes, TIME_WAIT and closed sockets are left out, as there.
+const CONNECTED_TCP_STATES: [u8; 6] = [
+    0x01, // ESTABLISHED
+    0x04, // FIN_WAIT1
+    0x05, // FIN_WAIT2
+    0x08, // CLOSE_WAIT
+    0x09, // LAST_ACK
+    0x0b, // CLOSING
+];
+
+/// The timer code (`tr`) of a TIME_WAIT socket's line, whatever state it
+/// shows (a FIN_WAIT2 orphan turned TIME_WAIT socket shows FIN_WAIT2).
+const TIMEWAIT_TIMER: u8 = 3;
+
+/// An address of `/proc/net/tcp` or `/proc/net/tcp6`: 8 or 32 hex digits,
+/// each group of 8 a 32-bit word as it lies in memory, printed as a
+/// native-endian number.
+fn parse_proc_net_addr(hex: &str) -> Option<IpAddr> {
+    let mut bytes = Vec::with_capacity(16);
+    if hex.len() % 8 != 0 {
+        return None;
+    }
+    for i in (0..hex.len()).step_by(8) {
+        let word = u32::from_str_radix(hex.get(i..i + 8)?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    match bytes.len() {
+        4 => Some(IpAddr::V4(Ipv4Addr::new(
+            bytes[0], bytes[1], bytes[2], bytes[3],
+        ))),
+        16 => {
+            let raw: [u8; 16] = bytes.try_into().ok()?;
+            Some(IpAddr::V6(Ipv6Addr::from(raw)))
+        }
+        _ => None,
+    }
+}
+
+/// Loopback as the BPF side's filter sees it: 127.0.0.0/8, `::1` and
+/// IPv4-mapped 127.0.0.0/8.
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// Counts the connected TCP sockets in the text of `/proc/net/tcp` or
+/// `/proc/net/tcp6` (the first line is the header): the sockets the seeding
+/// iterator would track there, without the loopback ones when
+/// `filter_loopback` is set.
+pub fn count_connected_tcp(text: &str, filter_loopback: bool) -> Result<u64, ParseError> {
+    let mut count = 0;
+    for line in text.lines().skip(1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = || ParseError::malformed("/proc/net/tcp line", line);
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 6 {
+            return Err(bad());
+        }
+        let endpoint = |f: &str| -> Result<IpAddr, ParseError> {
+            let (addr, _port) = f.split_once(':').ok_or_else(bad)?;
+            parse_proc_net_addr(addr).ok_or_else(bad)
+        };
+        let (local, remote) = (endpoint(fields[1])?, endpoint(fields[2])?);
+        let state = u8::from_str_radix(fields[3], 16).map_err(|_| bad())?;
+        let (timer, _) = fields[5].split_once(':').ok_or_else(bad)?;
+        let timer = u8::from_str_radix(timer, 16).map_err(|_| bad())?;
+        if !CONNECTED_TCP_STATES.contains(&state) || timer == TIMEWAIT_TIMER {
+            continue;
+        }
+        if filter_loopback && (is_loopback(local) || is_loopback(remote)) {
+            continue;
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// The connected TCP sockets of the network namespace whose `/proc/.../net`
+/// directory is `net_dir` (see [`NetnsHandle::proc_net`]), IPv4 and IPv6,
+/// counted as [`count_connected_tcp`] does. Reading these tables needs no
+/// privilege and no `setns`. A missing `tcp6` (IPv6 disabled) counts 0.
+pub fn connected_tcp_sockets(net_dir: &Path, filter_loopback: bool) -> Result<u64> {
+    let mut total = 0;
+    for name in ["tcp", "tcp6"] {
+        let path = net_dir.join(name);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if name == "tcp6" && e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        total += count_connected_tcp(&text, filter_loopback)
+            .with_context(|| format!("parsing {}", path.display()))?;
+    }
+    Ok(total)
 }
 
 fn netns_inode_at(path: &str) -> Result<u32> {
@@ -425,9 +557,104 @@ mod tests {
             .expect("own netns listed");
         let meta = fs::metadata(&handle.path).expect("stat handle path");
         assert_eq!(meta.ino(), u64::from(own));
+        // Some process of ours is in it: its socket tables are readable.
+        let net = handle.proc_net.as_ref().expect("a /proc net directory");
+        assert!(net.join("tcp").exists(), "{}", net.display());
         let mut inodes: Vec<u32> = all.iter().map(|h| h.inode).collect();
         inodes.dedup();
         assert_eq!(inodes.len(), all.len(), "duplicate namespaces");
+    }
+
+    /// A `/proc/net/tcp{,6}` line as this host's kernel prints it.
+    fn tcp_line(local: &str, remote: &str, state: u8, timer: u8) -> String {
+        let endpoint = |ep: &str| {
+            let ep: std::net::SocketAddr = ep.parse().expect("test endpoint");
+            let octets = match ep.ip() {
+                IpAddr::V4(a) => a.octets().to_vec(),
+                IpAddr::V6(a) => a.octets().to_vec(),
+            };
+            let hex: String = octets
+                .chunks(4)
+                .map(|w| format!("{:08X}", u32::from_ne_bytes(w.try_into().expect("4 bytes"))))
+                .collect();
+            format!("{hex}:{:04X}", ep.port())
+        };
+        format!(
+            "   0: {} {} {state:02X} 00000000:00000000 {timer:02X}:00000000 00000000     0        \
+             0 12345 1 0000000000000000 20 4 30 10 -1",
+            endpoint(local),
+            endpoint(remote)
+        )
+    }
+
+    const TCP_HEADER: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr \
+                              tm->when retrnsmt   uid  timeout inode";
+
+    #[test]
+    fn connected_tcp_sockets_are_counted_as_the_iterator_tracks_them() {
+        let v4 = [
+            tcp_line("192.0.2.1:40000", "198.51.100.7:80", 0x01, 0), // counted
+            tcp_line("192.0.2.1:40001", "198.51.100.7:80", 0x08, 2), // CLOSE_WAIT, counted
+            tcp_line("192.0.2.1:40002", "198.51.100.7:80", 0x05, 0), // FIN_WAIT2, counted
+            tcp_line("192.0.2.1:40003", "198.51.100.7:80", 0x05, 3), // TIME_WAIT in FIN_WAIT2
+            tcp_line("192.0.2.1:40004", "198.51.100.7:80", 0x06, 3), // TIME_WAIT
+            tcp_line("0.0.0.0:22", "0.0.0.0:0", 0x0a, 0),            // listener
+            tcp_line("192.0.2.1:40005", "198.51.100.7:80", 0x02, 1), // SYN_SENT
+            tcp_line("192.0.2.1:22", "198.51.100.7:50000", 0x03, 1), // SYN_RECV
+            tcp_line("127.0.0.1:40006", "127.0.0.1:8080", 0x01, 0),  // loopback
+            tcp_line("192.0.2.1:40007", "127.0.0.2:8080", 0x01, 0),  // loopback peer
+        ];
+        let text = format!("{TCP_HEADER}\n{}\n", v4.join("\n"));
+        assert_eq!(count_connected_tcp(&text, true), Ok(3));
+        assert_eq!(count_connected_tcp(&text, false), Ok(5));
+
+        let v6 = [
+            tcp_line("[2001:db8::1]:40000", "[2001:db8::2]:443", 0x01, 0),
+            tcp_line("[::1]:40001", "[::1]:8080", 0x01, 0),
+            tcp_line(
+                "[::ffff:127.0.0.1]:40002",
+                "[::ffff:127.0.0.1]:8080",
+                0x01,
+                0,
+            ),
+            tcp_line(
+                "[::ffff:192.0.2.1]:40003",
+                "[::ffff:198.51.100.7]:80",
+                0x04,
+                1,
+            ),
+            tcp_line("[::]:443", "[::]:0", 0x0a, 0),
+        ];
+        let text = format!("{TCP_HEADER}\n{}\n", v6.join("\n"));
+        assert_eq!(count_connected_tcp(&text, true), Ok(2));
+        assert_eq!(count_connected_tcp(&text, false), Ok(4));
+        assert_eq!(count_connected_tcp(TCP_HEADER, true), Ok(0));
+    }
+
+    #[test]
+    fn malformed_tcp_lines_are_errors() {
+        for line in [
+            "   0: 0100007F:1F90 0100007F 01 00000000:00000000 00:00000000",
+            "   0: 0100007F:1F90 0100007F:9C40 0x 00000000:00000000 00:00000000",
+            "   0: 0100:1F90 0100007F:9C40 01 00000000:00000000 00:00000000",
+            "   0: 0100007F:1F90 0100007F:9C40 01 00000000:00000000 00",
+            "   0: 0100007F:1F90",
+        ] {
+            let text = format!("{TCP_HEADER}\n{line}\n");
+            assert!(count_connected_tcp(&text, false).is_err(), "{line}");
+        }
+    }
+
+    #[test]
+    fn our_own_connection_is_in_our_tables() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        let net = Path::new("/proc/thread-self/net");
+        // Other tests' connections come and go: at least our two sockets.
+        assert!(connected_tcp_sockets(net, false).expect("read tables") >= 2);
+        drop((client, server));
     }
 
     #[test]

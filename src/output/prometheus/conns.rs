@@ -440,12 +440,18 @@ impl ConnAggregates {
             "netlens_connections_untracked_total",
             Kind::Counter,
             "Connections not tracked: map_full when the connection map (-m) was full, \
-             seed_map_full for connections found at start that did not fit.",
+             seed_map_full for connections found at start that did not fit, seed_unreached for \
+             connections found at start in network namespaces netlens could not enter (without \
+             CAP_SYS_ADMIN).",
         );
         f.sample(&none.and("reason", "map_full"), self.losses.map_full);
         f.sample(
             &none.and("reason", "seed_map_full"),
             self.losses.seed_map_full,
+        );
+        f.sample(
+            &none.and("reason", "seed_unreached"),
+            self.losses.seed_unreached,
         );
         out.family(BPF_RUNS_MISSED_TOTAL, Kind::Counter, BPF_RUNS_MISSED_HELP)
             .sample(&none, self.losses.runs_missed);
@@ -752,6 +758,7 @@ mod tests {
         inc.losses.events_lost = 3;
         inc.losses.map_full = 2;
         inc.losses.runs_missed = 7;
+        inc.losses.seed_unreached = 4;
         a.snapshot(&inc);
         let t = render(&a);
         assert_eq!(value(&t, "netlens_tcp_sent_bytes_total", OUT), Some(100));
@@ -763,6 +770,14 @@ mod tests {
                 r#"reason="map_full""#
             ),
             Some(2)
+        );
+        assert_eq!(
+            value(
+                &t,
+                "netlens_connections_untracked_total",
+                r#"reason="seed_unreached""#
+            ),
+            Some(4)
         );
         assert_eq!(value(&t, "netlens_bpf_runs_missed_total", ""), Some(7));
         assert!(
