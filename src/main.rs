@@ -372,8 +372,13 @@ fn conns(args: ConnsArgs) -> Result<(), Failure> {
     sink.flush()?;
     eprintln!(
         "netlens: stopped; lost: {} events, {} connections not tracked (map full), {} existing \
-         connections not seeded, {} BPF program runs skipped",
-        losses.events_lost, losses.map_full, losses.seed_map_full, losses.runs_missed
+         connections not seeded (map full), {} existing connections not seeded (network \
+         namespaces netlens could not enter, without CAP_SYS_ADMIN), {} BPF program runs skipped",
+        losses.events_lost,
+        losses.map_full,
+        losses.seed_map_full,
+        losses.seed_unreached,
+        losses.runs_missed
     );
     Ok(())
 }
@@ -407,6 +412,24 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
         .resolve(netlens::cost::collector::pmu_can_sample_cycles());
     args.user_pids.sort_unstable();
     args.user_pids.dedup();
+    if let Err(e) = netlens::cost::collector::try_sampling_event(args.frequency) {
+        if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) {
+            let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|_| "unknown".into());
+            return Err(Failure {
+                status: EXIT_PRIVILEGES,
+                error: anyhow::anyhow!(
+                    "-f {}: the kernel refuses this process a sampling perf event ({e}); \
+                     kernel.perf_event_paranoid is {paranoid}, and above 2 (the default of \
+                     Debian's and Ubuntu's kernels) perf events need CAP_SYS_ADMIN, CAP_PERFMON \
+                     is not enough. Run as root, lower the sysctl to 2, or sample with -f tick \
+                     (no perf event)",
+                    args.frequency.hz()
+                ),
+            });
+        }
+    }
     if let Sampler::Hz(hz) | Sampler::Cycles(hz) = args.frequency {
         if let Some(max) = netlens::cost::run::max_sample_rate() {
             if hz > max {
@@ -493,13 +516,6 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
-    if let Some(d) = args.duration {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            std::thread::sleep(d);
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        });
-    }
     let opts = netlens::cost::run::Options {
         sampler: args.frequency,
         sampler_auto,
@@ -508,6 +524,7 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
         bpf_stats: args.bpf_stats,
         period_stacks: pusher.is_some(),
         push_counters: pusher.as_ref().map(|(c, _)| Arc::clone(c)),
+        duration: args.duration,
     };
     let finished =
         netlens::cost::run::run(&opts, &mut sinks, &stop, &mut |line| eprintln!("{line}"));
@@ -714,6 +731,7 @@ fn check_cmd() -> Result<(), Failure> {
                     bpf_stats: netlens::cost::selfstats::StatsMode::Sampled,
                     period_stacks: false,
                     push_counters: None,
+                    duration: None,
                 };
                 let mut null = output::cost::CostFanout::default();
                 netlens::cost::run::run(&opts, &mut null, &stop, &mut |_| {}).map(drop)

@@ -52,6 +52,26 @@ impl CostLog {
         self.lines.last().unwrap()
     }
 
+    /// The share of wall time the kernel's tick-based accounting saw in
+    /// this run: /proc/stat time of every mode on every CPU over the periods'
+    /// wall time. About 1 where ticks are regular; below 1 on an emulated
+    /// CPU, where a late timer interrupt accounts one tick for several.
+    /// /proc/PID/stat times come from the same ticks, so they are compared
+    /// after dividing by it.
+    fn tick_accounting_share(&self) -> f64 {
+        let mut accounted = 0u64;
+        let mut wall = 0u64;
+        for line in &self.lines {
+            let cpus = line["cpus"].as_array().unwrap().len() as u64;
+            wall += u(line, "period_ns") * cpus;
+            for mode in line["proc_stat_ns"].as_object().unwrap().values() {
+                accounted += sum(mode);
+            }
+        }
+        assert!(wall > 0, "no period in the log");
+        accounted as f64 / wall as f64
+    }
+
     /// Cumulative nanoseconds of an entry over all CPUs (last line).
     fn entry_total(&self, name: &str) -> u64 {
         sum(&self.last()["entries"][name]["total_ns"])
@@ -276,10 +296,12 @@ fn syscall_time_of_a_socket_loop_agrees_with_its_proc_system_time() {
         intr,
     } = log.pid_sums(&pid);
     let measured = tx + rx + intr;
-    let ratio = measured as f64 / system as f64;
+    let ticks = log.tick_accounting_share();
+    let ratio = measured as f64 / (system as f64 / ticks);
     eprintln!(
-        "system {system} ns (procfs); TX {tx} + RX {rx} + interrupts in context {intr} = \
-         {measured} ns (netlens); ratio {ratio:.3}"
+        "system {system} ns (procfs, ticks saw {:.1} % of wall time); TX {tx} + RX {rx} + \
+         interrupts in context {intr} = {measured} ns (netlens); ratio {ratio:.3}",
+        ticks * 100.0
     );
     assert!(
         system > 200_000_000,
@@ -382,9 +404,10 @@ fn check_categories_of_local_tcp(log: &CostLog) {
     // Local TCP over veth: every packet takes the backlog (no GRO on a veth
     // without NAPI), IPv4 receive, local delivery and TCP receive, which
     // wakes the reader. Where within that path a sample lands depends on
-    // the sampler (timer samples gather where interrupts are re-enabled),
-    // but no sample can land on another path (forwarding, bridging,
-    // netfilter, IPv6, UDP, XDP, tc), bar unrelated traffic on the host.
+    // the sampler (timer samples gather where interrupts are re-enabled).
+    // Netfilter and conntrack may be on it (the host's rules, or modules an
+    // earlier test loaded); what it can never take: forwarding, bridging,
+    // IPv6, UDP (bar the odd sample of other traffic).
     let receive_path: u64 = [
         "core_receive",
         "ip_receive_v4",
@@ -395,27 +418,26 @@ fn check_categories_of_local_tcp(log: &CostLog) {
     .iter()
     .map(|c| log.category_samples(c))
     .sum();
-    // Not a stage of any packet path: the softirq's own loop and
-    // accounting, tracers' programs, and what no rule names.
-    let off_path = [
-        "driver_poll",
-        "gro",
-        "other",
-        "outside_rx_loop",
-        "tracing",
-        "unsampled",
-    ];
-    let elsewhere = all
-        - receive_path
-        - off_path
-            .iter()
-            .map(|c| log.category_samples(c))
-            .sum::<u64>();
+    let elsewhere: u64 = [
+        "forward_v4",
+        "forward_v6",
+        "bridging",
+        "ip_receive_v6",
+        "nf_prerouting_v6",
+        "local_deliver_v6",
+        "tcp_receive_v6",
+        "udp_receive_v4",
+        "udp_receive_v6",
+    ]
+    .iter()
+    .map(|c| log.category_samples(c))
+    .sum();
     eprintln!("{receive_path} of {all} NET_RX samples on the IPv4 TCP receive path, {elsewhere} on other paths");
     assert!(
         all >= ENOUGH_NET_RX_SAMPLES,
         "only {all} NET_RX samples after 20 s of bulk traffic"
     );
+    // Bar other traffic: the links' own IPv6 neighbour discovery, say.
     assert!(
         elsewhere * 100 <= all,
         "{elsewhere} of {all} samples on paths local TCP does not take: {by_category:?}"
@@ -812,12 +834,16 @@ fn io_uring_worker_time_is_measured() {
         (worker + intr) as f64 / system as f64
     );
     assert!(worker > 1_000_000, "io_uring_worker time {worker} ns");
-    // Every send ran in a worker and completed there, ending one worker
-    // span: as many spans as sends (other io_uring users on the host
-    // would add some). Sends made anywhere else would leave ~0 spans.
+    // Every send ran in a worker, and nearly every one completed there,
+    // ending one worker span. The exceptions: a send that finds the socket
+    // buffer full is retried when it drains and completes in the client's
+    // own io_uring_enter (as TX; 1 in 779 on an emulated CPU, none in
+    // 85,638 here), and runs of netlens's programs the kernel skipped
+    // (counted). Sends made anywhere else would leave ~0 worker spans.
+    let missed = u(&log.last()["self"], "bpf_runs_missed_total");
     assert!(
-        worker_spans >= ops,
-        "{worker_spans} io_uring_worker spans for {ops} sends"
+        (worker_spans + missed) * 100 >= ops * 99,
+        "{worker_spans} io_uring_worker spans for {ops} sends ({missed} BPF runs skipped)"
     );
     // The client's io_uring_enter only queued requests and waited: ending
     // in no socket operation, its time is not TX.
@@ -855,7 +881,7 @@ fn io_uring_enter_socket_time_counts_as_tx() {
     let tx_spans = log.entry_spans("tx_syscall");
     let worker = log.entry_total("io_uring_worker");
     let worker_spans = log.entry_spans("io_uring_worker");
-    let ratio = (tx + intr) as f64 / system as f64;
+    let ratio = (tx + intr) as f64 / (system as f64 / log.tick_accounting_share());
     eprintln!(
         "uring inline: {} sends, {} bytes in {:.2} s; client system {system} ns, TX {tx} ns \
          ({tx_spans} TX spans machine-wide), RX {rx} ns, interrupts in context {intr} ns, \

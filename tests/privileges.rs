@@ -56,17 +56,42 @@ fn symbols_hidden_without_syslog() -> bool {
     kptr != 0 || paranoid > 1
 }
 
+/// kernel.perf_event_paranoid above 2 (Debian's and Ubuntu's default; a
+/// patch of theirs) refuses perf events to anyone without CAP_SYS_ADMIN.
+fn perf_events_need_sys_admin() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .is_some_and(|p| p > 2)
+}
+
 #[test]
 fn cost_runs_with_bpf_perfmon_and_syslog() {
     if !require_root() {
         return;
     }
-    for sampler in ["1000", "tick"] {
-        let out = netlens_as_nobody(COST_CAPS, &["cost", "-f", sampler, "--duration", "1.5"]);
+    // The default (-f auto) and -f tick sample without a perf event.
+    for args in [
+        &["cost", "--duration", "1.5"][..],
+        &["cost", "-f", "tick", "--duration", "1.5"],
+    ] {
+        let out = netlens_as_nobody(COST_CAPS, args);
         let t = text(&out);
-        assert_eq!(out.status.code(), Some(0), "-f {sampler}: {t}");
-        assert!(t.contains("netlens: stopped after"), "-f {sampler}: {t}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {t}");
+        assert!(t.contains("netlens: stopped after 1."), "{args:?}: {t}");
         assert!(!t.contains("panicked"), "{t}");
+    }
+    // A cpu-clock rate needs a perf event: allowed with CAP_PERFMON unless
+    // perf_event_paranoid is above 2, and then refused up front, exit 3.
+    let out = netlens_as_nobody(COST_CAPS, &["cost", "-f", "1000", "--duration", "1.5"]);
+    let t = text(&out);
+    if perf_events_need_sys_admin() {
+        assert_eq!(out.status.code(), Some(3), "{t}");
+        assert!(t.contains("perf_event_paranoid is"), "{t}");
+        assert!(t.contains("CAP_SYS_ADMIN") && t.contains("-f tick"), "{t}");
+    } else {
+        assert_eq!(out.status.code(), Some(0), "{t}");
+        assert!(t.contains("netlens: stopped after 1."), "{t}");
     }
 }
 
@@ -91,6 +116,7 @@ fn cost_names_cap_syslog_and_runs_without_sampling() {
     let out = netlens_as_nobody("+bpf,+perfmon", &["cost", "-f", "0", "--duration", "1"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("netlens: stopped after 1."), "{t}");
     // BPF run-time statistics need CAP_SYS_ADMIN: not measured, and said so.
     assert!(t.contains("BPF programs not measured"), "{t}");
     // One capability less: exit 3, naming it.
@@ -157,4 +183,82 @@ fn check_tells_what_each_command_can_do() {
         ),
         "{t}"
     );
+}
+
+/// The tracepoints `check` reports missing, as `category:name`.
+fn missing_tracepoints(report: &str) -> Vec<String> {
+    report
+        .lines()
+        .filter(|l| l.starts_with("[warn] tracepoint ") || l.starts_with("[FAIL] tracepoint "))
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .map(|t| t.replacen('/', ":", 1))
+        .collect()
+}
+
+/// Runs a command for about `secs` seconds (SIGINT then), as root.
+fn run_for(secs: &str, args: &[&str]) -> Output {
+    let mut argv = vec![
+        "--preserve-status",
+        "-s",
+        "INT",
+        secs,
+        env!("CARGO_BIN_EXE_netlens"),
+    ];
+    argv.extend_from_slice(args);
+    run("timeout", &argv)
+}
+
+/// What `check` says on this kernel is what the commands then do: a
+/// command it calls runnable runs, and the tracepoints it reports missing
+/// are exactly those whose programs the command leaves out, saying so.
+/// (On the kernel matrix, 6.1 lacks sock_send_length and sock_recv_length.)
+#[test]
+fn check_predicts_what_the_commands_do() {
+    if !require_root() {
+        return;
+    }
+    let out = run(env!("CARGO_BIN_EXE_netlens"), &["check"]);
+    let report = text(&out);
+    let missing = missing_tracepoints(&report);
+    eprintln!("check reports missing: {missing:?}");
+    for (name, args) in [
+        ("conns", &["conns", "--no-log-file", "-t", "1"][..]),
+        ("cost", &["cost", "--user-period", "200"][..]),
+    ] {
+        let can_run = report.contains(&format!("netlens {name}: can run"));
+        let out = run_for("4", args);
+        let t = text(&out);
+        assert_eq!(
+            out.status.success(),
+            can_run,
+            "check said {name} can run: {can_run}\n{report}\n{name}: {t}"
+        );
+        if !can_run {
+            continue;
+        }
+        // Every program left out names its missing tracepoint on stderr,
+        // and nothing else fails to attach.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let mut left_out: Vec<String> = Vec::new();
+        for line in stderr.lines().filter(|l| l.contains(" not attached (")) {
+            let (_, tp) = line
+                .split_once("the kernel has no tracepoint ")
+                .unwrap_or_else(|| panic!("{name}: a program failed to attach: {line}\n{t}"));
+            left_out.push(tp.split(')').next().unwrap().to_string());
+        }
+        let table = if name == "conns" {
+            &netlens::sys::check::TRACEPOINTS[..]
+        } else {
+            &netlens::sys::check::COST_TRACEPOINTS[..]
+        };
+        let expected: Vec<String> = table
+            .iter()
+            .map(|tp| format!("{}:{}", tp.category, tp.name))
+            .filter(|tp| missing.contains(tp))
+            .collect();
+        assert_eq!(
+            left_out, expected,
+            "{name}: programs left out vs check's report\n{report}\n{t}"
+        );
+    }
 }

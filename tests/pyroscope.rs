@@ -309,10 +309,18 @@ fn an_unreachable_backend_is_counted_and_netlens_keeps_running() {
         log.arg(),
     ]);
     bulk(&p, "1");
-    // Still measuring after the failures: more reports keep coming.
+    // Still measuring after the failures: more reports keep coming (two
+    // more, waited for up to 15 s: an emulated CPU is many times slower
+    // than the 250 ms period).
     let before = read_log(&log.0).len();
-    thread::sleep(std::time::Duration::from_millis(600));
-    assert!(read_log(&log.0).len() > before, "netlens stopped reporting");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while read_log(&log.0).len() < before + 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "netlens stopped reporting"
+        );
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
     let out = nl.stop_any_output();
     drop(p);
     assert!(out.status.success(), "{}\n{}", out.status, out.stderr);

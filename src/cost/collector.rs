@@ -458,6 +458,22 @@ pub fn pmu_can_sample_cycles() -> bool {
     perf_sampling_event(cpu, crate::model::cost::AUTO_HZ, SampleEvent::Cycles).is_ok()
 }
 
+/// Opens and closes one sampling event of the kind `sampler` uses (on the
+/// first online CPU), to learn before loading anything whether the kernel
+/// lets this process sample. Ok for samplers without perf events.
+pub fn try_sampling_event(sampler: Sampler) -> std::io::Result<()> {
+    let event = match sampler {
+        Sampler::Hz(_) => SampleEvent::CpuClock,
+        Sampler::Cycles(_) => SampleEvent::Cycles,
+        Sampler::Off | Sampler::Tick | Sampler::Auto => return Ok(()),
+    };
+    let cpu = online_cpus()
+        .ok()
+        .and_then(|c| c.first().copied())
+        .unwrap_or(0);
+    perf_sampling_event(cpu, sampler.hz(), event).map(drop)
+}
+
 fn open_sampler(cpu: u32, frequency: u64, event: SampleEvent) -> Result<OwnedFd> {
     perf_sampling_event(cpu, frequency, event).map_err(|err| {
         let what = match event {

@@ -40,6 +40,9 @@ pub struct Options {
     pub period_stacks: bool,
     /// Read into [`CostReport::pyroscope`] (set with `--pyroscope`).
     pub push_counters: Option<Arc<crate::model::cost::PushCounters>>,
+    /// Stop after measuring this long, counted from the moment the
+    /// programs are attached (a slow start does not shorten it).
+    pub duration: Option<Duration>,
 }
 
 /// What a finished run leaves behind.
@@ -118,7 +121,7 @@ pub fn run(
             Sampler::Tick => format!(
                 ", sampling NET_RX stacks at the scheduler tick{}",
                 if opts.sampler_auto {
-                    " (-f auto: this CPU has no PMU)"
+                    " (-f auto: no CPU-cycles perf event could be opened)"
                 } else {
                     ""
                 }
@@ -129,7 +132,8 @@ pub fn run(
     ));
 
     loop {
-        let stopping = stop.load(Ordering::Relaxed);
+        let stopping =
+            stop.load(Ordering::Relaxed) || opts.duration.is_some_and(|d| started.elapsed() >= d);
         if stopping {
             // No sample may arrive between the last drain and the last
             // counter read: the counts in the final report are exact.
@@ -139,7 +143,10 @@ pub fn run(
             collector.stop_sampling();
             std::thread::sleep(SAMPLER_GRACE);
         }
-        let due = last_report + opts.period;
+        let mut due = last_report + opts.period;
+        if let Some(d) = opts.duration {
+            due = due.min(started + d);
+        }
         let wait = if stopping {
             Duration::ZERO
         } else {
