@@ -262,3 +262,37 @@ fn check_predicts_what_the_commands_do() {
         );
     }
 }
+
+/// Without BTF (simulated: the suite's kernels all have it), every command
+/// says what is missing and what to do, and exits 4.
+#[test]
+fn a_kernel_without_btf_gets_one_clear_message() {
+    if !require_root() {
+        return;
+    }
+    let missing = "/nonexistent/netlens-test/vmlinux";
+    for args in [
+        &["conns", "--no-log-file"][..],
+        &["cost", "--duration", "1"],
+        &["check"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_netlens"))
+            .args(args)
+            .env(netlens::sys::kernel::BTF_PATH_ENV, missing)
+            .output()
+            .expect("run netlens");
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {t}");
+        assert!(t.contains("CONFIG_DEBUG_INFO_BTF"), "{args:?}: {t}");
+        assert!(!t.contains("panicked"), "{args:?}: {t}");
+        if args[0] != "check" {
+            assert!(t.contains("has no BTF at /sys/kernel/btf/vmlinux"), "{t}");
+            assert!(t.contains("install a kernel that has it"), "{t}");
+            assert_eq!(t.matches("error:").count(), 1, "one message: {t}");
+        } else {
+            assert!(t.contains("[FAIL] BTF"), "{t}");
+            assert!(t.contains("netlens conns: cannot run"), "{t}");
+            assert!(t.contains("netlens cost: cannot run"), "{t}");
+        }
+    }
+}

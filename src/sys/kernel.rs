@@ -91,10 +91,18 @@ pub fn running() -> Result<KernelVersion> {
     Ok(parse_release(&release)?)
 }
 
+/// Names another path to look for the kernel's BTF at, so that the suite
+/// can show what netlens does on a kernel without BTF (no kernel of the
+/// matrix lacks it).
+pub const BTF_PATH_ENV: &str = "NETLENS_TEST_VMLINUX_BTF";
+
 /// True if the kernel exposes its BTF at [`VMLINUX_BTF`] (needed for CO-RE
 /// relocations and `tp_btf` programs).
 pub fn has_btf() -> bool {
-    Path::new(VMLINUX_BTF).exists()
+    match std::env::var_os(BTF_PATH_ENV) {
+        Some(path) => Path::new(&path).exists(),
+        None => Path::new(VMLINUX_BTF).exists(),
+    }
 }
 
 /// The first of `candidates` that looks like a mounted tracefs (has an
