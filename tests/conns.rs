@@ -746,7 +746,10 @@ fn thousand_concurrent_connections() {
         false,
         &["--respond", "100", "--max-conns", &N.to_string()],
     );
-    let cli = peer(
+    // The client opens all N connections, then waits until netlens has
+    // shown them all in one snapshot before it sends and closes: however
+    // slow the CPU, there is such a snapshot to check.
+    let mut cli = peer(
         Some(&a),
         &[
             "connect",
@@ -757,11 +760,31 @@ fn thousand_concurrent_connections() {
             "--count",
             &N.to_string(),
             "--parallel",
-            "--hold-ms",
-            "2500",
+            "--wait-stdin",
         ],
-    )
-    .finish_output();
+    );
+    let deadline = std::time::Instant::now() + 3 * WAIT;
+    loop {
+        let mut per_snapshot: BTreeMap<String, usize> = BTreeMap::new();
+        for m in of_type(&touching(&nl.events(), srv_addr), "metrics") {
+            if nl_tuple(m).1 == srv_addr {
+                *per_snapshot
+                    .entry(m["timestamp"].as_str().unwrap_or("").to_string())
+                    .or_default() += 1;
+            }
+        }
+        if per_snapshot.values().any(|&n| n == N) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot with all {N} connections within {:?}: {per_snapshot:?}",
+            3 * WAIT
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cli.release();
+    let cli = cli.finish_output();
     assert!(cli.status.success(), "{:?}", cli.stderr);
     assert_eq!(conns(&cli.events, "client").len(), N);
     srv.finish();

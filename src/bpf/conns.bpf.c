@@ -447,20 +447,42 @@ static __always_inline void on_established(const struct sock *sk, int oldstate)
 		return;
 
 	/* Passive open, in softirq: the current task is unrelated, so the
-	 * owner stays unknown until a process accept()s this socket. */
+	 * owner stays unknown until a process accept()s this socket, unless
+	 * it already has: the child is queued for accept() before this
+	 * transition, and the softirq can be preempted in between (PREEMPT_RT)
+	 * or race an accept() on another CPU. on_accept_exit() then left an
+	 * owner-only entry (passive, owned, not established). */
 	struct conn_value nv = {};
+	bool accepted = v && (v->flags & (CONN_PASSIVE | CONN_OWNED | CONN_ESTABLISHED)) ==
+				     (CONN_PASSIVE | CONN_OWNED);
 
 	read_tuple(tp, &nv);
-	if (filter_loopback && is_loopback(&nv))
+	if (filter_loopback && is_loopback(&nv)) {
+		if (accepted)
+			untrack(key, v, idx);
 		return;
+	}
 	nv.flags = CONN_PASSIVE | CONN_ESTABLISHED;
 	nv.start_ns = bpf_ktime_get_boot_ns();
 	nv.id = __sync_fetch_and_add(&next_id, 1);
 	read_counters(tp, &nv);
-	/* An entry left under this socket address could only be a stale one
-	 * (a fresh child has none); replacing it is right. */
-	if (track(key, &nv, true))
+	if (accepted) {
+		const __u64 *comm = (const __u64 *)v->comm;
+		__u64 *dst = (__u64 *)nv.comm;
+
+		nv.flags |= CONN_OWNED;
+		nv.pid = v->pid;
+		dst[0] = comm[0];
+		dst[1] = comm[1];
+	}
+	/* Any other entry left under this socket address could only be a
+	 * stale one (a fresh child has none); replacing it is right. */
+	if (track(key, &nv, true)) {
 		count_loss(LOSS_MAP_FULL);
+		return;
+	}
+	if (accepted)
+		emit(key, EV_ACCEPT, 0, nv.start_ns, &nv);
 }
 
 /* Every ring buffer record reserved below is tested for NULL exactly once,
@@ -483,6 +505,12 @@ static __always_inline void on_close(const struct sock *sk)
 		return;
 	tp = as_tcp_sock(sk);
 	now = bpf_ktime_get_boot_ns();
+	if ((v->flags & (CONN_PASSIVE | CONN_ESTABLISHED)) == CONN_PASSIVE) {
+		/* An owner-only entry from on_accept_exit(): the child never got
+		 * to ESTABLISHED, so there is no connection to report. */
+		untrack(key, v, idx);
+		return;
+	}
 	if (!(v->flags & CONN_ESTABLISHED)) {
 		if (tp)
 			read_tuple(tp, v);
@@ -655,7 +683,22 @@ static __always_inline void on_accept_exit(long ret)
 	sk = BPF_CORE_READ(sock, sk);
 	key = (__u64)sk;
 	v = slot_of(key, &idx);
-	if (!v || (v->flags & CONN_OWNED) || !(v->flags & CONN_PASSIVE))
+	if (!v) {
+		/* Accepted before its handshake was traced to the end (see
+		 * on_established()): leave the owner for that transition. A
+		 * socket past SYN_RECV and not tracked is not ours to track
+		 * (filtered, or there before netlens). */
+		struct conn_value nv = {};
+
+		if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_SYN_RECV)
+			return;
+		nv.flags = CONN_PASSIVE | CONN_OWNED;
+		set_owner(&nv);
+		if (track(key, &nv, false) == -E2BIG)
+			count_loss(LOSS_MAP_FULL);
+		return;
+	}
+	if ((v->flags & CONN_OWNED) || !(v->flags & CONN_PASSIVE))
 		return;
 	v->flags |= CONN_OWNED;
 	set_owner(v);
