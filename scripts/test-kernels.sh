@@ -114,16 +114,9 @@ if [ "${#TEST_BINS[@]}" -eq 0 ]; then
     exit 1
 fi
 
-total_passed=0
-total_failed=0
-summary=()
-for kernel in "${MATRIX[@]}"; do
-    pkg="$(resolve_package "$kernel")"
-    vmlinuz="$(unpack_kernel "$pkg")"
-    out="$CACHE/results/$kernel"
-    rm -rf "$out"
-    mkdir -p "$out"
-    echo "test-kernels: $kernel: booting $pkg" >&2
+# Boots one kernel and runs the tests in it; the results land in $out.
+boot_and_test() {
+    local kernel="$1" vmlinuz="$2" out="$3" start
     start=$(date +%s)
     # TCG only, one host thread: /dev/kvm here cannot run a stock kernel,
     # and multi-threaded TCG crashed guests while tracepoints were patched.
@@ -134,7 +127,35 @@ for kernel in "${MATRIX[@]}"; do
         --qemu-opts='-accel tcg,thread=single' --rwdir "$out" \
         --exec "bash $PWD/scripts/kernel-guest.sh $out ${TEST_BINS[*]}" \
         </dev/null >"$out/console.log" 2>&1 || true
-    secs=$(($(date +%s) - start))
+    echo $(($(date +%s) - start)) >"$out/vm.secs"
+}
+
+# Every kernel is downloaded first; then the VMs run, as many at once as
+# the host has CPUs (each is one emulation thread), NETLENS_VM_JOBS to
+# override.
+JOBS="${NETLENS_VM_JOBS:-$(nproc)}"
+for kernel in "${MATRIX[@]}"; do
+    pkg="$(resolve_package "$kernel")"
+    vmlinuz="$(unpack_kernel "$pkg")"
+    out="$CACHE/results/$kernel"
+    rm -rf "$out"
+    mkdir -p "$out"
+    echo "$pkg" >"$out/package"
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do
+        wait -n || true
+    done
+    echo "test-kernels: $kernel: booting $pkg" >&2
+    boot_and_test "$kernel" "$vmlinuz" "$out" &
+done
+wait
+
+total_passed=0
+total_failed=0
+summary=()
+for kernel in "${MATRIX[@]}"; do
+    out="$CACHE/results/$kernel"
+    pkg="$(cat "$out/package")"
+    secs="$(cat "$out/vm.secs" 2>/dev/null || echo "?")"
     passed=0
     failed=0
     detail=""
