@@ -328,6 +328,19 @@ fn five_thousand_existing_connections_are_all_seeded() {
     };
     // SAFETY: `lim` is a valid, writable rlimit.
     assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    let needed = (N + 64) as libc::rlim_t;
+    if lim.rlim_max < needed {
+        // Root with CAP_SYS_RESOURCE may raise the hard limit (a VM's init
+        // leaves it at 4096); the peers inherit it.
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_cur,
+            rlim_max: needed,
+        };
+        // SAFETY: `raised` is a valid rlimit; failure leaves the limit as it was.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
     assert!(
         lim.rlim_max >= (N + 64) as libc::rlim_t,
         "hard RLIMIT_NOFILE {} is below the {N} descriptors each peer needs",

@@ -705,15 +705,28 @@ static __always_inline void on_accept_exit(long ret)
 	emit(key, EV_ACCEPT, 0, bpf_ktime_get_boot_ns(), v);
 }
 
+/* The context of a syscalls:sys_exit_* program as the kernel lays it out
+ * (the event's tracefs format): the common fields, the system call number,
+ * then ret, at offset 16 on every kernel netlens runs on. Deliberately not
+ * CO-RE: struct trace_event_raw_sys_exit belongs to raw_syscalls:sys_exit,
+ * whose ret moves to offset 24 where struct trace_entry is 12 bytes
+ * (PREEMPT_RT), and the kernel then refuses to attach a program that reads
+ * past the end of this smaller event. */
+struct syscall_exit_args {
+	__u64 common;
+	__u64 nr;
+	long ret;
+};
+
 SEC("tracepoint/syscalls/sys_exit_accept4")
-int on_accept4_exit(struct trace_event_raw_sys_exit *ctx)
+int on_accept4_exit(struct syscall_exit_args *ctx)
 {
 	on_accept_exit(ctx->ret);
 	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept")
-int on_accept_exit_tp(struct trace_event_raw_sys_exit *ctx)
+int on_accept_exit_tp(struct syscall_exit_args *ctx)
 {
 	on_accept_exit(ctx->ret);
 	return 0;
