@@ -229,9 +229,10 @@ fn net_rx_and_net_tx_show_load_and_stay_near_zero_at_idle() {
     drop(p.server);
     let rx = log.entry_total("net_rx_softirq") as f64 / 1e9 - idle_rx;
     let tx = log.entry_total("net_tx_softirq") as f64 / 1e9 - idle_tx;
+    let tx_runs = log.entry_spans("net_tx_softirq") - idle.entry_spans("net_tx_softirq");
     eprintln!(
         "idle {idle_secs:.2} s: NET_RX {idle_rx:.6} s, NET_TX {idle_tx:.6} s; \
-         load ({sent} bytes): NET_RX {rx:.4} s, NET_TX {tx:.4} s"
+         load ({sent} bytes): NET_RX {rx:.4} s, NET_TX {tx:.4} s in {tx_runs} runs"
     );
     // Idle: under 1 % of one CPU (this machine's own background traffic).
     assert!(
@@ -245,7 +246,11 @@ fn net_rx_and_net_tx_show_load_and_stay_near_zero_at_idle() {
     // Load: every byte crossed NET_RX in b; NET_TX ran the shaped queue.
     assert!(sent > 10_000_000, "bulk sent only {sent} bytes");
     assert!(rx > 0.01, "NET_RX under load only {rx} s");
-    assert!(tx > 0.001, "NET_TX under load only {tx} s");
+    // NET_TX runs when the shaper's timer releases the queue: how long
+    // each run takes depends on the CPU and the kernel (0.5 ms in all on
+    // an emulated PREEMPT_RT kernel), that it runs does not.
+    assert!(tx_runs >= 10, "NET_TX ran only {tx_runs} times under load");
+    assert!(tx > 0.0, "NET_TX under load took no time");
     assert!(rx > 10.0 * idle_rx && tx > 10.0 * idle_tx);
 }
 
