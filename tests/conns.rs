@@ -757,7 +757,15 @@ fn thousand_concurrent_connections() {
         "th",
         1,
         false,
-        &["--respond", "100", "--max-conns", &N.to_string()],
+        // Long enough for a slow CPU to open and show all N first.
+        &[
+            "--respond",
+            "100",
+            "--max-conns",
+            &N.to_string(),
+            "--max-secs",
+            "150",
+        ],
     );
     // The client opens all N connections, then waits until netlens has
     // shown them all in one snapshot before it sends and closes: however
@@ -797,8 +805,20 @@ fn thousand_concurrent_connections() {
         std::thread::sleep(Duration::from_millis(100));
     }
     cli.release();
-    let cli = cli.finish_output();
-    assert!(cli.status.success(), "{:?}", cli.stderr);
+    let cli = cli.finish_within(3 * WAIT);
+    let errors: Vec<&Value> = cli
+        .events
+        .iter()
+        .filter(|v| v.get("error").is_some_and(|e| !e.is_null()))
+        .collect();
+    assert!(
+        cli.status.success(),
+        "{}: {:?}; {} connections failed, the first: {:?}",
+        cli.status,
+        cli.stderr,
+        errors.len(),
+        errors.first()
+    );
     assert_eq!(conns(&cli.events, "client").len(), N);
     srv.finish();
     wait_count(&nl, "close", srv_addr, 2 * N);

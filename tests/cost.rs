@@ -130,11 +130,10 @@ impl CostRun {
         }
     }
 
-    /// The log as written so far, once it has at least one line.
-    /// Waits (up to 10 s) until netlens has printed `text` on stderr.
+    /// Waits (up to READY_TIMEOUT) until netlens has printed `text` on stderr.
     fn wait_stderr(&self, text: &str) {
         let nl = self.nl.as_ref().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + READY_TIMEOUT;
         while !nl.stderr().contains(text) {
             assert!(
                 Instant::now() < deadline,
@@ -145,12 +144,13 @@ impl CostRun {
         }
     }
 
+    /// The log as written so far, once it has at least one line.
     fn log_so_far(&self) -> CostLog {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + READY_TIMEOUT;
         while !std::fs::read_to_string(&self.log).is_ok_and(|t| t.ends_with('\n')) {
             assert!(
                 Instant::now() < deadline,
-                "no report in the log within 10 s"
+                "no report in the log within {READY_TIMEOUT:?}"
             );
             thread::sleep(Duration::from_millis(20));
         }
@@ -329,7 +329,7 @@ const BULK_SECS_MAX: u64 = 40;
 
 /// NET_RX samples a breakdown is judged on: enough that a category's share
 /// is known to a few percent.
-const ENOUGH_NET_RX_SAMPLES: u64 = 400;
+const ENOUGH_NET_RX_SAMPLES: u64 = 250;
 
 /// Bulk traffic from `a` to `to` in 2 s rounds, sampled with `-f sampler`,
 /// until the log holds ENOUGH_NET_RX_SAMPLES (at most BULK_SECS_MAX s of

@@ -24,10 +24,15 @@ use serde_json::Value;
 /// The line netlens prints on stderr once all programs are attached and
 /// existing connections are seeded.
 pub const NETLENS_READY: &str = "netlens: ready";
-/// How long `Netlens::start` waits for [`NETLENS_READY`].
-pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long `Netlens::start` waits for [`NETLENS_READY`]: a bound against
+/// hangs, not a measurement (a debug build reading /proc/kallsyms on an
+/// emulated CPU beside another VM took over 20 s).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long `stop` waits after SIGTERM before SIGKILL.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stopped process may take to finish (netlens writes a final
+/// snapshot: of 10,000 connections in a debug build on an emulated CPU,
+/// that took over 10 s). Only a bound against hangs, not a measurement.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default wait for a peer's event.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default wait for a peer to exit.
