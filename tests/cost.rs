@@ -269,10 +269,20 @@ fn syscall_time_of_a_socket_loop_agrees_with_its_proc_system_time() {
         &["bulk", "--to", &p.addr.to_string(), "--secs", "25"],
     );
     let pid = client.pid().to_string();
+    // The scheduler's own run time of the client, in ns, over a window
+    // that holds netlens's whole run.
+    let run_time = || -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .expect("read the client's /proc/PID/schedstat")
+    };
+    let run_time_before = run_time();
     let run = CostRun::start(&["-f", "0", "-u", &pid]);
     run.wait_stderr("netlens: ready");
     thread::sleep(Duration::from_secs(3));
     let log = run.stop();
+    let ran = run_time() - run_time_before;
     drop(client);
     drop(p.server);
 
@@ -285,11 +295,11 @@ fn syscall_time_of_a_socket_loop_agrees_with_its_proc_system_time() {
     } = log.pid_sums(&pid);
     let measured = tx + rx + intr;
     let ratio = measured as f64 / system as f64;
-    let of_total = measured as f64 / (user + system) as f64;
+    let of_ran = measured as f64 / ran as f64;
     eprintln!(
-        "system {system} ns, user {user} ns (procfs); TX {tx} + RX {rx} + interrupts in \
-         context {intr} = {measured} ns (netlens); {ratio:.3} of system, {of_total:.3} of \
-         user + system"
+        "system {system} ns, user {user} ns (procfs), {ran} ns on the CPU (schedstat, a wider \
+         window); TX {tx} + RX {rx} + interrupts in context {intr} = {measured} ns (netlens); \
+         {ratio:.3} of system, {of_ran:.3} of the run time"
     );
     assert!(
         system > 200_000_000,
@@ -297,18 +307,16 @@ fn syscall_time_of_a_socket_loop_agrees_with_its_proc_system_time() {
     );
     assert!(tx > 0, "TX {tx}");
     assert_eq!(rx, 0, "the client never reads");
-    // What /proc says: user + system is the process's exact run time (the
-    // scheduler's), split between the two by where timer ticks landed. So
-    // netlens's kernel time can never exceed user + system (1 % for the
-    // 10 ms units), and should be most of system: a bulk sender makes few
-    // system calls and context switches, so the kernel work outside the
-    // tracepoint brackets (system call entry and exit, the scheduler) is
-    // small; /proc's split is a sample (on an emulated CPU, ticks land in
-    // user mode more than they should: system was 5 % below netlens's
-    // figure there, with user + system above it).
+    // Ground truth: the scheduler's run time of the client (schedstat,
+    // over a window that holds netlens's) bounds its kernel time from
+    // above. /proc's system time is that run time split by where timer
+    // ticks landed: a sample, biased on an emulated CPU (a pure user-space
+    // loop got 29 % system ticks there), but close on real hardware, where
+    // a bulk sender's kernel work outside the tracepoint brackets (system
+    // call entry and exit, the scheduler) is small.
     assert!(
-        of_total <= 1.01,
-        "netlens TX+RX+interrupt time is {of_total:.3} of the process's whole CPU time"
+        of_ran <= 1.0,
+        "netlens TX+RX+interrupt time is {of_ran:.3} of the client's run time"
     );
     assert!(
         ratio >= 0.9,
