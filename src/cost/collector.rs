@@ -449,13 +449,10 @@ fn perf_sampling_event(cpu: u32, frequency: u64, event: SampleEvent) -> std::io:
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// True when the CPU has a PMU that can sample CPU cycles (opens and closes
-/// one such event on the first online CPU). VMs often have none.
+/// True when the CPU has a PMU that can sample CPU cycles and the kernel
+/// lets this process do it. VMs often have none.
 pub fn pmu_can_sample_cycles() -> bool {
-    let Some(cpu) = online_cpus().ok().and_then(|c| c.first().copied()) else {
-        return false;
-    };
-    perf_sampling_event(cpu, crate::model::cost::AUTO_HZ, SampleEvent::Cycles).is_ok()
+    try_sampling_event(Sampler::Cycles(crate::model::cost::AUTO_HZ)).is_ok()
 }
 
 /// Opens and closes one sampling event of the kind `sampler` uses (on the

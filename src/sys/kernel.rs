@@ -200,15 +200,6 @@ impl Probe {
                 .map(|root| tracepoint_exists(root, category, name)),
         }
     }
-
-    /// Whether the kernel has the kernel function (kfunc) or symbol `name`
-    /// in its BTF; None without BTF.
-    pub fn has_btf_function(&self, name: &str) -> Option<bool> {
-        self.btf.as_ref().map(|btf| {
-            btf.type_by_name::<libbpf_rs::btf::types::Func<'_>>(name)
-                .is_some()
-        })
-    }
 }
 
 impl Default for Probe {
