@@ -412,7 +412,13 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
         .resolve(netlens::cost::collector::pmu_can_sample_cycles());
     args.user_pids.sort_unstable();
     args.user_pids.dedup();
-    if let Err(e) = netlens::cost::collector::try_sampling_event(args.frequency) {
+    // -f auto opened its event already (or chose the tick, which needs none).
+    let permitted = if sampler_auto {
+        Ok(())
+    } else {
+        netlens::cost::collector::try_sampling_event(args.frequency)
+    };
+    if let Err(e) = permitted {
         if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) {
             let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
                 .map(|s| s.trim().to_owned())
