@@ -64,12 +64,6 @@ pub fn scan_socket_owners() -> Result<SocketScan> {
     scan_socket_owners_in(Path::new(PROC))
 }
 
-/// [`scan_socket_owners`] without the counts; processes that cannot be read
-/// are left out. An unreadable `/proc` gives an empty map.
-pub fn socket_inode_owners() -> HashMap<u64, Vec<u32>> {
-    scan_socket_owners().map(|s| s.owners).unwrap_or_default()
-}
-
 fn scan_socket_owners_in(proc_root: &Path) -> Result<SocketScan> {
     let pids = pids_in(proc_root).with_context(|| format!("listing {}", proc_root.display()))?;
     let mut scan = SocketScan::default();
@@ -529,7 +523,7 @@ mod tests {
             let target = fs::read_link(path).expect("readlink");
             parse_socket_link(target.to_str().expect("utf-8")).expect("a socket")
         };
-        let owners = socket_inode_owners();
+        let owners = scan_socket_owners().expect("scan /proc").owners;
         assert!(
             owners
                 .get(&inode)
