@@ -6,6 +6,7 @@
 #
 #   scripts/test-kernels.sh                 # every kernel of the matrix
 #   scripts/test-kernels.sh 6.1-rt 6.12     # some of them
+#   NETLENS_VM_TESTS=cost scripts/test-kernels.sh 6.1-rt   # one test binary
 #
 # Kernels: 6.1 (Debian 12's own), 6.1-rt (its PREEMPT_RT flavour), 6.12
 # (Debian 12's security-updates kernel); the newest package of each is
@@ -109,8 +110,18 @@ for line in sys.stdin:
         print(m["executable"])
 '
 )
+# NETLENS_VM_TESTS="cost conns" runs only those test binaries.
+if [ -n "${NETLENS_VM_TESTS:-}" ]; then
+    wanted=" $NETLENS_VM_TESTS "
+    kept=()
+    for bin in "${TEST_BINS[@]}"; do
+        name="$(basename "$bin")"
+        [[ "$wanted" == *" ${name%-*} "* ]] && kept+=("$bin")
+    done
+    TEST_BINS=("${kept[@]}")
+fi
 if [ "${#TEST_BINS[@]}" -eq 0 ]; then
-    echo "test-kernels: cargo built no integration test binary" >&2
+    echo "test-kernels: no integration test binary to run" >&2
     exit 1
 fi
 
@@ -181,6 +192,19 @@ for kernel in "${MATRIX[@]}"; do
         fi
         passed=$((passed + p))
         failed=$((failed + f))
+        if [ "$f" -gt 0 ]; then
+            # What failed, and why, in CI's log: libtest's failure section
+            # (each failed test's output and panic), or the log's tail when
+            # the binary died before printing one.
+            {
+                echo "test-kernels: $kernel: $name failed; from $log:"
+                if grep -q '^failures:$' "$log"; then
+                    sed -n '/^failures:$/,$p' "$log" | tail -n 150
+                else
+                    tail -n 60 "$log"
+                fi
+            } >&2
+        fi
         detail+=" $name:${p}/$((p + f))($(cat "$out/$name.secs")s)"
     done
     if [ ! -f "$out/finished" ]; then
