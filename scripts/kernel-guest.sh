@@ -18,7 +18,8 @@ for bin in "$@"; do
     start=$(date +%s)
     # One test at a time: an emulated CPU is slow, and the BPF tests share
     # the kernel's tracepoints.
-    "$bin" --test-threads=1 >"$out/$name.log" 2>&1
+    # shellcheck disable=SC2086 # a test name filter, or nothing
+    "$bin" --test-threads=1 ${NETLENS_VM_TEST_FILTER:-} >"$out/$name.log" 2>&1
     echo $? >"$out/$name.rc"
     echo $(($(date +%s) - start)) >"$out/$name.secs"
 done

@@ -7,6 +7,7 @@
 #   scripts/test-kernels.sh                 # every kernel of the matrix
 #   scripts/test-kernels.sh 6.1-rt 6.12     # some of them
 #   NETLENS_VM_TESTS=cost scripts/test-kernels.sh 6.1-rt   # one test binary
+#   NETLENS_VM_TEST_FILTER=bpftrace ...     # only tests whose name has it
 #
 # Kernels: 6.1 (Debian 12's own), 6.1-rt (its PREEMPT_RT flavour), 6.12
 # (Debian 12's security-updates kernel); the newest package of each is
@@ -136,7 +137,7 @@ boot_and_test() {
     timeout --kill-after=30 "$VM_TIMEOUT_SECS" \
         vng --run "$vmlinuz" --disable-kvm --cpus 2 --memory 4G --verbose \
         --qemu-opts='-accel tcg,thread=single' --rwdir "$out" \
-        --exec "bash $PWD/scripts/kernel-guest.sh $out ${TEST_BINS[*]}" \
+        --exec "NETLENS_VM_TEST_FILTER='${NETLENS_VM_TEST_FILTER:-}' bash $PWD/scripts/kernel-guest.sh $out ${TEST_BINS[*]}" \
         </dev/null >"$out/console.log" 2>&1 || true
     echo $(($(date +%s) - start)) >"$out/vm.secs"
 }

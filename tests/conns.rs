@@ -1118,3 +1118,187 @@ fn table_lines_and_log_file() {
     assert!(close_line.contains(" sent:66 recv:55 "), "{close_line}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// No program runs per packet: an open connection's counters come from the
+/// refresh walk. After a transfer, a silent connection shows exactly what
+/// the kernel has (the sender's TCP_INFO, the bytes the application wrote
+/// and the receiver read), at the next refresh, on both sides.
+#[test]
+fn silent_open_connection_shows_exact_counters_at_the_next_refresh() {
+    if !require_root() {
+        return;
+    }
+    const SEND: u64 = 3_000_000;
+    let nl = Netlens::start(&["-t", "0.3"]);
+    let ServedPair {
+        server: srv,
+        addr: srv_addr,
+        veth: _veth,
+        a,
+        b: _b,
+    } = served_pair("rf", 0, false, &["--max-conns", "1"]);
+    let mut cli = peer(
+        Some(&a),
+        &[
+            "connect",
+            "--to",
+            &srv_addr.to_string(),
+            "--send",
+            &SEND.to_string(),
+            "--pause-after-send",
+        ],
+    );
+    let sent = cli.wait_event("sent");
+    let port = srv_addr.port() as u64;
+    let row_of = |local: bool| {
+        let key = if local { "local_port" } else { "remote_port" };
+        nl.wait_for(
+            |v| {
+                v["type"] == "metrics"
+                    && v.get(key).and_then(Value::as_u64) == Some(port)
+                    && v["bytes_sent"].as_u64().unwrap_or(0)
+                        + v["bytes_received"].as_u64().unwrap_or(0)
+                        == SEND
+            },
+            WAIT,
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "no snapshot with all {SEND} bytes on the open connection ({key} {port}); \
+                 stderr:\n{}",
+                nl.stderr()
+            )
+        })
+    };
+    let client = row_of(false);
+    let server = row_of(true);
+    assert_eq!(u(&client, "pid"), cli.pid() as u64);
+    assert_eq!(
+        (u(&client, "bytes_sent"), u(&client, "bytes_received")),
+        (SEND, 0)
+    );
+    assert_eq!(u(&server, "bytes_received"), SEND);
+    // The connection is silent: the sender's kernel counters are what they
+    // were at the pause.
+    assert_eq!(u(&client, "packets_sent"), ti(&sent, "segs_out"));
+    assert_eq!(u(&client, "packets_received"), ti(&sent, "segs_in"));
+    assert_eq!(u(&client, "rtt_us"), ti(&sent, "rtt_us"));
+    cli.release();
+    let c = conns(&cli.finish(), "client")[0].clone();
+    let s = conns(&srv.finish(), "server")[0].clone();
+    assert_eq!(u(&s, "bytes_read"), SEND);
+    let evs = wait_count(&nl, "close", srv_addr, 2);
+    let close = of_type(&evs, "close")
+        .into_iter()
+        .find(|v| nl_tuple(v).1 == srv_addr)
+        .expect("client close");
+    tcp_info_matches(close, &c, Slack::default()).unwrap();
+}
+
+/// Sending many segments on an open connection runs no BPF program: only
+/// state changes do (and the refresh walk, once per refresh; none happens
+/// here, the interval is longer than the test).
+#[test]
+fn no_program_runs_per_packet() {
+    if !require_root() {
+        return;
+    }
+    let nl = Netlens::start(&["-t", "600"]);
+    // Counted while this descriptor is open (the kernel's BPF statistics,
+    // reference-counted: other users are not disturbed).
+    // SAFETY: a plain bpf() system call; the returned descriptor is owned below.
+    let stats_fd = unsafe {
+        libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
+    };
+    assert!(stats_fd >= 0, "BPF_ENABLE_STATS failed: {stats_fd}");
+    // SAFETY: stats_fd was just returned by the kernel and nothing else owns it.
+    let _stats = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(stats_fd) };
+    let pair = served_pair("pp", 1, false, &["--max-conns", "1"]);
+    let before = prog_run_stats(nl.pid());
+    let cli = peer(
+        Some(&pair.a),
+        &[
+            "connect",
+            "--to",
+            &pair.addr.to_string(),
+            "--send",
+            "20000000",
+        ],
+    );
+    let c = conns(&cli.finish(), "client")[0].clone();
+    let segments = ti(&c, "segs_out") + ti(&c, "segs_in");
+    wait_count(&nl, "close", pair.addr, 2);
+    let runs = prog_run_stats(nl.pid()).runs - before.runs;
+    eprintln!("{runs} program runs for one connection of {segments} segments");
+    assert!(
+        segments > 1000,
+        "the transfer took only {segments} segments"
+    );
+    // Both ends: connect (SYN_SENT, ESTABLISHED), accept (SYN_RECV ->
+    // ESTABLISHED, the accept exit), close (FIN and CLOSE states on each
+    // side); about 15 in all.
+    assert!(
+        runs <= 40,
+        "{runs} BPF program runs for {segments} segments"
+    );
+}
+
+/// A connection accepted without accept(2) (io_uring's IORING_OP_ACCEPT)
+/// gets its owner from the refresh walk, which finds the socket among the
+/// server's open files: an accept event naming the server, then a close
+/// with the same owner and exact counters.
+#[test]
+fn connection_accepted_by_io_uring_gets_its_owner_from_the_walk() {
+    if !require_root() {
+        return;
+    }
+    let nl = Netlens::start(&["-t", "0.3"]);
+    let ServedPair {
+        server: srv,
+        addr: srv_addr,
+        veth: _veth,
+        a,
+        b: _b,
+    } = served_pair("ua", 0, false, &["--uring-accept", "--respond", "512"]);
+    let mut cli = peer(
+        Some(&a),
+        &[
+            "connect",
+            "--to",
+            &srv_addr.to_string(),
+            "--send",
+            "1000",
+            "--pause-after-send",
+        ],
+    );
+    cli.wait_event("sent");
+    let srv_pid = srv.pid() as u64;
+    let accept = nl
+        .wait_for(
+            |v| {
+                v["type"] == "accept"
+                    && v.get("local_port").and_then(Value::as_u64) == Some(srv_addr.port() as u64)
+            },
+            WAIT,
+        )
+        .unwrap_or_else(|| panic!("no accept event; stderr:\n{}", nl.stderr()));
+    assert_eq!(u(&accept, "pid"), srv_pid, "{accept}");
+    assert_eq!(accept["comm"], "netlens-peer");
+    cli.release();
+    cli.finish();
+    let s = conns(&srv.finish(), "server")[0].clone();
+    let evs = wait_count(&nl, "close", srv_addr, 2);
+    let close = of_type(&evs, "close")
+        .into_iter()
+        .find(|v| nl_tuple(v).0 == srv_addr)
+        .expect("server close");
+    assert_eq!(u(close, "pid"), srv_pid);
+    assert_eq!(u(close, "bytes_received"), u(&s, "bytes_read"));
+    assert_eq!(u(close, "bytes_sent"), 512);
+    // One accept for the connection: the walk's, none at the close.
+    let accepts: Vec<_> = of_type(&evs, "accept")
+        .into_iter()
+        .filter(|v| nl_tuple(v).0 == srv_addr)
+        .collect();
+    assert_eq!(accepts.len(), 1, "{accepts:?}");
+}

@@ -612,7 +612,7 @@ tracepoint:irq:softirq_exit /args->vec == 3 && @start[cpu]/ {
   @ns = sum(nsecs - @start[cpu]); delete(@start[cpu]); @exits = count();
 }
 tracepoint:sched:sched_switch /@start[cpu] && args->prev_pid == @owner[cpu]/ {
-  @ns = sum(nsecs - @start[cpu]); delete(@start[cpu]); @paused[cpu] = 1;
+  @ns = sum(nsecs - @start[cpu]); delete(@start[cpu]); @paused[cpu] = 1; @pauses = count();
 }
 tracepoint:sched:sched_switch /@paused[cpu] && args->next_pid == @owner[cpu]/ {
   @start[cpu] = nsecs; delete(@paused[cpu]);
@@ -675,15 +675,16 @@ fn net_rx_time_agrees_with_an_independent_bpftrace_measurement() {
     // (they are IRQ time), so they are taken out of bpftrace's figure too.
     // On an emulated CPU they are a large share (timer interrupts are slow).
     let irq_ns = map_value("@irq_ns").unwrap_or(0);
-    let (entries, exits) = (
+    let (entries, exits, pauses) = (
         map_value("@entries").unwrap_or(0),
         map_value("@exits").unwrap_or(0),
+        map_value("@pauses").unwrap_or(0),
     );
     let netlens_ns = log.entry_total("net_rx_softirq");
     eprintln!(
         "NET_RX: netlens {netlens_ns} ns in {} runs ({before} ns before the load); bpftrace \
          {bpftrace_ns} ns, of which {irq_ns} ns in hard IRQ handlers, {entries} entries, \
-         {exits} exits",
+         {exits} exits, {pauses} pauses (PREEMPT_RT: the softirq's task switched out)",
         log.entry_spans("net_rx_softirq")
     );
     // Each tool's window holds one run of the other's program: bpftrace,
@@ -707,43 +708,6 @@ fn net_rx_time_agrees_with_an_independent_bpftrace_measurement() {
         (low..=high).contains(&(netlens_ns as f64)),
         "netlens NET_RX {netlens_ns} ns outside [{low:.0}, {high:.0}] ns (bpftrace {reference:.0} ns)"
     );
-}
-
-/// Run time and runs of a process's BPF programs, from the fdinfo of its
-/// program descriptors (counted while the kernel's BPF statistics are on).
-#[derive(Default, Debug)]
-struct ProgRunStats {
-    run_ns: u64,
-    runs: u64,
-}
-
-impl ProgRunStats {
-    fn average_ns(&self) -> f64 {
-        assert!(self.runs > 0, "no timed BPF program run: {self:?}");
-        self.run_ns as f64 / self.runs as f64
-    }
-}
-
-fn prog_run_stats(pid: u32) -> ProgRunStats {
-    let mut stats = ProgRunStats::default();
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("read fdinfo");
-    for fd in fds.flatten() {
-        let Ok(info) = std::fs::read_to_string(fd.path()) else {
-            continue;
-        };
-        if !info.contains("prog_type:") {
-            continue;
-        }
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        stats.run_ns += field("run_time_ns:");
-        stats.runs += field("run_cnt:");
-    }
-    stats
 }
 
 impl CostLog {

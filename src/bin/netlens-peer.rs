@@ -16,6 +16,7 @@ use std::net::{
 };
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
+use std::ptr;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -99,6 +100,10 @@ struct ServeArgs {
     /// Once a connection is waiting, sleep this long before accept().
     #[arg(long, value_name = "MS", default_value_t = 0)]
     delay_accept_ms: u64,
+    /// Accept one connection through io_uring (IORING_OP_ACCEPT, no
+    /// accept(2) system call), serve it, and exit.
+    #[arg(long, conflicts_with_all = ["sink", "delay_accept_ms", "max_conns"])]
+    uring_accept: bool,
 }
 
 #[derive(Args, Debug)]
@@ -121,6 +126,11 @@ struct ConnectArgs {
     /// (once per connection; once for all of them with --parallel).
     #[arg(long)]
     wait_stdin: bool,
+    /// Once everything written is acknowledged, print a `sent` line (with
+    /// TCP_INFO) and wait for a line on stdin before finishing: the
+    /// connection stays open and silent meanwhile.
+    #[arg(long)]
+    pause_after_send: bool,
 }
 
 #[derive(Args, Debug)]
@@ -744,7 +754,13 @@ fn serve(a: &ServeArgs) -> Result<u8> {
     let addr = listener.local_addr().context("getsockname")?;
     listener.set_nonblocking(true).context("O_NONBLOCK")?;
     emit(&json!({"event": "listening", "pid": getpid(), "addr": addr.to_string()}));
-    let (done, accepted, reason) = if a.sink {
+    let (done, accepted, reason) = if a.uring_accept {
+        let s = uring_accept(&listener, deadline)?;
+        s.set_nonblocking(false).context("clearing O_NONBLOCK")?;
+        let r = serve_conn(s, a.respond, a.echo, deadline);
+        emit(&r.to_json());
+        (1, 1, "max-conns")
+    } else if a.sink {
         serve_poll_loop(&listener, a, deadline)?
     } else {
         serve_threads(&listener, a, deadline)?
@@ -1132,7 +1148,7 @@ fn serve_poll_loop(
 
 /// Client exchange: write `send` bytes, shut down writing, read until EOF,
 /// TCP_INFO, close.
-fn client_exchange(mut s: TcpStream, send: u64) -> ConnReport {
+fn client_exchange(mut s: TcpStream, send: u64, pause_after_send: bool) -> ConnReport {
     let mut r = ConnReport::new("client", &s);
     match write_n(&mut s, send) {
         Ok(n) => r.bytes_written = n,
@@ -1140,6 +1156,16 @@ fn client_exchange(mut s: TcpStream, send: u64) -> ConnReport {
             r.bytes_written = n;
             r.fail("write", e);
         }
+    }
+    if pause_after_send && r.error.is_none() {
+        if let Err(e) = wait_all_acked(&s) {
+            r.fail("waiting for acknowledgements", e);
+        }
+        let mut v =
+            json!({"event": "sent", "pid": getpid(), "tcp_info": tcp_info_json(s.as_raw_fd())});
+        endpoints_json(&mut v, &s);
+        emit(&v);
+        wait_stdin_line();
     }
     if let Err(e) = s.shutdown(Shutdown::Write) {
         r.fail("shutdown", e);
@@ -1155,6 +1181,28 @@ fn client_exchange(mut s: TcpStream, send: u64) -> ConnReport {
     r.tcp_info = tcp_info_json(s.as_raw_fd());
     drop(s);
     r
+}
+
+/// Waits (up to 10 s) until the peer has acknowledged everything written.
+fn wait_all_acked(s: &TcpStream) -> io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = TcpInfo::of(s.as_raw_fd())?;
+        let unacked = TCP_INFO_FIELDS
+            .iter()
+            .find(|f| f.0 == "unacked")
+            .and_then(|&(_, off, width)| info.field(off, width));
+        if unacked == Some(0) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "data still unacknowledged after 10 s",
+            ));
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn announce_connected(s: &TcpStream) {
@@ -1185,7 +1233,7 @@ fn connect_cmd(a: &ConnectArgs, timeout: Duration) -> Result<u8> {
             wait_stdin_line();
         }
         thread::sleep(hold);
-        let send = a.send;
+        let (send, pause) = (a.send, a.pause_after_send);
         let reports: Vec<ConnReport> = thread::scope(|scope| {
             let handles: Vec<_> = streams
                 .into_iter()
@@ -1193,7 +1241,7 @@ fn connect_cmd(a: &ConnectArgs, timeout: Duration) -> Result<u8> {
                     thread::Builder::new()
                         .stack_size(CONN_THREAD_STACK)
                         .spawn_scoped(scope, move || {
-                            let r = client_exchange(s, send);
+                            let r = client_exchange(s, send, pause);
                             emit(&r.to_json());
                             r
                         })
@@ -1219,7 +1267,7 @@ fn connect_cmd(a: &ConnectArgs, timeout: Duration) -> Result<u8> {
                 wait_stdin_line();
             }
             thread::sleep(hold);
-            let r = client_exchange(s, a.send);
+            let r = client_exchange(s, a.send, a.pause_after_send);
             emit(&r.to_json());
             failed |= r.error.is_some();
         }
@@ -1491,6 +1539,40 @@ fn uring(a: &UringArgs, timeout: Duration) -> Result<u8> {
         "secs": secs,
     });
     Ok(report_sender(v, s, err))
+}
+
+/// Accepts one connection on `listener` with IORING_OP_ACCEPT, waiting
+/// until `deadline`.
+fn uring_accept(listener: &TcpListener, deadline: Instant) -> Result<TcpStream> {
+    let mut ring = IoUring::new(URING_ENTRIES).context("io_uring unavailable: io_uring_setup")?;
+    let sqe = opcode::Accept::new(Fd(listener.as_raw_fd()), ptr::null_mut(), ptr::null_mut())
+        .flags(libc::SOCK_CLOEXEC)
+        .build();
+    // SAFETY: the request takes no buffer (no peer address is asked for).
+    unsafe { ring.submission().push(&sqe) }
+        .map_err(|_| anyhow::anyhow!("submission queue full"))?;
+    loop {
+        let wait = Timespec::from(deadline.saturating_duration_since(Instant::now()));
+        match ring
+            .submitter()
+            .submit_with_args(1, &SubmitArgs::new().timespec(&wait))
+        {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => {}
+            Err(e) => return Err(e).context("io_uring_enter"),
+        }
+        if let Some(cqe) = ring.completion().next() {
+            let fd = cqe.result();
+            if fd < 0 {
+                return Err(io::Error::from_raw_os_error(-fd)).context("IORING_OP_ACCEPT");
+            }
+            // SAFETY: the kernel returned a new descriptor that nothing else owns.
+            return Ok(unsafe { TcpStream::from_raw_fd(fd) });
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("no connection to accept before the deadline");
+        }
+    }
 }
 
 /// One IORING_OP_SEND of `len` bytes on `fd`, waited for: each request

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
-/* TCP connection tracing from tracepoints only (no kprobe, no fentry):
- * lifecycle events go through a ring buffer, per-connection counters are
- * copied from struct tcp_sock into slots of a memory-mapped array that user
- * space reads on its own tick, without a system call. */
+/* TCP connection tracing from tracepoints only (no kprobe, no fentry), and
+ * none that runs per packet or per send/receive call: state changes put
+ * connections into slots of a memory-mapped array (counters included, as of
+ * that change) and lifecycle events into a ring buffer; the refresh iterator
+ * reads the current counters of every tracked connection when user space
+ * asks, once per refresh. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -67,6 +69,7 @@ struct {
 /* Put the shared types into BTF so libbpf-cargo generates them for Rust. */
 struct conn_event _conn_event = {};
 struct seed_record _seed_record = {};
+struct conn_refresh _conn_refresh = {};
 enum conn_flag _conn_flag;
 enum conn_event_type _conn_event_type;
 enum loss_counter _loss_counter;
@@ -198,29 +201,66 @@ static __always_inline void set_owner(struct conn_value *v)
 	dst[1] = comm[1];
 }
 
-/* Copy the kernel's per-socket counters. tcp_sock keeps them in odd units
- * and with the handshake in them:
+/* The struct tcp_sock fields a connection's counters come from. */
+struct tcp_fields {
+	__u64 bytes_acked;
+	__u64 bytes_received;
+	__u64 bytes_sent;
+	__u64 bytes_retrans;
+	unsigned long sk_flags;
+	__u32 snd_una;
+	__u32 write_seq;
+	__u32 segs_out;
+	__u32 segs_in;
+	__u32 total_retrans;
+	__u32 srtt_us;
+	__u32 mdev_us;
+	__u8 shutdown;
+};
+
+/* Plain loads, through a pointer the verifier types as a tcp_sock. */
+static __always_inline void load_fields(struct tcp_sock *tp, struct tcp_fields *f)
+{
+	struct sock *sk = (struct sock *)tp;
+
+	f->bytes_acked = tp->bytes_acked;
+	f->bytes_received = tp->bytes_received;
+	f->bytes_sent = tp->bytes_sent;
+	f->bytes_retrans = tp->bytes_retrans;
+	f->sk_flags = sk->__sk_common.skc_flags;
+	f->snd_una = tp->snd_una;
+	f->write_seq = tp->write_seq;
+	f->segs_out = tp->segs_out;
+	f->segs_in = tp->segs_in;
+	f->total_retrans = tp->total_retrans;
+	f->srtt_us = tp->srtt_us;
+	f->mdev_us = tp->mdev_us;
+	f->shutdown = sk->sk_shutdown;
+}
+
+/* The counters of a connection with flags `flags`, from its tcp_sock
+ * fields. tcp_sock keeps them in odd units and with the handshake in them:
  *  - bytes_acked counts the SYN on the active side (snd_una starts at the
  *    ISN there, at ISN+1 on the passive side) and the FIN once it is acked;
  *  - bytes_received counts the peer's FIN (rcv_nxt moves past it);
  *  - srtt_us is 8x the smoothed RTT, mdev_us 4x its variance (as TCP_INFO). */
-static __always_inline void read_counters(struct tcp_sock *tp, struct conn_value *v)
+static __always_inline void to_counters(const struct tcp_fields *f, __u16 flags,
+					struct conn_counters *c)
 {
-	struct sock *sk = (struct sock *)tp;
-	__u64 acked = tp->bytes_acked;
-	__u64 received = tp->bytes_received;
-	__u64 unique_sent = tp->bytes_sent - tp->bytes_retrans;
-	bool fin_acked = (sk->sk_shutdown & SEND_SHUTDOWN) && tp->snd_una == tp->write_seq;
+	__u64 acked = f->bytes_acked;
+	__u64 received = f->bytes_received;
+	__u64 unique_sent = f->bytes_sent - f->bytes_retrans;
+	bool fin_acked = (f->shutdown & SEND_SHUTDOWN) && f->snd_una == f->write_seq;
 	/* SOCK_DONE is set by tcp_fin() when the peer's FIN arrives, and by
 	 * nothing else before the socket reaches TCP_CLOSE. */
-	bool fin_received = sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE));
+	bool fin_received = f->sk_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE));
 
 	if (fin_acked && acked > 0)
 		acked -= 1;
-	if (v->flags & CONN_ACTIVE) {
+	if (flags & CONN_ACTIVE) {
 		if (acked > 0)
 			acked -= 1;
-	} else if (v->flags & CONN_SEEDED) {
+	} else if (flags & CONN_SEEDED) {
 		/* Direction unknown: acked payload never exceeds the payload sent
 		 * once, so a surplus can only be the SYN. */
 		if (acked > unique_sent)
@@ -229,13 +269,29 @@ static __always_inline void read_counters(struct tcp_sock *tp, struct conn_value
 	if (fin_received && received > 0)
 		received -= 1;
 
-	v->bytes_sent = acked;
-	v->bytes_received = received;
-	v->segs_out = tp->segs_out;
-	v->segs_in = tp->segs_in;
-	v->retrans = tp->total_retrans;
-	v->srtt_us = tp->srtt_us >> 3;
-	v->rttvar_us = tp->mdev_us >> 2;
+	c->bytes_sent = acked;
+	c->bytes_received = received;
+	c->segs_out = f->segs_out;
+	c->segs_in = f->segs_in;
+	c->retrans = f->total_retrans;
+	c->srtt_us = f->srtt_us >> 3;
+	c->rttvar_us = f->mdev_us >> 2;
+}
+
+/* The counters of a connection with flags `flags`, read now from its socket. */
+static __always_inline void read_fields_into(struct tcp_sock *tp, __u16 flags,
+					     struct conn_counters *c)
+{
+	struct tcp_fields f;
+
+	load_fields(tp, &f);
+	to_counters(&f, flags, c);
+}
+
+/* The counters of record *v, read now from its socket. */
+static __always_inline void read_counters(struct tcp_sock *tp, struct conn_value *v)
+{
+	read_fields_into(tp, v->flags, &v->counters);
 }
 
 /* The slot of a tracked socket, NULL if the socket is not tracked. */
@@ -340,20 +396,6 @@ static __always_inline void untrack(__u64 key, struct conn_value *slot, __u32 id
 	/* Only the caller that removed the entry frees the slot. */
 	if (bpf_map_delete_elem(&conns, &key) == 0)
 		bpf_map_push_elem(&free_slots, &idx, 0);
-}
-
-static __always_inline void refresh(const struct sock *sk)
-{
-	__u64 key = (__u64)sk;
-	__u32 idx;
-	struct conn_value *v = slot_of(key, &idx);
-	struct tcp_sock *tp;
-
-	if (!v || !(v->flags & CONN_ESTABLISHED))
-		return;
-	tp = as_tcp_sock(sk);
-	if (tp)
-		read_counters(tp, v);
 }
 
 /* Reserves an event record and fills its header; NULL (and a counted
@@ -589,67 +631,6 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 	return 0;
 }
 
-/* Process context: the first send or receive on a passive connection whose
- * accept() was not seen (io_uring, or accepted before netlens started)
- * names its owner. */
-static __always_inline void on_sock_io(const struct sock *sk, int ret, int flags)
-{
-	__u64 key = (__u64)sk;
-	struct conn_value *v;
-	struct tcp_sock *tp;
-	__u32 idx;
-
-	/* Every send and receive on the host (UDP, unix, failed calls) comes
-	 * here: reject on the argument in a register, then on one load from
-	 * the socket, before the map lookup. */
-	if (ret <= 0 || sk->sk_protocol != IPPROTO_TCP)
-		return;
-	v = slot_of(key, &idx);
-	if (!v || !(v->flags & CONN_ESTABLISHED))
-		return;
-	if (!(v->flags & CONN_OWNED)) {
-		v->flags |= CONN_OWNED;
-		set_owner(v);
-		if (v->flags & CONN_PASSIVE)
-			emit(key, EV_ACCEPT, 0, bpf_ktime_get_boot_ns(), v);
-	}
-	/* What refresh() does, without looking the socket up a second time. */
-	tp = as_tcp_sock(sk);
-	if (tp)
-		read_counters(tp, v);
-}
-
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(on_send_length, struct sock *sk, int ret, int flags)
-{
-	on_sock_io(sk, ret, flags);
-	return 0;
-}
-
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(on_recv_length, struct sock *sk, int ret, int flags)
-{
-	if (flags & MSG_PEEK)
-		return 0;
-	on_sock_io(sk, ret, flags);
-	return 0;
-}
-
-/* Every received segment (data or ACK) of an established connection. */
-SEC("tp_btf/tcp_probe")
-int BPF_PROG(on_tcp_probe, struct sock *sk, const struct sk_buff *skb)
-{
-	refresh(sk);
-	return 0;
-}
-
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(on_retransmit, const struct sock *sk)
-{
-	refresh(sk);
-	return 0;
-}
-
 /* accept() returned a new socket: resolve the fd to its struct sock and
  * name the accepting process as the owner. */
 static __always_inline void on_accept_exit(long ret)
@@ -803,6 +784,71 @@ int seed_tcp(struct bpf_iter__tcp *ctx)
 		return 0;
 	if (map_full)
 		count_loss(LOSS_SEED_MAP_FULL);
+	return 0;
+}
+
+/* Refresh: walk the open files of every process and write the current
+ * counters of each tracked, established connection found behind one, so an
+ * open connection's figures are those of the moment of the walk, at no cost
+ * per packet. User space runs it once per refresh. The walk covers every
+ * network namespace at once, needs no privilege beyond loading the program,
+ * and names the holder of each socket: the owner of a passive connection
+ * that no accept(2) named (io_uring accepts, for one). Iterators over the
+ * tracked-socket map itself (iter/bpf_map_elem, iter/bpf_sk_storage_map)
+ * would visit only tracked sockets, but some kernels refuse to load them.
+ *
+ * The walk holds a reference on each file, so the socket cannot be freed
+ * under it; the connection can still close on another CPU and its slot be
+ * refilled: the slot's id is read before the counters and again after (a
+ * close empties the slot, id 0, before anything else), and the record is
+ * written only if it did not change. User space applies a record only to
+ * the connection with that id. */
+SEC("iter/task_file")
+int refresh_conns(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct conn_refresh r = {};
+	struct conn_value *slot;
+	struct tcp_sock *tp;
+	struct socket *sock;
+	struct sock *sk;
+	__u32 idx;
+	__u16 flags;
+
+	if (!task || !file)
+		return 0;
+	sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0;
+	sk = sock->sk;
+	if (!sk || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	slot = slot_of((__u64)sk, &idx);
+	if (!slot)
+		return 0;
+	r.id = __sync_fetch_and_add(&slot->id, 0);
+	flags = slot->flags;
+	if (!r.id || slot->sk != (__u64)sk || !(flags & CONN_ESTABLISHED))
+		return 0;
+	tp = as_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	r.idx = idx;
+	read_fields_into(tp, flags, &r.counters);
+	if ((flags & (CONN_PASSIVE | CONN_OWNED)) == CONN_PASSIVE) {
+		const __u64 *comm = (const __u64 *)task->group_leader->comm;
+		__u64 *dst = (__u64 *)r.comm;
+
+		r.pid = task->tgid;
+		dst[0] = comm[0];
+		dst[1] = comm[1];
+	}
+	if (__sync_fetch_and_add(&slot->id, 0) != r.id)
+		return 0;
+	/* A record that does not fit is not written, and this program runs
+	 * again for the same file at the next read(). */
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;
 }
 

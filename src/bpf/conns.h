@@ -30,10 +30,22 @@ enum loss_counter {
 	LOSS_MAX = 3,
 };
 
+/* A connection's counters: copies of struct tcp_sock fields, corrected to
+ * payload bytes (SYN and FIN sequence numbers removed) and to microseconds. */
+struct conn_counters {
+	__u64 bytes_sent; /* payload acknowledged by the peer */
+	__u64 bytes_received;
+	__u64 segs_out;
+	__u64 segs_in;
+	__u64 retrans;
+	__u32 srtt_us;
+	__u32 rttvar_us;
+};
+
 /* One tracked connection, in a slot of the memory-mapped array conn_slots
- * (the hash map conns gives the slot of a socket). Counters are copies of
- * struct tcp_sock fields, already corrected to payload bytes (SYN and FIN
- * sequence numbers removed) and to microseconds.
+ * (the hash map conns gives the slot of a socket). The counters in a slot
+ * are those of the last state change; the refresh iterator reads the
+ * current ones (struct conn_refresh).
  *
  * User space reads slots without any lock: a slot is live while id != 0,
  * and id is written last when a slot is filled (first, to 0, when it is
@@ -51,13 +63,7 @@ struct conn_value {
 	__u32 pid; /* thread group id of the owner, 0 if none known */
 	__u32 netns;
 	char comm[NL_COMM_LEN];
-	__u64 bytes_sent;
-	__u64 bytes_received;
-	__u64 segs_out;
-	__u64 segs_in;
-	__u64 retrans;
-	__u32 srtt_us;
-	__u32 rttvar_us;
+	struct conn_counters counters;
 	__u64 sk; /* struct sock address, the connection's key in conns */
 };
 
@@ -80,6 +86,21 @@ struct seed_record {
 			* this run of the program or an earlier one for the same
 			* socket whose record did not fit in the buffer) */
 	struct conn_value conn;
+};
+
+/* What the refresh iterator writes for every tracked, established
+ * connection it finds behind a file descriptor: the current counters of
+ * connection `id`, in slot `idx` (once per descriptor: a socket shared by
+ * several processes shows up once for each). */
+struct conn_refresh {
+	__u64 id;
+	__u32 idx;
+	/* For a connection whose owner is not known yet (a passive one accepted
+	 * other than by accept(2), e.g. by io_uring): a process that holds the
+	 * socket open, where the walk found it. 0 otherwise. */
+	__u32 pid;
+	char comm[NL_COMM_LEN];
+	struct conn_counters counters;
 };
 
 #endif

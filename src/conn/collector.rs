@@ -1,7 +1,8 @@
 //! Owns the BPF side of connection tracing: loads and attaches the programs,
 //! drains the event ring buffer, reads the connection records (from the
-//! memory-mapped slot array, without system calls) and the loss counters.
-//! Produces raw records; conn::table turns them into model values.
+//! memory-mapped slot array, with their current counters from one refresh
+//! pass) and the loss counters. Produces raw records; conn::table turns
+//! them into model values.
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -20,7 +21,9 @@ use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuild
 use super::decode::{
     read_record, CONN_ESTABLISHED, LOSS_EVENTS, LOSS_MAP_FULL, LOSS_MAX, LOSS_SEED_MAP_FULL,
 };
+use super::refresh::{LateOwners, Pass};
 use super::skel::{types, ConnsSkel, ConnsSkelBuilder};
+use super::table::clock_ns;
 pub use crate::bpfio::AttachFailure;
 use crate::bpfio::{prog_stats, skip_missing_tracepoints};
 use crate::model::Losses;
@@ -51,6 +54,12 @@ pub struct Collector {
     /// next_fresh in the BPF object's .bss: slots at and above it were never used.
     next_fresh: *const u64,
     values: Vec<types::conn_value>,
+    /// The refresh iterator (a walk over every process's open files).
+    refresh_link: Link,
+    /// The last refresh pass, and the buffer its output is read into.
+    pass: Pass,
+    pass_bytes: Vec<u8>,
+    late_owners: LateOwners,
     pub attach_failures: Vec<AttachFailure>,
 }
 
@@ -171,8 +180,10 @@ impl Collector {
             .events
             .set_max_entries(RING_BYTES)
             .context("setting the ring buffer size")?;
-        // The iterator is attached per network namespace when seeding.
+        // The seeding iterator is attached per network namespace when
+        // seeding, the refresh iterator once loaded.
         open.progs.seed_tcp.set_autoattach(false);
+        open.progs.refresh_conns.set_autoattach(false);
         let mut attach_failures = skip_missing_tracepoints(
             open.open_object_mut(),
             &check::TRACEPOINTS,
@@ -221,6 +232,11 @@ impl Collector {
             .build()
             .context("setting up the event ring buffer")?;
         let slots = SlotArray::map(&skel.maps.conn_slots)?;
+        let refresh_link = skel
+            .progs
+            .refresh_conns
+            .attach()
+            .context("attaching the iterator that refreshes connection counters")?;
         let next_fresh = skel
             .maps
             .bss_data
@@ -235,6 +251,10 @@ impl Collector {
             slots,
             next_fresh,
             values: Vec::new(),
+            refresh_link,
+            pass: Pass::default(),
+            pass_bytes: Vec::new(),
+            late_owners: LateOwners::default(),
             attach_failures,
         })
     }
@@ -250,27 +270,67 @@ impl Collector {
         out.clear();
         crate::bpfio::poll_ring(&self.ring, timeout, "event")?;
         std::mem::swap(out, &mut *self.pending.borrow_mut());
+        let late = &mut self.late_owners;
+        out.retain_mut(|e| late.fix_event(e));
         Ok(())
     }
 
     /// The established connections, copied out of the memory-mapped slots
-    /// into a buffer reused from tick to tick (no system call, no
-    /// allocation per connection). Each record's `sk` is its socket.
-    pub fn connections(&mut self) -> &[types::conn_value] {
+    /// into a buffer reused from tick to tick, with their counters as of
+    /// now: one refresh pass (one iterator read) per call. Each record's
+    /// `sk` is its socket. Passive connections that no accept() named get
+    /// the owner the walk found holding them, and an accept event each
+    /// (queued for the next [`Collector::poll_events`]).
+    pub fn connections(&mut self) -> Result<&[types::conn_value]> {
+        self.refresh()?;
         // SAFETY: next_fresh points into the skeleton's .bss mapping, which lives as
         // long as self.skel; the BPF side updates it atomically, hence a volatile read.
         let used = unsafe { ptr::read_volatile(self.next_fresh) } as usize;
         // Slot contents written before next_fresh moved are visible after it.
         fence(Ordering::Acquire);
+        let named = self.late_owners.adopt(&self.pass);
+        // Event times are CLOCK_BOOTTIME, as on the BPF side.
+        let now = if named.is_empty() {
+            0
+        } else {
+            clock_ns(libc::CLOCK_BOOTTIME) as u64
+        };
         self.values.clear();
         for i in 0..used.min(self.slots.count) {
-            if let Some(v) = self.slots.read(i) {
+            if let Some(mut v) = self.slots.read(i) {
                 if v.flags & CONN_ESTABLISHED != 0 {
+                    self.pass.apply(i, &mut v);
+                    if named.contains(&v.id) {
+                        let e = self.late_owners.accept_event(&v, now);
+                        self.pending.borrow_mut().push(e);
+                    }
+                    self.late_owners.apply(&mut v);
                     self.values.push(v);
                 }
             }
         }
-        &self.values
+        Ok(&self.values)
+    }
+
+    /// Runs the refresh iterator once and keeps its records.
+    fn refresh(&mut self) -> Result<()> {
+        let link_fd = self.refresh_link.as_fd().as_raw_fd();
+        // SAFETY: the link lives in self for the whole call; the kernel returns a new
+        // fd that we own (or a negative errno).
+        let fd = unsafe { libbpf_rs::libbpf_sys::bpf_iter_create(link_fd) };
+        if fd < 0 {
+            bail!(
+                "creating the connection refresh iterator: {}",
+                std::io::Error::from_raw_os_error(-fd)
+            );
+        }
+        // SAFETY: fd was just returned by bpf_iter_create and nothing else owns it.
+        let mut file = unsafe { File::from_raw_fd(fd) };
+        self.pass_bytes.clear();
+        file.read_to_end(&mut self.pass_bytes)
+            .context("reading the connection refresh iterator")?;
+        self.pass.load(&self.pass_bytes);
+        Ok(())
     }
 
     /// Sum over CPUs of the loss counters, and the program runs the kernel
@@ -384,15 +444,16 @@ mod tests {
             id: 7,
             sk: 0xffff_8880_0000_1000,
             flags: CONN_ESTABLISHED,
-            bytes_sent: 42,
             ..Default::default()
         };
+        let mut v = v;
+        v.counters.bytes_sent = 42;
         // SAFETY: slot 1 of 3 lies in the writable mapping, aligned (stride is a
         // multiple of 8 from a page boundary); no reference into it is held.
         unsafe { raw.add(1).write(v) };
         assert!(slots.read(0).is_none(), "zero-filled slot has id 0");
         let got = slots.read(1).expect("slot 1 holds a record");
-        assert_eq!((got.id, got.sk, got.bytes_sent), (7, v.sk, 42));
+        assert_eq!((got.id, got.sk, got.counters.bytes_sent), (7, v.sk, 42));
         // Emptied (id 0): skipped even though the rest is still there.
         // SAFETY: as above.
         unsafe { (*raw.add(1)).id = 0 };

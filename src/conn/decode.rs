@@ -52,13 +52,13 @@ pub fn tuple(v: &types::conn_value) -> Tuple {
 
 pub fn metrics(v: &types::conn_value) -> Metrics {
     Metrics {
-        bytes_sent: v.bytes_sent,
-        bytes_received: v.bytes_received,
-        packets_sent: v.segs_out,
-        packets_received: v.segs_in,
-        retransmits: v.retrans,
-        rtt_us: v.srtt_us,
-        rtt_var_us: v.rttvar_us,
+        bytes_sent: v.counters.bytes_sent,
+        bytes_received: v.counters.bytes_received,
+        packets_sent: v.counters.segs_out,
+        packets_received: v.counters.segs_in,
+        retransmits: v.counters.retrans,
+        rtt_us: v.counters.srtt_us,
+        rtt_var_us: v.counters.rttvar_us,
     }
 }
 

@@ -102,7 +102,7 @@ pub fn run(
             if stopping || Instant::now() >= next_live {
                 let snap = Snapshot {
                     timestamp: clock.now_unix(),
-                    conns: live_rows.rows(&mut collector, &mut table, &clock, &opts.filter),
+                    conns: live_rows.rows(&mut collector, &mut table, &clock, &opts.filter)?,
                     incremental: false,
                     losses: losses_now(&collector)?,
                 };
@@ -117,7 +117,7 @@ pub fn run(
             let snap = Snapshot {
                 timestamp: clock.now_unix(),
                 conns: table.rows(
-                    collector.connections(),
+                    collector.connections()?,
                     &clock,
                     &opts.filter,
                     opts.incremental,
@@ -180,11 +180,11 @@ impl LiveRows {
         table: &mut ConnTable,
         clock: &Clock,
         filter: &Filter,
-    ) -> Vec<ConnRow> {
+    ) -> Result<Vec<ConnRow>> {
         self.passes += 1;
         let pass = self.passes;
         let mut rows = Vec::with_capacity(self.known.len() + 16);
-        for v in collector.connections() {
+        for v in collector.connections()? {
             let k = self.known.entry(v.id).or_insert_with(|| KnownConn {
                 flags: v.flags,
                 pid: v.pid,
@@ -208,6 +208,6 @@ impl LiveRows {
             }
         }
         self.known.retain(|_, k| k.pass == pass);
-        rows
+        Ok(rows)
     }
 }

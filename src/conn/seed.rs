@@ -205,7 +205,7 @@ pub fn seed(
     let seeded = owners_of_seeded(&records, &owners, procfs::comm_of);
     report.connections = seeded.len();
     let recorded: HashSet<u64> = seeded.iter().map(|(sk, _)| *sk).collect();
-    report.unrecorded = unrecorded(collector.connections(), |sk| recorded.contains(&sk));
+    report.unrecorded = unrecorded(collector.connections()?, |sk| recorded.contains(&sk));
     for (sk, owner) in seeded {
         table.add_seed(sk, owner);
     }

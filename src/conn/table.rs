@@ -42,7 +42,7 @@ impl Clock {
     }
 }
 
-fn clock_ns(clock: libc::clockid_t) -> i128 {
+pub(crate) fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -299,10 +299,10 @@ mod tests {
             flags,
             pid,
             netns: 4026531840,
-            bytes_sent,
-            srtt_us: 42,
             ..Default::default()
         };
+        v.counters.bytes_sent = bytes_sent;
+        v.counters.srtt_us = 42;
         v.saddr[..4].copy_from_slice(&[192, 0, 2, 1]);
         v.daddr[..4].copy_from_slice(&[192, 0, 2, 2]);
         v.comm[0] = b'x' as i8;
@@ -375,7 +375,7 @@ mod tests {
         // First print of a connection shows its totals.
         assert_eq!(rows[1].metrics.bytes_sent, 100);
 
-        entries[0].bytes_sent = 160;
+        entries[0].counters.bytes_sent = 160;
         let only_pid_10 = Filter {
             pids: vec![10],
             ..Filter::default()
@@ -399,7 +399,7 @@ mod tests {
         // accept() seen: owner known now; the counters stay deltas.
         v.flags |= CONN_OWNED;
         v.pid = 99;
-        v.bytes_sent = 25;
+        v.counters.bytes_sent = 25;
         let rows = t.rows(&[v], &clock, &Filter::default(), true);
         assert_eq!((rows[0].conn.pid, rows[0].conn.comm.as_ref()), (99, "x"));
         assert_eq!(rows[0].metrics.bytes_sent, 15);

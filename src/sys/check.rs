@@ -30,7 +30,7 @@ pub const KERNEL_FACILITIES: [(u32, u32, &str, &str); 6] = [
     (
         5,
         9,
-        "bpf_skc_to_tcp_sock and the iter/tcp iterator",
+        "bpf_skc_to_tcp_sock and the iter/tcp and iter/bpf_map_elem iterators",
         "conns",
     ),
     (5, 11, "bpf_get_current_task_btf", "conns, cost"),
@@ -55,7 +55,7 @@ pub struct Tracepoint {
     pub without: &'static str,
 }
 
-pub const TRACEPOINTS: [Tracepoint; 7] = [
+pub const TRACEPOINTS: [Tracepoint; 3] = [
     Tracepoint {
         category: "sock",
         name: "inet_sock_set_state",
@@ -66,43 +66,6 @@ pub const TRACEPOINTS: [Tracepoint; 7] = [
         without: "connections cannot be tracked at all",
     },
     Tracepoint {
-        category: "sock",
-        name: "sock_send_length",
-        program: "on_send_length",
-        hook: Hook::TpBtf,
-        required: false,
-        gives: "refresh on every send",
-        without: "sent counters refresh only on received segments",
-    },
-    Tracepoint {
-        category: "sock",
-        name: "sock_recv_length",
-        program: "on_recv_length",
-        hook: Hook::TpBtf,
-        required: false,
-        gives: "refresh on every receive call",
-        without: "received counters refresh only when segments arrive, \
-                  not when the application reads",
-    },
-    Tracepoint {
-        category: "tcp",
-        name: "tcp_probe",
-        program: "on_tcp_probe",
-        hook: Hook::TpBtf,
-        required: false,
-        gives: "refresh on every received segment (RTT, counters)",
-        without: "RTT and counters refresh only on send/receive calls and state changes",
-    },
-    Tracepoint {
-        category: "tcp",
-        name: "tcp_retransmit_skb",
-        program: "on_retransmit",
-        hook: Hook::TpBtf,
-        required: false,
-        gives: "retransmissions as they happen",
-        without: "retransmissions show up only at the next refresh of the connection",
-    },
-    Tracepoint {
         category: "syscalls",
         name: "sys_exit_accept",
         program: "on_accept_exit_tp",
@@ -110,7 +73,7 @@ pub const TRACEPOINTS: [Tracepoint; 7] = [
         required: false,
         gives: "owner of inbound connections accepted with accept()",
         without: "inbound connections accepted with accept() get their owner \
-                  from their first send or receive, not from the accept",
+                  from /proc at the next refresh, and none if they close before",
     },
     Tracepoint {
         category: "syscalls",
@@ -120,7 +83,7 @@ pub const TRACEPOINTS: [Tracepoint; 7] = [
         required: false,
         gives: "owner of inbound connections accepted with accept4()",
         without: "inbound connections accepted with accept4() get their owner \
-                  from their first send or receive, not from the accept",
+                  from /proc at the next refresh, and none if they close before",
     },
 ];
 
@@ -544,16 +507,15 @@ mod tests {
 
     #[test]
     fn optional_tracepoints_only_warn() {
-        let no_send =
-            |tp: &Tracepoint| Some(!(tp.category == "sock" && tp.name == "sock_send_length"));
-        let features = report(&host(NEW, true, ALL_CAPS), &no_send);
-        let tp = find(&features, "tracepoint sock/sock_send_length");
+        let no_accept4 = |tp: &Tracepoint| Some(tp.name != "sys_exit_accept4");
+        let features = report(&host(NEW, true, ALL_CAPS), &no_accept4);
+        let tp = find(&features, "tracepoint syscalls/sys_exit_accept4");
         assert!(!tp.available && !tp.required);
-        assert!(tp.detail.contains("refresh only on received segments"));
+        assert!(tp.detail.contains("from /proc at the next refresh"));
         assert!(conns_can_run(&features));
         let text = format_report(&features);
         assert!(
-            text.contains("[warn] tracepoint sock/sock_send_length"),
+            text.contains("[warn] tracepoint syscalls/sys_exit_accept4"),
             "{text}"
         );
         assert!(
@@ -570,7 +532,7 @@ mod tests {
         let tp = find(&features, "tracepoint sock/inet_sock_set_state");
         assert!(tp.required && !tp.available);
         let syscalls = find(&features, "tracepoint syscalls/sys_exit_accept4");
-        assert!(syscalls.detail.contains("first send or receive"));
+        assert!(syscalls.detail.contains("from /proc at the next refresh"));
         assert!(!cost_can_run(&features));
         assert!(format_report(&features).contains("conns: cannot run; fix the FAIL lines above\n"));
         assert!(format_report(&features).ends_with("cost: cannot run; fix the FAIL lines above\n"));
@@ -590,10 +552,6 @@ mod tests {
             asked.into_inner(),
             [
                 "sock/inet_sock_set_state",
-                "sock/sock_send_length",
-                "sock/sock_recv_length",
-                "tcp/tcp_probe",
-                "tcp/tcp_retransmit_skb",
                 "syscalls/sys_exit_accept",
                 "syscalls/sys_exit_accept4",
                 "raw_syscalls/sys_enter",
@@ -610,7 +568,7 @@ mod tests {
 
     #[test]
     fn cost_needs_its_tracepoints_but_not_conns_ones() {
-        let no_conns_tp = |tp: &Tracepoint| Some(tp.category != "sock" && tp.category != "tcp");
+        let no_conns_tp = |tp: &Tracepoint| Some(tp.name != "inet_sock_set_state");
         let features = report(&host(NEW, true, ALL_CAPS), &no_conns_tp);
         assert!(!conns_can_run(&features));
         assert!(cost_can_run(&features));
@@ -682,7 +640,7 @@ mod tests {
     #[test]
     fn unknown_tracepoints_are_not_checked_not_missing() {
         let features = report(&host(NEW, true, ALL_CAPS), &|_: &Tracepoint| None);
-        let tp = find(&features, "tracepoint sock/sock_send_length");
+        let tp = find(&features, "tracepoint syscalls/sys_exit_accept4");
         assert!(tp.detail.starts_with("not checked"), "{}", tp.detail);
         assert!(!tp.required && !tp.required_by_cost);
     }

@@ -1381,3 +1381,40 @@ impl Drop for PrometheusServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Run time and runs of a process's BPF programs, from the fdinfo of its
+/// program descriptors (counted while the kernel's BPF statistics are on).
+#[derive(Default, Debug)]
+pub struct ProgRunStats {
+    pub run_ns: u64,
+    pub runs: u64,
+}
+
+impl ProgRunStats {
+    pub fn average_ns(&self) -> f64 {
+        assert!(self.runs > 0, "no timed BPF program run: {self:?}");
+        self.run_ns as f64 / self.runs as f64
+    }
+}
+
+pub fn prog_run_stats(pid: u32) -> ProgRunStats {
+    let mut stats = ProgRunStats::default();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("read fdinfo");
+    for fd in fds.flatten() {
+        let Ok(info) = std::fs::read_to_string(fd.path()) else {
+            continue;
+        };
+        if !info.contains("prog_type:") {
+            continue;
+        }
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        stats.run_ns += field("run_time_ns:");
+        stats.runs += field("run_cnt:");
+    }
+    stats
+}
