@@ -657,6 +657,10 @@ fn net_rx_time_agrees_with_an_independent_bpftrace_measurement() {
     let run = CostRun::start(&["-f", "0", "--bpf-stats", "always"]);
     let before = run.log_so_far().entry_total("net_rx_softirq");
     bulk(&p.a, p.addr, "2");
+    // Quiet before netlens stops: bpftrace, stopped after it, would count
+    // alone a NET_RX run that ends after netlens's last read (on an emulated
+    // PREEMPT_RT kernel one such run of the draining receiver took 37 ms).
+    thread::sleep(Duration::from_secs(1));
     let bt_prog = prog_run_stats(bt_pid);
     let log = run.stop();
     let status = bt.stop();

@@ -54,6 +54,24 @@ struct {
 	__type(value, __u32);
 } free_slots SEC(".maps");
 
+/* What the refresh walk last wrote for each slot: the connection, and the
+ * segment counts it had. A walk that finds both counts unchanged writes
+ * nothing for the connection: no counter it reports can change without a
+ * segment in or out. The connection's record is then read from the socket
+ * only when something happened, and a silent connection costs a few loads. */
+struct refresh_mark {
+	__u64 id;
+	__u32 segs_in;
+	__u32 segs_out;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536); /* -m/--map-size overrides this */
+	__type(key, __u32);
+	__type(value, struct refresh_mark);
+} refresh_marks SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16 << 20);
@@ -790,7 +808,9 @@ int seed_tcp(struct bpf_iter__tcp *ctx)
 /* Refresh: walk the open files of every process and write the current
  * counters of each tracked, established connection found behind one, so an
  * open connection's figures are those of the moment of the walk, at no cost
- * per packet. User space runs it once per refresh. The walk covers every
+ * per packet. User space runs it once per refresh, and keeps each
+ * connection's last record: a connection that did not change since is
+ * skipped (see refresh_marks). The walk covers every
  * network namespace at once, needs no privilege beyond loading the program,
  * and names the holder of each socket: the owner of a passive connection
  * that no accept(2) named (io_uring accepts, for one). Iterators over the
@@ -809,11 +829,12 @@ int refresh_conns(struct bpf_iter__task_file *ctx)
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
 	struct conn_refresh r = {};
+	struct refresh_mark *mark;
 	struct conn_value *slot;
 	struct tcp_sock *tp;
 	struct socket *sock;
 	struct sock *sk;
-	__u32 idx;
+	__u32 idx, segs_in, segs_out;
 	__u16 flags;
 
 	if (!task || !file)
@@ -832,7 +853,12 @@ int refresh_conns(struct bpf_iter__task_file *ctx)
 	if (!r.id || slot->sk != (__u64)sk || !(flags & CONN_ESTABLISHED))
 		return 0;
 	tp = as_tcp_sock(sk);
-	if (!tp)
+	mark = bpf_map_lookup_elem(&refresh_marks, &idx);
+	if (!tp || !mark)
+		return 0;
+	segs_in = tp->segs_in;
+	segs_out = tp->segs_out;
+	if (mark->id == r.id && mark->segs_in == segs_in && mark->segs_out == segs_out)
 		return 0;
 	r.idx = idx;
 	read_fields_into(tp, flags, &r.counters);
@@ -847,8 +873,13 @@ int refresh_conns(struct bpf_iter__task_file *ctx)
 	if (__sync_fetch_and_add(&slot->id, 0) != r.id)
 		return 0;
 	/* A record that does not fit is not written, and this program runs
-	 * again for the same file at the next read(). */
-	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+	 * again for the same file at the next read(): the mark moves only
+	 * once the record is out. */
+	if (bpf_seq_write(ctx->meta->seq, &r, sizeof(r)))
+		return 0;
+	mark->id = r.id;
+	mark->segs_in = r.counters.segs_in;
+	mark->segs_out = r.counters.segs_out;
 	return 0;
 }
 

@@ -88,10 +88,10 @@ struct seed_record {
 	struct conn_value conn;
 };
 
-/* What the refresh iterator writes for every tracked, established
- * connection it finds behind a file descriptor: the current counters of
- * connection `id`, in slot `idx` (once per descriptor: a socket shared by
- * several processes shows up once for each). */
+/* What the refresh iterator writes for a tracked, established connection it
+ * finds behind a file descriptor, when the connection changed since its
+ * last record (or has none yet): the current counters of connection `id`,
+ * in slot `idx`. */
 struct conn_refresh {
 	__u64 id;
 	__u32 idx;

@@ -56,7 +56,8 @@ pub struct Collector {
     values: Vec<types::conn_value>,
     /// The refresh iterator (a walk over every process's open files).
     refresh_link: Link,
-    /// The last refresh pass, and the buffer its output is read into.
+    /// Each connection's counters as of the refresh walks, and the buffer a
+    /// walk's output is read into.
     pass: Pass,
     pass_bytes: Vec<u8>,
     late_owners: LateOwners,
@@ -172,6 +173,7 @@ impl Collector {
             &mut open.maps.conns,
             &mut open.maps.conn_slots,
             &mut open.maps.free_slots,
+            &mut open.maps.refresh_marks,
         ] {
             map.set_max_entries(cfg.map_size)
                 .context("setting the connection map size")?;

@@ -4,35 +4,32 @@
 //! counters are those of its last state change, and once per refresh user
 //! space runs the refresh iterator (conns.bpf.c, `refresh_conns`), which
 //! writes the current counters of every tracked connection it finds behind
-//! an open file. This module holds one pass's records, applies them to the
-//! slot copies, and keeps the owners that only the walk could name. Pure
-//! logic, tested without BPF.
+//! an open file and that changed since its last record. This module keeps
+//! each connection's last record, applies them to the slot copies, and
+//! keeps the owners that only the walk could name. Pure logic, tested
+//! without BPF.
 
 use super::decode::{read_record, CONN_OWNED, EV_ACCEPT, EV_CLOSE};
 use super::skel::types;
 use crate::model::IdMap;
 
-/// One refresh pass's records, looked up by slot index.
+/// The counters of every connection as the refresh walks last reported
+/// them, by slot index. A walk reports a connection only when it changed
+/// since its last report, so what it does not report keeps its values.
 #[derive(Default)]
 pub struct Pass {
-    records: Vec<types::conn_refresh>,
-    /// Slot index -> position in `records` + 1 (0: no record). Kept from
-    /// pass to pass, so a steady pass allocates nothing.
-    by_slot: Vec<u32>,
+    /// Slot index -> the last record of the connection in that slot. A
+    /// record of a connection that has closed stays until its slot is
+    /// reused; it never applies to another connection (the ids differ).
+    by_slot: Vec<Option<types::conn_refresh>>,
+    /// The records of the latest walk.
+    latest: Vec<types::conn_refresh>,
 }
 
 impl Pass {
-    /// Replaces the records with those in `bytes` (the iterator's output).
-    /// A socket open in several processes comes once per descriptor: one
-    /// record is kept, naming the lowest PID (the parent, when a socket is
-    /// inherited).
+    /// Takes in the records of one walk, `bytes` (the iterator's output).
     pub fn load(&mut self, bytes: &[u8]) {
-        for r in &self.records {
-            if let Some(pos) = self.by_slot.get_mut(r.idx as usize) {
-                *pos = 0;
-            }
-        }
-        self.records.clear();
+        self.latest.clear();
         let size = std::mem::size_of::<types::conn_refresh>();
         for r in bytes
             .chunks_exact(size)
@@ -40,39 +37,29 @@ impl Pass {
         {
             let idx = r.idx as usize;
             if idx >= self.by_slot.len() {
-                self.by_slot.resize(idx + 1, 0);
+                self.by_slot.resize(idx + 1, None);
             }
-            if let Some(pos) = (self.by_slot[idx] as usize).checked_sub(1) {
-                let kept = &mut self.records[pos];
-                if kept.id == r.id && (r.pid != 0 && (kept.pid == 0 || r.pid < kept.pid)) {
-                    *kept = r;
-                }
-                if kept.id == r.id {
-                    continue;
-                }
-            }
-            self.records.push(r);
-            self.by_slot[idx] = self.records.len() as u32;
+            self.by_slot[idx] = Some(r);
+            self.latest.push(r);
         }
     }
 
-    /// The record of slot `idx`, if it belongs to connection `id`: a slot
-    /// emptied and refilled since the pass holds another connection.
+    /// The last record of slot `idx`, if it belongs to connection `id`: a
+    /// slot emptied and refilled since holds another connection.
     pub fn get(&self, idx: usize, id: u64) -> Option<&types::conn_refresh> {
-        let pos = *self.by_slot.get(idx)?;
-        let r = self.records.get((pos as usize).checked_sub(1)?)?;
-        (r.id == id).then_some(r)
+        self.by_slot.get(idx)?.as_ref().filter(|r| r.id == id)
     }
 
-    /// Copies the pass's counters into `v`, the copy of slot `idx`.
+    /// Copies the last reported counters into `v`, the copy of slot `idx`.
     pub fn apply(&self, idx: usize, v: &mut types::conn_value) {
         if let Some(r) = self.get(idx, v.id) {
             v.counters = r.counters;
         }
     }
 
-    pub fn records(&self) -> &[types::conn_refresh] {
-        &self.records
+    /// The records of the latest walk.
+    pub fn latest(&self) -> &[types::conn_refresh] {
+        &self.latest
     }
 }
 
@@ -92,11 +79,11 @@ pub struct LateOwners {
 }
 
 impl LateOwners {
-    /// Takes the owners `pass` found for connections that had none, and
-    /// returns the connections named for the first time.
+    /// Takes the owners the latest walk found for connections that had
+    /// none, and returns the connections named for the first time.
     pub fn adopt(&mut self, pass: &Pass) -> Vec<u64> {
         let mut named = Vec::new();
-        for r in pass.records().iter().filter(|r| r.pid != 0) {
+        for r in pass.latest().iter().filter(|r| r.pid != 0) {
             self.found.entry(r.id).or_insert_with(|| {
                 named.push(r.id);
                 Owner {
@@ -206,7 +193,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pass_updates_only_the_connection_it_read() {
+    fn a_walk_updates_only_the_connection_it_read() {
         let mut pass = Pass::default();
         pass.load(&bytes(&[record(3, 30, 0, 3000), record(0, 10, 0, 1000)]));
         let mut a = slot(10, 1);
@@ -216,7 +203,7 @@ mod tests {
         let mut b = slot(31, 5);
         pass.apply(3, &mut b);
         assert_eq!(b.counters.bytes_sent, 5);
-        // A slot the pass did not see keeps its counters.
+        // A slot no walk reported keeps its counters.
         let mut c = slot(20, 7);
         pass.apply(2, &mut c);
         assert_eq!(c.counters.bytes_sent, 7);
@@ -225,29 +212,19 @@ mod tests {
     }
 
     #[test]
-    fn a_new_pass_forgets_the_old_one() {
+    fn a_connection_a_walk_skips_keeps_its_last_record() {
         let mut pass = Pass::default();
-        pass.load(&bytes(&[record(5, 50, 0, 500)]));
-        pass.load(&bytes(&[record(1, 11, 0, 100)]));
-        assert!(pass.get(5, 50).is_none());
-        assert_eq!(pass.get(1, 11).unwrap().counters.bytes_sent, 100);
+        pass.load(&bytes(&[record(5, 50, 0, 500), record(6, 60, 0, 600)]));
+        // The next walk reports only the one that changed.
+        pass.load(&bytes(&[record(6, 60, 0, 650)]));
+        assert_eq!(pass.get(5, 50).unwrap().counters.bytes_sent, 500);
+        assert_eq!(pass.get(6, 60).unwrap().counters.bytes_sent, 650);
+        assert_eq!(pass.latest().len(), 1);
         // A torn trailing record (never written by the kernel) is ignored.
         let mut b = bytes(&[record(2, 22, 0, 1)]);
         b.pop();
         pass.load(&b);
-        assert!(pass.records().is_empty());
-    }
-
-    #[test]
-    fn a_socket_held_twice_keeps_one_record_with_the_lowest_pid() {
-        let mut pass = Pass::default();
-        pass.load(&bytes(&[
-            record(4, 40, 900, 1),
-            record(4, 40, 0, 1),
-            record(4, 40, 300, 1),
-        ]));
-        assert_eq!(pass.records().len(), 1);
-        assert_eq!(pass.get(4, 40).unwrap().pid, 300);
+        assert!(pass.latest().is_empty() && pass.get(2, 22).is_none());
     }
 
     #[test]
