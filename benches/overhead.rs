@@ -24,13 +24,12 @@ mod common;
 mod support;
 
 use std::fs;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-use support::{median, on_cpu, QuietNetlens};
+use support::{median, on_cpu, target_dir, QuietNetlens};
 
 const ROUNDS: usize = 9;
 const SECS: &str = "1.5";
@@ -331,7 +330,7 @@ fn main() {
         })).collect::<Vec<_>>(),
         "bpf_programs": progs,
     });
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-overhead.json");
+    let path = target_dir().join("bench-overhead.json");
     if let Err(e) = fs::write(&path, format!("{report:#}\n")) {
         eprintln!("cannot write {}: {e}", path.display());
     }

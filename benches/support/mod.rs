@@ -63,6 +63,13 @@ impl QuietNetlens {
     }
 }
 
+/// Cargo's target directory of this build (CARGO_TARGET_DIR when set),
+/// where the benchmarks write their JSON results.
+pub fn target_dir() -> PathBuf {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().map(PathBuf::from).unwrap_or(tmp)
+}
+
 /// Runs `spawn` with this thread pinned to `cpu`, so the processes it
 /// starts inherit that affinity; the thread is unpinned afterwards.
 pub fn on_cpu<T>(cpu: usize, spawn: impl FnOnce() -> T) -> T {
