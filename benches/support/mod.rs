@@ -12,8 +12,8 @@ use netlens::sys::procfs;
 
 use super::common::{NETLENS_READY, STOP_TIMEOUT};
 
-/// A netlens run whose output goes to /dev/null and stderr to a file
-/// (parsing it here would cost CPU on the machine being measured).
+/// A netlens run whose output goes to /dev/null (or a file) and stderr to
+/// a file (parsing it here would cost CPU on the machine being measured).
 /// Stopped by its PID on Drop, also when the benchmark panics.
 pub struct QuietNetlens {
     child: Option<Child>,
@@ -21,13 +21,24 @@ pub struct QuietNetlens {
 }
 
 impl QuietNetlens {
-    /// Starts `bin args...` and waits (up to 30 s) for `netlens: ready`.
+    /// Starts `bin args...` with stdout to /dev/null and waits (up to 30 s)
+    /// for `netlens: ready`.
     pub fn start<S: AsRef<OsStr>>(bin: &str, args: &[S], stderr_path: PathBuf) -> QuietNetlens {
+        QuietNetlens::start_to(bin, args, Stdio::null(), stderr_path)
+    }
+
+    /// Like [`QuietNetlens::start`], with stdout to `stdout`.
+    pub fn start_to<S: AsRef<OsStr>>(
+        bin: &str,
+        args: &[S],
+        stdout: Stdio,
+        stderr_path: PathBuf,
+    ) -> QuietNetlens {
         let stderr = fs::File::create(&stderr_path).expect("create stderr file");
         let child = Command::new(bin)
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr)
             .spawn()
             .expect("start netlens");
@@ -145,6 +156,47 @@ pub fn events_lost(stderr: &str) -> u64 {
         .into_iter()
         .find(|(_, what)| what == "events")
         .map_or(u64::MAX, |(n, _)| n)
+}
+
+/// CPU seconds (user + system) used so far by process `pid` and all its
+/// descendants, including their children that have exited and been reaped
+/// (cutime, cstime), from /proc/*/stat. 0 once `pid` is gone.
+pub fn tree_cpu_secs(pid: u32) -> f64 {
+    // (pid, ppid, utime + stime + cutime + cstime) of every process.
+    let mut procs = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(text) = fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue; // exited meanwhile
+        };
+        // Fields after the command name, which ends at the last ')':
+        // [0] state (field 3), [1] ppid, [11..=14] utime stime cutime cstime.
+        let Some((_, rest)) = text.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        procs.push((p, num(1) as u32, (11..=14).map(num).sum::<u64>()));
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(procs.iter().filter(|q| q.1 == parent).map(|q| q.0));
+        i += 1;
+    }
+    let ticks: u64 = procs
+        .iter()
+        .filter(|q| tree.contains(&q.0))
+        .map(|q| q.2)
+        .sum();
+    ticks as f64 / procfs::clock_ticks_per_sec() as f64
 }
 
 /// Cargo's target directory of this build (CARGO_TARGET_DIR when set),
