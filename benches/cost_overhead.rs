@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-use support::{median, on_cpu, QuietNetlens};
+use support::{median, on_cpu, target_dir, QuietNetlens};
 
 const ROUNDS: usize = 9;
 const SECS: &str = "1.5";
@@ -286,7 +286,7 @@ fn main() {
         report.insert(load.replace(' ', "_"), Value::Array(entries));
     }
     println!("  targets: bulk loss <= 1 %, request/response loss <= 3 %, netlens user space <= 1 % of one core");
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-cost-overhead.json");
+    let path = target_dir().join("bench-cost-overhead.json");
     if let Err(e) = fs::write(&path, format!("{:#}\n", Value::Object(report))) {
         eprintln!("cannot write {}: {e}", path.display());
     }

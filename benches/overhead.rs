@@ -24,13 +24,12 @@ mod common;
 mod support;
 
 use std::fs;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-use support::{median, on_cpu, QuietNetlens};
+use support::{events_lost, median, on_cpu, target_dir, QuietNetlens};
 
 const ROUNDS: usize = 9;
 const SECS: &str = "1.5";
@@ -65,15 +64,6 @@ impl Tracer {
     fn stop(self) -> String {
         self.0.stop().1
     }
-}
-
-/// "lost: N events" from netlens's exit line.
-fn events_lost(stderr: &str) -> u64 {
-    stderr
-        .rsplit_once("lost: ")
-        .and_then(|(_, r)| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(u64::MAX)
 }
 
 /// What alternating rounds of one load measured.
@@ -331,7 +321,7 @@ fn main() {
         })).collect::<Vec<_>>(),
         "bpf_programs": progs,
     });
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-overhead.json");
+    let path = target_dir().join("bench-overhead.json");
     if let Err(e) = fs::write(&path, format!("{report:#}\n")) {
         eprintln!("cannot write {}: {e}", path.display());
     }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing netlens needs, on Debian/Ubuntu, only
-# when something is missing. Sourced by scripts/run.sh and scripts/test.sh.
+# when something is missing. Sourced by scripts/run.sh, scripts/test.sh and
+# scripts/bench.sh.
 set -euo pipefail
 
 NETLENS_BUILD_PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config make)
@@ -10,6 +11,14 @@ NETLENS_BUILD_PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config make)
 # (bpftrace), and a real Prometheus server scraping `-P`
 # (tests/prometheus.rs runs its binary directly, not the service).
 NETLENS_TEST_PKGS=(iproute2 nftables util-linux procps ethtool iputils-ping bpftrace prometheus)
+# Benchmarks (scripts/bench.sh): real servers and clients for
+# benches/servers.rs (nginx, wrk, iperf3), the peers it compares netlens
+# with (libbpf-tools: tcplife, tcpstates, softirqs, hardirqs), and bpftool
+# for the per-program BPF run times of benches/overhead.rs. In Debian 12,
+# nginx-light is only a metapackage over nginx. On a host with an init
+# system, installing nginx also starts Debian's own nginx service (port 80);
+# the benchmark never uses it, it runs its own nginx on 127.0.0.1.
+NETLENS_BENCH_PKGS=(nginx wrk iperf3 libbpf-tools bpftool)
 
 netlens_install_missing() {
     local missing=()
