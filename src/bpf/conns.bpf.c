@@ -28,12 +28,22 @@ const volatile __u64 wakeup_bytes = 1 << 20;
 /* max_entries of conns, conn_slots and free_slots (-m/--map-size). */
 const volatile __u32 map_size = 65536;
 
-/* Tracked sockets: struct sock * -> index of their slot in conn_slots. */
+/* A tracked socket's entry in conns. */
+struct tracked {
+	__u32 slot;	     /* index of its record in conn_slots */
+	__u32 walk_segs_in;  /* segment counts of the socket when the refresh */
+	__u32 walk_segs_out; /* walk last wrote a record of connection walk_id */
+	__u32 _pad;
+	__u64 id;      /* the connection's id once published, as in its slot */
+	__u64 walk_id; /* 0: no record written yet */
+};
+
+/* Tracked sockets: struct sock * -> their entry. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536); /* -m/--map-size overrides this */
 	__type(key, __u64);
-	__type(value, __u32);
+	__type(value, struct tracked);
 } conns SEC(".maps");
 
 /* The connection records, memory-mapped read-only by user space, which
@@ -53,24 +63,6 @@ struct {
 	__uint(max_entries, 65536); /* -m/--map-size overrides this */
 	__type(value, __u32);
 } free_slots SEC(".maps");
-
-/* What the refresh walk last wrote for each slot: the connection, and the
- * segment counts it had. A walk that finds both counts unchanged writes
- * nothing for the connection: no counter it reports can change without a
- * segment in or out. The connection's record is then read from the socket
- * only when something happened, and a silent connection costs a few loads. */
-struct refresh_mark {
-	__u64 id;
-	__u32 segs_in;
-	__u32 segs_out;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 65536); /* -m/--map-size overrides this */
-	__type(key, __u32);
-	__type(value, struct refresh_mark);
-} refresh_marks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -315,11 +307,11 @@ static __always_inline void read_counters(struct tcp_sock *tp, struct conn_value
 /* The slot of a tracked socket, NULL if the socket is not tracked. */
 static __always_inline struct conn_value *slot_of(__u64 key, __u32 *idx)
 {
-	__u32 *i = bpf_map_lookup_elem(&conns, &key);
+	struct tracked *e = bpf_map_lookup_elem(&conns, &key);
 
-	if (!i)
+	if (!e)
 		return NULL;
-	*idx = *i;
+	*idx = e->slot;
 	return bpf_map_lookup_elem(&conn_slots, idx);
 }
 
@@ -365,8 +357,10 @@ static __always_inline int slot_take(__u32 *idx)
  * the records. */
 static __always_inline int track(__u64 key, struct conn_value *v, bool replace)
 {
+	struct tracked entry = {.id = v->id};
 	struct conn_value *slot;
-	__u32 idx, *cur;
+	struct tracked *cur;
+	__u32 idx;
 	int err;
 
 	v->sk = key;
@@ -380,7 +374,8 @@ static __always_inline int track(__u64 key, struct conn_value *v, bool replace)
 		 * id) only once it is: user space never sees a record the hooks
 		 * cannot find, and a failed insert leaves nothing visible. */
 		slot_write(slot, v);
-		err = bpf_map_update_elem(&conns, &key, &idx, BPF_NOEXIST);
+		entry.slot = idx;
+		err = bpf_map_update_elem(&conns, &key, &entry, BPF_NOEXIST);
 		if (err == 0) {
 			if (v->id)
 				slot_set_id(slot, v->id);
@@ -394,11 +389,13 @@ static __always_inline int track(__u64 key, struct conn_value *v, bool replace)
 		return err;
 	if (!replace)
 		return -EEXIST;
-	idx = *cur;
+	idx = cur->slot;
 	slot = bpf_map_lookup_elem(&conn_slots, &idx);
 	if (!slot)
 		return -E2BIG;
 	slot_set_id(slot, 0);
+	cur->walk_id = 0;
+	cur->id = v->id;
 	slot_write(slot, v);
 	if (v->id)
 		slot_set_id(slot, v->id);
@@ -477,8 +474,9 @@ static __always_inline void on_active_start(const struct sock *sk)
 static __always_inline void on_established(const struct sock *sk, int oldstate)
 {
 	__u64 key = (__u64)sk;
-	__u32 idx;
-	struct conn_value *v = slot_of(key, &idx);
+	struct tracked *e = bpf_map_lookup_elem(&conns, &key);
+	__u32 idx = e ? e->slot : 0;
+	struct conn_value *v = e ? bpf_map_lookup_elem(&conn_slots, &idx) : NULL;
 	struct tcp_sock *tp;
 	__u64 id;
 
@@ -495,6 +493,7 @@ static __always_inline void on_established(const struct sock *sk, int oldstate)
 		read_counters(tp, v);
 		/* Published last: the record is complete when user space sees it. */
 		id = __sync_fetch_and_add(&next_id, 1);
+		e->id = id;
 		slot_set_id(v, id);
 		/* The event happens at the establishment: one clock reading. */
 		emit(key, EV_CONNECT, 0, v->start_ns, v);
@@ -809,11 +808,13 @@ int seed_tcp(struct bpf_iter__tcp *ctx)
  * counters of each tracked, established connection found behind one, so an
  * open connection's figures are those of the moment of the walk, at no cost
  * per packet. User space runs it once per refresh, and keeps each
- * connection's last record: a connection that did not change since is
- * skipped (see refresh_marks). The walk covers every
- * network namespace at once, needs no privilege beyond loading the program,
- * and names the holder of each socket: the owner of a passive connection
- * that no accept(2) named (io_uring accepts, for one). Iterators over the
+ * connection's last record: a connection whose segment counts did not
+ * move since its last record is skipped (no counter it reports can change
+ * without a segment in or out), so a silent connection costs a few loads.
+ * The walk covers every network namespace at once, needs no privilege
+ * beyond loading the program, and names the holder of each socket: the
+ * owner of a passive connection that no accept(2) named (io_uring accepts,
+ * for one). Iterators over the
  * tracked-socket map itself (iter/bpf_map_elem, iter/bpf_sk_storage_map)
  * would visit only tracked sockets, but some kernels refuse to load them.
  *
@@ -829,12 +830,12 @@ int refresh_conns(struct bpf_iter__task_file *ctx)
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
 	struct conn_refresh r = {};
-	struct refresh_mark *mark;
 	struct conn_value *slot;
+	struct tracked *e;
 	struct tcp_sock *tp;
 	struct socket *sock;
-	struct sock *sk;
-	__u32 idx, segs_in, segs_out;
+	__u32 segs_in, segs_out;
+	__u64 key;
 	__u16 flags;
 
 	if (!task || !file)
@@ -842,25 +843,30 @@ int refresh_conns(struct bpf_iter__task_file *ctx)
 	sock = bpf_sock_from_file(file);
 	if (!sock)
 		return 0;
-	sk = sock->sk;
-	if (!sk || sk->sk_protocol != IPPROTO_TCP)
+	/* Straight to the map, without a look at the socket: only full TCP
+	 * sockets are in it, and a silent connection costs the fewest loads. */
+	key = (__u64)sock->sk;
+	e = bpf_map_lookup_elem(&conns, &key);
+	if (!e || !e->id)
 		return 0;
-	slot = slot_of((__u64)sk, &idx);
-	if (!slot)
+	if (bpf_ksym_exists(bpf_rdonly_cast))
+		tp = bpf_core_cast(sock->sk, struct tcp_sock);
+	else
+		tp = bpf_skc_to_tcp_sock(sock->sk);
+	if (!tp)
 		return 0;
-	r.id = __sync_fetch_and_add(&slot->id, 0);
-	flags = slot->flags;
-	if (!r.id || slot->sk != (__u64)sk || !(flags & CONN_ESTABLISHED))
-		return 0;
-	tp = as_tcp_sock(sk);
-	mark = bpf_map_lookup_elem(&refresh_marks, &idx);
-	if (!tp || !mark)
-		return 0;
+	r.id = e->id;
 	segs_in = tp->segs_in;
 	segs_out = tp->segs_out;
-	if (mark->id == r.id && mark->segs_in == segs_in && mark->segs_out == segs_out)
+	if (e->walk_id == r.id && e->walk_segs_in == segs_in && e->walk_segs_out == segs_out)
 		return 0;
-	r.idx = idx;
+	r.idx = e->slot;
+	slot = bpf_map_lookup_elem(&conn_slots, &r.idx);
+	if (!slot || __sync_fetch_and_add(&slot->id, 0) != r.id)
+		return 0;
+	flags = slot->flags;
+	if (slot->sk != key || !(flags & CONN_ESTABLISHED))
+		return 0;
 	read_fields_into(tp, flags, &r.counters);
 	if ((flags & (CONN_PASSIVE | CONN_OWNED)) == CONN_PASSIVE) {
 		const __u64 *comm = (const __u64 *)task->group_leader->comm;
@@ -873,13 +879,15 @@ int refresh_conns(struct bpf_iter__task_file *ctx)
 	if (__sync_fetch_and_add(&slot->id, 0) != r.id)
 		return 0;
 	/* A record that does not fit is not written, and this program runs
-	 * again for the same file at the next read(): the mark moves only
-	 * once the record is out. */
+	 * again for the same file at the next read(): the entry's walk fields
+	 * move only once the record is out. Should the entry have been deleted
+	 * and reused meanwhile, they name this connection, not the new one,
+	 * which the next walk then reads in full. */
 	if (bpf_seq_write(ctx->meta->seq, &r, sizeof(r)))
 		return 0;
-	mark->id = r.id;
-	mark->segs_in = r.counters.segs_in;
-	mark->segs_out = r.counters.segs_out;
+	e->walk_id = r.id;
+	e->walk_segs_in = r.counters.segs_in;
+	e->walk_segs_out = r.counters.segs_out;
 	return 0;
 }
 

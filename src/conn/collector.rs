@@ -173,7 +173,6 @@ impl Collector {
             &mut open.maps.conns,
             &mut open.maps.conn_slots,
             &mut open.maps.free_slots,
-            &mut open.maps.refresh_marks,
         ] {
             map.set_max_entries(cfg.map_size)
                 .context("setting the connection map size")?;

@@ -24,16 +24,18 @@ pub struct Feature {
 /// kernel older than that would lack, as a warning only: distributions
 /// backport BPF features, and the load test, not the version, decides.
 /// Tested: the kernels of the matrix (scripts/test-kernels.sh), 6.1 on.
-pub const KERNEL_FACILITIES: [(u32, u32, &str, &str); 6] = [
+pub const KERNEL_FACILITIES: [(u32, u32, &str, &str); 8] = [
     (5, 5, "tp_btf programs", "conns, cost"),
     (5, 8, "the BPF ring buffer", "conns, cost"),
+    (5, 8, "the iter/task_file iterator", "conns"),
     (
         5,
         9,
-        "bpf_skc_to_tcp_sock and the iter/tcp and iter/bpf_map_elem iterators",
+        "bpf_skc_to_tcp_sock and the iter/tcp iterator",
         "conns",
     ),
     (5, 11, "bpf_get_current_task_btf", "conns, cost"),
+    (5, 11, "bpf_sock_from_file", "conns"),
     (5, 12, "BPF atomic exchange and fetch-and-add", "conns"),
     (5, 12, "task storage in tracing programs", "cost"),
 ];
