@@ -218,68 +218,99 @@ static __always_inline void start_stint(struct task_acct *t,
 	t->start_intr = cs->intr_ns;
 }
 
-/* True when the current task's file descriptor fd refers to a socket. */
-static __always_inline bool fd_is_socket(struct task_struct *task, long fd)
+/* True when the current task's file descriptor fd refers to a socket. The
+ * descriptor table is reached by plain loads through the task's BTF
+ * pointers (the verifier makes them fault-safe loads, no helper call); the
+ * slot of the fd array, the file and its inode are untyped pointers to the
+ * verifier and take one probe read each. */
+static __always_inline bool fd_is_socket(struct task_struct *task, int fd)
 {
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct files_struct *files = task->files;
+	struct fdtable *fdt;
 	struct file **fds;
 	struct file *file = NULL;
 	umode_t mode;
 
-	if (!fdt || fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+	if (!files)
 		return false;
-	fds = BPF_CORE_READ(fdt, fd);
+	fdt = files->fdt;
+	if (!fdt || fd < 0 || (unsigned int)fd >= fdt->max_fds)
+		return false;
+	fds = fdt->fd;
 	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
 		return false;
 	mode = BPF_CORE_READ(file, f_inode, i_mode);
 	return (mode & S_IFMT) == S_IFSOCK;
 }
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
+/* The entry a system call of this kind is charged to (COST_TX_SYSCALL or
+ * COST_RX_SYSCALL), or COST_ENTRY_MAX when this call is no network I/O.
+ * arg0 and arg2 are its first and third arguments; only the kinds that
+ * test a descriptor use them. io_uring_enter's entry is not used (its time
+ * is charged per socket operation, see on_io_uring_complete). */
+static __always_inline __u32 syscall_entry(__u8 kind, struct task_struct *task,
+					   long arg0, long arg2)
 {
-	struct task_struct *task;
+	switch (kind) {
+	case SYSCALL_TX:
+		return COST_TX_SYSCALL;
+	case SYSCALL_RX:
+	case SYSCALL_IO_URING:
+		return COST_RX_SYSCALL;
+	case SYSCALL_TX_IF_SOCKET:
+		return fd_is_socket(task, arg0) ? COST_TX_SYSCALL : COST_ENTRY_MAX;
+	case SYSCALL_RX_IF_SOCKET:
+		return fd_is_socket(task, arg0) ? COST_RX_SYSCALL : COST_ENTRY_MAX;
+	case SYSCALL_SPLICE:
+		/* splice(fd_in, off_in, fd_out, ...): one end is a pipe */
+		if (fd_is_socket(task, arg0))
+			return COST_RX_SYSCALL;
+		return fd_is_socket(task, arg2) ? COST_TX_SYSCALL : COST_ENTRY_MAX;
+	default:
+		return COST_ENTRY_MAX;
+	}
+}
+
+/* A system call of kind `kind` starts in the current task: when it is
+ * network I/O, its first stint starts now. */
+static __always_inline void syscall_enter(__u8 kind, long arg0, long arg2)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
 	struct task_acct *t;
 	struct cpu_state *cs;
-	__u8 kind, entry;
+	__u32 entry;
 
-	if (id < 0 || id >= SYSCALL_TABLE_SIZE)
-		return 0;
-	kind = syscall_kind[id];
-	if (kind == SYSCALL_NOT_NET)
-		return 0;
-	task = bpf_get_current_task_btf();
-	if ((kind == SYSCALL_TX_IF_SOCKET || kind == SYSCALL_RX_IF_SOCKET) &&
-	    !fd_is_socket(task, PT_REGS_PARM1_CORE(regs)))
-		return 0;
+	entry = syscall_entry(kind, task, arg0, arg2);
+	if (entry >= COST_ENTRY_MAX)
+		return;
 	cs = cpu_state();
 	if (!cs)
-		return 0;
+		return;
 	t = bpf_task_storage_get(&task_accts, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!t)
-		return 0;
-	entry = (kind == SYSCALL_TX || kind == SYSCALL_TX_IF_SOCKET) ? COST_TX_SYSCALL
-								     : COST_RX_SYSCALL;
+		return;
 	t->mode = kind == SYSCALL_IO_URING ? MODE_SEGMENT : MODE_SPAN;
 	t->entry = entry;
 	t->pending = 0;
 	start_stint(t, cs, bpf_ktime_get_ns());
 	cs->tracked = 1;
-	return 0;
 }
 
-SEC("tp_btf/sys_exit")
-int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
+/* A system call ends in the current task: closes what syscall_enter
+ * opened, if it opened anything. */
+static __always_inline void syscall_exit(void)
 {
 	struct cpu_state *cs = cpu_state();
 	struct task_acct *t;
 
-	/* every system call on the host ends here: most leave at this test */
+	/* most leave at this test: with raw_syscalls every system call of the
+	 * host ends here, with the per-call tracepoints every read and write
+	 * of a descriptor that is not a socket */
 	if (!cs || !cs->tracked)
-		return 0;
+		return;
 	t = bpf_task_storage_get(&task_accts, bpf_get_current_task_btf(), 0, 0);
 	if (!t || t->role != ROLE_USER || t->mode == MODE_NONE)
-		return 0;
+		return;
 	if (t->mode == MODE_SPAN)
 		charge_syscall(bpf_get_current_pid_tgid() >> 32, t->entry,
 			       stint_ns(t, cs, bpf_ktime_get_ns()), true);
@@ -287,6 +318,91 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	 * operation was other I/O */
 	t->mode = MODE_NONE;
 	cs->tracked = 0;
+}
+
+/* System calls are hooked in one of two ways, chosen by user space before
+ * load (the other way's programs are not loaded):
+ *
+ * - per-call tracepoints, syscalls:sys_enter_NAME and sys_exit_NAME, of
+ *   exactly the calls in src/cost/syscalls.rs: no program runs for any
+ *   other system call. They need CONFIG_FTRACE_SYSCALLS.
+ * - the fallback, raw_syscalls:sys_enter and sys_exit: a program runs for
+ *   every system call of the host and looks its number up in
+ *   syscall_kind[].
+ *
+ * The per-call programs are classic tracepoint programs. Their context is
+ * the event's own record, not raw_syscalls' struct trace_event_raw_sys_enter
+ * (see conns.bpf.c): struct trace_entry (8 bytes, 12 on PREEMPT_RT) and the
+ * int __syscall_nr end at or before offset 16, where the arguments start,
+ * 8 bytes each (the tracefs format files of 6.1, 6.1-rt, 6.12 and 6.18
+ * agree; the kernel refuses to attach a program that reads past the end
+ * of the event). */
+struct syscall_enter_args {
+	__u64 head[2];
+	long args[6];
+};
+
+/* The enter and exit programs of one system call. */
+#define SYSCALL_PROGS(name, kind)                                             \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                           \
+	int on_enter_##name(struct syscall_enter_args *ctx)                   \
+	{                                                                     \
+		if (kind == SYSCALL_SPLICE)                                   \
+			syscall_enter(kind, ctx->args[0], ctx->args[2]);      \
+		else if (kind == SYSCALL_TX_IF_SOCKET ||                      \
+			 kind == SYSCALL_RX_IF_SOCKET)                        \
+			syscall_enter(kind, ctx->args[0], 0);                 \
+		else                                                          \
+			syscall_enter(kind, 0, 0);                            \
+		return 0;                                                     \
+	}                                                                     \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                            \
+	int on_exit_##name(void *ctx)                                         \
+	{                                                                     \
+		syscall_exit();                                               \
+		return 0;                                                     \
+	}
+
+SYSCALL_PROGS(sendto, SYSCALL_TX)
+SYSCALL_PROGS(sendmsg, SYSCALL_TX)
+SYSCALL_PROGS(sendmmsg, SYSCALL_TX)
+SYSCALL_PROGS(recvfrom, SYSCALL_RX)
+SYSCALL_PROGS(recvmsg, SYSCALL_RX)
+SYSCALL_PROGS(recvmmsg, SYSCALL_RX)
+SYSCALL_PROGS(write, SYSCALL_TX_IF_SOCKET)
+SYSCALL_PROGS(writev, SYSCALL_TX_IF_SOCKET)
+SYSCALL_PROGS(pwritev2, SYSCALL_TX_IF_SOCKET)
+SYSCALL_PROGS(sendfile64, SYSCALL_TX_IF_SOCKET)
+SYSCALL_PROGS(read, SYSCALL_RX_IF_SOCKET)
+SYSCALL_PROGS(readv, SYSCALL_RX_IF_SOCKET)
+SYSCALL_PROGS(preadv2, SYSCALL_RX_IF_SOCKET)
+SYSCALL_PROGS(splice, SYSCALL_SPLICE)
+SYSCALL_PROGS(io_uring_enter, SYSCALL_IO_URING)
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
+{
+	__u8 kind;
+
+	if (id < 0 || id >= SYSCALL_TABLE_SIZE)
+		return 0;
+	kind = syscall_kind[id];
+	if (kind == SYSCALL_NOT_NET)
+		return 0;
+	/* arguments are read only for the kinds that test descriptors */
+	if (kind == SYSCALL_SPLICE)
+		syscall_enter(kind, PT_REGS_PARM1_CORE(regs), PT_REGS_PARM3_CORE(regs));
+	else if (kind == SYSCALL_TX_IF_SOCKET || kind == SYSCALL_RX_IF_SOCKET)
+		syscall_enter(kind, PT_REGS_PARM1_CORE(regs), 0);
+	else
+		syscall_enter(kind, 0, 0);
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
+{
+	syscall_exit();
 	return 0;
 }
 
@@ -325,6 +441,26 @@ static __always_inline struct task_acct *kthread_acct(struct task_struct *task)
 	return t;
 }
 
+/* True when the task is inside a system call that netlens times, going by
+ * the number in its saved user registers (orig_ax on x86). A user task with
+ * an open span that is not has had its exit missed: the kernel skips a
+ * classic tracepoint program (the per-call ones) while another BPF program,
+ * or a BPF map operation of a system call (bpf_disable_instrumentation),
+ * is in progress on that CPU, which a preemptible kernel can switch out
+ * meanwhile. Without this test every later stint of that task would be
+ * charged to the span until its next timed system call ends. */
+static __always_inline bool in_net_syscall(struct task_struct *task)
+{
+#if defined(__TARGET_ARCH_x86)
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	long nr = regs->orig_ax;
+
+	return nr >= 0 && nr < SYSCALL_TABLE_SIZE && syscall_kind[nr] != SYSCALL_NOT_NET;
+#else
+	return true;
+#endif
+}
+
 SEC("tp_btf/sched_switch")
 int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 	     struct task_struct *next, unsigned int prev_state)
@@ -347,6 +483,9 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 		cs->softirq_paused = 1;
 	}
 	t = cs->tracked ? bpf_task_storage_get(&task_accts, prev, 0, 0) : NULL;
+	if (t && t->role == ROLE_USER && t->mode != MODE_NONE && !in_net_syscall(prev))
+		/* a span whose end was missed: it is over, this stint is not in it */
+		t->mode = MODE_NONE;
 	if (t) {
 		if (t->mode == MODE_SPAN)
 			charge_syscall(BPF_CORE_READ(prev, tgid), t->entry,
