@@ -35,58 +35,6 @@ struct {
 	__type(value, struct cpu_cost);
 } costs SEC(".maps");
 
-/* Where each CPU is: which softirq / IRQ handler runs, since when. */
-struct cpu_state {
-	/* total time spent in softirqs and IRQ handlers (outermost level) */
-	__u64 intr_ns;
-	__u64 softirq_start;
-	/* IRQ handler time inside the running softirq */
-	__u64 softirq_irq_ns;
-	__u64 irq_start;
-	/* vector + 1 of the running softirq, 0 outside softirqs */
-	__u32 softirq;
-	/* irq + 1 of the running IRQ handler, 0 outside IRQ handlers */
-	__u32 irq;
-	/* the current task has a span being timed (task_acct.mode is not
-	 * MODE_NONE): lets the hot paths skip the task storage lookup */
-	__u32 tracked;
-	/* PREEMPT_RT runs softirqs in task context, where they can be
-	 * preempted: the task that entered the running softirq, the softirq
-	 * time of its earlier stints, and whether it is switched out now (then
-	 * the softirq is paused, and what runs meanwhile is not in it). Only
-	 * one task per CPU can be inside a softirq there (the per-CPU BH lock).
-	 * Without PREEMPT_RT a softirq never sees a context switch. */
-	__u32 softirq_paused;
-	__u64 softirq_task;
-	__u64 softirq_done_ns;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct cpu_state);
-} cpu_states SEC(".maps");
-
-/* Processes (-u/--user-pids) whose own TX/RX system call time is kept;
- * user space inserts their keys before attaching. */
-const volatile bool track_pids = false;
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32);
-	__type(value, struct pid_cost);
-} pid_costs SEC(".maps");
-
-/* 1 for the IRQ numbers of network devices; user space keeps it current. */
-#define NET_IRQS_MAX 16384
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, NET_IRQS_MAX);
-	__type(key, __u32);
-	__type(value, __u8);
-} net_irqs SEC(".maps");
-
 enum task_mode {
 	/* nothing is being timed */
 	MODE_NONE = 0,
@@ -116,6 +64,62 @@ struct task_acct {
 	__u8 entry;
 	__u8 role;
 };
+
+/* Where each CPU is: which softirq / IRQ handler runs, since when. */
+struct cpu_state {
+	/* total time spent in softirqs and IRQ handlers (outermost level) */
+	__u64 intr_ns;
+	__u64 softirq_start;
+	/* IRQ handler time inside the running softirq */
+	__u64 softirq_irq_ns;
+	__u64 irq_start;
+	/* vector + 1 of the running softirq, 0 outside softirqs */
+	__u32 softirq;
+	/* irq + 1 of the running IRQ handler, 0 outside IRQ handlers */
+	__u32 irq;
+	/* PREEMPT_RT runs softirqs in task context, where they can be
+	 * preempted: the task that entered the running softirq, the softirq
+	 * time of its earlier stints, and whether it is switched out now (then
+	 * the softirq is paused, and what runs meanwhile is not in it). Only
+	 * one task per CPU can be inside a softirq there (the per-CPU BH lock).
+	 * Without PREEMPT_RT a softirq never sees a context switch. */
+	__u32 softirq_paused;
+	__u64 softirq_task;
+	__u64 softirq_done_ns;
+	/* The span of the task running on this CPU, when it has one
+	 * (cur.mode is not MODE_NONE). A task's task_acct lives here while the
+	 * task is on this CPU, and in its task storage while it is switched
+	 * out: it moves here when the task is switched in or starts a system
+	 * call, and back when it is switched out. So a system call that does
+	 * not leave the CPU, the common case, touches no task storage. */
+	struct task_acct cur;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cpu_state);
+} cpu_states SEC(".maps");
+
+/* Processes (-u/--user-pids) whose own TX/RX system call time is kept;
+ * user space inserts their keys before attaching. */
+const volatile bool track_pids = false;
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct pid_cost);
+} pid_costs SEC(".maps");
+
+/* 1 for the IRQ numbers of network devices; user space keeps it current. */
+#define NET_IRQS_MAX 16384
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NET_IRQS_MAX);
+	__type(key, __u32);
+	__type(value, __u8);
+} net_irqs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -187,6 +191,12 @@ static __always_inline void charge_syscall(__u32 tgid, __u32 entry, __u64 ns,
 	}
 }
 
+/* The current process, where charge_syscall needs it (-u). */
+static __always_inline __u32 current_tgid(void)
+{
+	return track_pids ? bpf_get_current_pid_tgid() >> 32 : 0;
+}
+
 /* Interrupt time (outermost level) that ran while a -u process was current. */
 static __always_inline void charge_interrupted(__u64 ns)
 {
@@ -223,9 +233,9 @@ static __always_inline void start_stint(struct task_acct *t,
  * pointers (the verifier makes them fault-safe loads, no helper call); the
  * slot of the fd array, the file and its inode are untyped pointers to the
  * verifier and take one probe read each. */
-static __always_inline bool fd_is_socket(struct task_struct *task, int fd)
+static __always_inline bool fd_is_socket(int fd)
 {
-	struct files_struct *files = task->files;
+	struct files_struct *files = bpf_get_current_task_btf()->files;
 	struct fdtable *fdt;
 	struct file **fds;
 	struct file *file = NULL;
@@ -248,8 +258,7 @@ static __always_inline bool fd_is_socket(struct task_struct *task, int fd)
  * arg0 and arg2 are its first and third arguments; only the kinds that
  * test a descriptor use them. io_uring_enter's entry is not used (its time
  * is charged per socket operation, see on_io_uring_complete). */
-static __always_inline __u32 syscall_entry(__u8 kind, struct task_struct *task,
-					   long arg0, long arg2)
+static __always_inline __u32 syscall_entry(__u8 kind, long arg0, long arg2)
 {
 	switch (kind) {
 	case SYSCALL_TX:
@@ -258,14 +267,14 @@ static __always_inline __u32 syscall_entry(__u8 kind, struct task_struct *task,
 	case SYSCALL_IO_URING:
 		return COST_RX_SYSCALL;
 	case SYSCALL_TX_IF_SOCKET:
-		return fd_is_socket(task, arg0) ? COST_TX_SYSCALL : COST_ENTRY_MAX;
+		return fd_is_socket(arg0) ? COST_TX_SYSCALL : COST_ENTRY_MAX;
 	case SYSCALL_RX_IF_SOCKET:
-		return fd_is_socket(task, arg0) ? COST_RX_SYSCALL : COST_ENTRY_MAX;
+		return fd_is_socket(arg0) ? COST_RX_SYSCALL : COST_ENTRY_MAX;
 	case SYSCALL_SPLICE:
 		/* splice(fd_in, off_in, fd_out, ...): one end is a pipe */
-		if (fd_is_socket(task, arg0))
+		if (fd_is_socket(arg0))
 			return COST_RX_SYSCALL;
-		return fd_is_socket(task, arg2) ? COST_TX_SYSCALL : COST_ENTRY_MAX;
+		return fd_is_socket(arg2) ? COST_TX_SYSCALL : COST_ENTRY_MAX;
 	default:
 		return COST_ENTRY_MAX;
 	}
@@ -275,25 +284,20 @@ static __always_inline __u32 syscall_entry(__u8 kind, struct task_struct *task,
  * network I/O, its first stint starts now. */
 static __always_inline void syscall_enter(__u8 kind, long arg0, long arg2)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct task_acct *t;
 	struct cpu_state *cs;
 	__u32 entry;
 
-	entry = syscall_entry(kind, task, arg0, arg2);
+	entry = syscall_entry(kind, arg0, arg2);
 	if (entry >= COST_ENTRY_MAX)
 		return;
 	cs = cpu_state();
 	if (!cs)
 		return;
-	t = bpf_task_storage_get(&task_accts, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!t)
-		return;
-	t->mode = kind == SYSCALL_IO_URING ? MODE_SEGMENT : MODE_SPAN;
-	t->entry = entry;
-	t->pending = 0;
-	start_stint(t, cs, bpf_ktime_get_ns());
-	cs->tracked = 1;
+	cs->cur.mode = kind == SYSCALL_IO_URING ? MODE_SEGMENT : MODE_SPAN;
+	cs->cur.entry = entry;
+	cs->cur.role = ROLE_USER;
+	cs->cur.pending = 0;
+	start_stint(&cs->cur, cs, bpf_ktime_get_ns());
 }
 
 /* A system call ends in the current task: closes what syscall_enter
@@ -301,23 +305,18 @@ static __always_inline void syscall_enter(__u8 kind, long arg0, long arg2)
 static __always_inline void syscall_exit(void)
 {
 	struct cpu_state *cs = cpu_state();
-	struct task_acct *t;
 
-	/* most leave at this test: with raw_syscalls every system call of the
-	 * host ends here, with the per-call tracepoints every read and write
-	 * of a descriptor that is not a socket */
-	if (!cs || !cs->tracked)
+	/* most leave here: with raw_syscalls every system call of the host
+	 * ends here, with the per-call tracepoints every read and write of a
+	 * descriptor that is not a socket */
+	if (!cs || cs->cur.mode == MODE_NONE || cs->cur.role != ROLE_USER)
 		return;
-	t = bpf_task_storage_get(&task_accts, bpf_get_current_task_btf(), 0, 0);
-	if (!t || t->role != ROLE_USER || t->mode == MODE_NONE)
-		return;
-	if (t->mode == MODE_SPAN)
-		charge_syscall(bpf_get_current_pid_tgid() >> 32, t->entry,
-			       stint_ns(t, cs, bpf_ktime_get_ns()), true);
+	if (cs->cur.mode == MODE_SPAN)
+		charge_syscall(current_tgid(), cs->cur.entry,
+			       stint_ns(&cs->cur, cs, bpf_ktime_get_ns()), true);
 	/* MODE_SEGMENT (io_uring_enter): what was not followed by a socket
 	 * operation was other I/O */
-	t->mode = MODE_NONE;
-	cs->tracked = 0;
+	cs->cur.mode = MODE_NONE;
 }
 
 /* System calls are hooked in one of two ways, chosen by user space before
@@ -466,7 +465,7 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 	     struct task_struct *next, unsigned int prev_state)
 {
 	struct cpu_state *cs = cpu_state();
-	struct task_acct *t;
+	struct task_acct *t, *saved;
 	__u64 now;
 
 	if (!cs)
@@ -482,25 +481,38 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 		cs->intr_ns += ran;
 		cs->softirq_paused = 1;
 	}
-	t = cs->tracked ? bpf_task_storage_get(&task_accts, prev, 0, 0) : NULL;
-	if (t && t->role == ROLE_USER && t->mode != MODE_NONE && !in_net_syscall(prev))
-		/* a span whose end was missed: it is over, this stint is not in it */
-		t->mode = MODE_NONE;
-	if (t) {
-		if (t->mode == MODE_SPAN)
-			charge_syscall(BPF_CORE_READ(prev, tgid), t->entry,
+	/* prev's span, if it has one: this stint is charged, and the span
+	 * moves to prev's task storage until prev runs again */
+	t = &cs->cur;
+	if (t->mode != MODE_NONE) {
+		if (t->role == ROLE_USER && !in_net_syscall(prev))
+			/* a span whose end was missed: it is over, and this
+			 * stint is not in it */
+			t->mode = MODE_NONE;
+		else if (t->mode == MODE_SPAN)
+			charge_syscall(track_pids ? BPF_CORE_READ(prev, tgid) : 0, t->entry,
 				       stint_ns(t, cs, now), false);
 		else if (t->mode == MODE_THREAD)
 			charge(t->entry, stint_ns(t, cs, now), true);
 		else if (t->mode == MODE_SEGMENT)
 			t->pending += stint_ns(t, cs, now);
+		if (t->mode != MODE_NONE) {
+			saved = bpf_task_storage_get(&task_accts, prev, 0,
+						     BPF_LOCAL_STORAGE_GET_F_CREATE);
+			if (saved)
+				*saved = *t;
+		}
+		t->mode = MODE_NONE;
 	}
-	t = bpf_task_storage_get(&task_accts, next, 0, 0);
-	if (!t)
-		t = kthread_acct(next);
-	cs->tracked = t && t->mode != MODE_NONE;
-	if (cs->tracked)
-		start_stint(t, cs, now);
+	/* next's span, if it has one, runs here from now on */
+	saved = bpf_task_storage_get(&task_accts, next, 0, 0);
+	if (!saved)
+		saved = kthread_acct(next);
+	if (saved && saved->mode != MODE_NONE) {
+		cs->cur = *saved;
+		saved->mode = MODE_NONE;
+		start_stint(&cs->cur, cs, now);
+	}
 	/* ... and switched back in: the softirq goes on from here. */
 	if (cs->softirq_paused && cs->softirq_task == (__u64)next) {
 		cs->softirq_start = now;
@@ -576,19 +588,17 @@ int BPF_PROG(on_io_uring_complete, void *ring, void *req)
 	__u64 now;
 
 	/* requests completed from softirq context are not the task's */
-	if (!cs || !cs->tracked || in_softirq(cs) || cs->irq)
+	if (!cs || cs->cur.mode != MODE_SEGMENT || in_softirq(cs) || cs->irq)
 		return 0;
-	t = bpf_task_storage_get(&task_accts, bpf_get_current_task_btf(), 0, 0);
-	if (!t || t->mode != MODE_SEGMENT)
-		return 0;
+	t = &cs->cur;
 	now = bpf_ktime_get_ns();
 	entry = io_uring_socket_op(req);
 	if (entry == COST_TX_SYSCALL || entry == COST_RX_SYSCALL) {
 		if (t->role == ROLE_IO_WORKER)
 			charge(COST_IO_URING_WORKER, t->pending + stint_ns(t, cs, now), true);
 		else
-			charge_syscall(bpf_get_current_pid_tgid() >> 32, entry,
-				       t->pending + stint_ns(t, cs, now), true);
+			charge_syscall(current_tgid(), entry, t->pending + stint_ns(t, cs, now),
+				       true);
 	}
 	t->pending = 0;
 	start_stint(t, cs, now);

@@ -119,7 +119,7 @@ impl Collector {
                 .set_autoload(false);
         }
         let mut attach_failures = Vec::new();
-        for table in [syscall_hook.tracepoints(), &check::COST_TRACEPOINTS[..]] {
+        for table in [&check::COST_TRACEPOINTS[..], syscall_hook.tracepoints()] {
             attach_failures.extend(skip_missing_tracepoints(
                 open.open_object_mut(),
                 table,
@@ -140,11 +140,12 @@ impl Collector {
         let skipped: Vec<&str> = attach_failures.iter().map(|f| f.program).collect();
         let mut links = Vec::new();
         // The sampling program (on_sample) is attached per CPU below. The
-        // system call exits are attached before their enters.
-        for tp in syscall_hook
-            .tracepoints()
+        // context switch program is attached before any system call program
+        // (a span must never meet a context switch unseen), the system call
+        // exits before their enters (every span opened is closed).
+        for tp in check::COST_TRACEPOINTS
             .iter()
-            .chain(&check::COST_TRACEPOINTS)
+            .chain(syscall_hook.tracepoints())
             .filter(|tp| !skipped.contains(&tp.program))
         {
             let name = tp.program;

@@ -264,7 +264,7 @@ impl SyscallHook {
 }
 
 /// The other tracepoints `cost` attaches to (`required`: required by cost),
-/// after those of its [`SyscallHook`]. The cost collector attaches from
+/// before those of its [`SyscallHook`]. The cost collector attaches from
 /// this table.
 pub const COST_TRACEPOINTS: [Tracepoint; 6] = [
     Tracepoint {
@@ -484,7 +484,7 @@ fn syscall_features(
             .to_string()
     } else {
         let which = if missing.len() == COST_SYSCALL_TRACEPOINTS.len() {
-            "all (the kernel was built without CONFIG_FTRACE_SYSCALLS)".to_string()
+            "all of them (as on a kernel built without CONFIG_FTRACE_SYSCALLS)".to_string()
         } else {
             missing
                 .iter()
