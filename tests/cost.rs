@@ -120,14 +120,47 @@ struct CostRun {
 
 impl CostRun {
     fn start(args: &[&str]) -> CostRun {
+        CostRun::start_hooked(args, false)
+    }
+
+    /// With `raw`, netlens is told the kernel has no per-call system call
+    /// tracepoints, and falls back to raw_syscalls.
+    fn start_hooked(args: &[&str], raw: bool) -> CostRun {
         let log = temp_path("cost-log");
         let log_s = log.to_str().unwrap().to_string();
-        let mut full = vec!["-l", &log_s, "--user-period", "250"];
-        full.extend_from_slice(args);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_netlens"));
+        cmd.args(["cost", "-l", &log_s, "--user-period", "250"])
+            .args(args);
+        if raw {
+            cmd.env(netlens::sys::kernel::NO_SYSCALL_TRACEPOINTS_ENV, "1");
+        } else {
+            cmd.env_remove(netlens::sys::kernel::NO_SYSCALL_TRACEPOINTS_ENV);
+        }
         CostRun {
-            nl: Some(Netlens::start_cost(&full)),
+            nl: Some(Netlens::start_cmd(cmd)),
             log,
         }
+    }
+
+    /// The log once it has `more` lines beyond `after` (whole periods
+    /// reported after what happened before this call).
+    fn log_after(&self, after: &CostLog, more: usize) -> CostLog {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let log = self.log_so_far();
+            if log.lines.len() >= after.lines.len() + more {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no new report in the log within {READY_TIMEOUT:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.nl.as_ref().unwrap().pid()
     }
 
     /// Waits (up to READY_TIMEOUT) until netlens has printed `text` on stderr.
@@ -1111,4 +1144,240 @@ fn default_sampling_follows_the_pmu() {
         .lines
         .iter()
         .all(|l| l["sampling"]["source"] == "cpu_clock" && l["sampling"]["auto"] == false));
+}
+
+/// Runs of a process's BPF programs by program type (from the fdinfo of its
+/// program descriptors; counted while the kernel's BPF statistics are on).
+/// cost's only classic tracepoint programs (type 5) are the per-call system
+/// call ones; its tp_btf programs, raw_syscalls' among them, are tracing
+/// programs (type 26).
+fn runs_by_prog_type(pid: u32) -> std::collections::HashMap<u64, u64> {
+    let mut runs = std::collections::HashMap::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .expect("read fdinfo")
+        .flatten()
+    {
+        let Ok(info) = std::fs::read_to_string(fd.path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let Some(kind) = field("prog_type:") {
+            *runs.entry(kind).or_default() += field("run_cnt:").unwrap_or(0);
+        }
+    }
+    runs
+}
+
+const PROG_TYPE_TRACEPOINT: u64 = 5;
+const PROG_TYPE_TRACING: u64 = 26;
+
+/// This process's TX and RX system call time so far (ns), as -u reports it.
+fn own_syscall_ns(log: &CostLog) -> (u64, u64) {
+    let p = &log.last()["pids"][0];
+    assert_eq!(u(p, "pid"), u64::from(std::process::id()), "{p}");
+    (u(p, "tx_syscall_ns_total"), u(p, "rx_syscall_ns_total"))
+}
+
+fn check_ret(what: &str, ret: isize) -> usize {
+    assert!(ret >= 0, "{what}: {}", std::io::Error::last_os_error());
+    ret as usize
+}
+
+/// System calls that are no network I/O: n of each of getppid, write to
+/// /dev/null, read from /dev/zero, and a pipe's write and read.
+fn calls_on_no_socket(n: usize) {
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    let mut p = [0i32; 2];
+    // SAFETY: p has room for the two descriptors pipe() writes.
+    assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+    let mut b = [0u8; 1];
+    use std::os::fd::AsRawFd;
+    for _ in 0..n {
+        // SAFETY: plain system calls on descriptors this function owns and
+        // a one-byte buffer that outlives them.
+        unsafe {
+            libc::syscall(libc::SYS_getppid);
+            check_ret("write", libc::write(null.as_raw_fd(), b.as_ptr().cast(), 1));
+            check_ret(
+                "read",
+                libc::read(zero.as_raw_fd(), b.as_mut_ptr().cast(), 1),
+            );
+            check_ret("write", libc::write(p[1], b.as_ptr().cast(), 1));
+            check_ret("read", libc::read(p[0], b.as_mut_ptr().cast(), 1));
+        }
+    }
+    // SAFETY: the pipe's descriptors are ours and closed once.
+    unsafe {
+        libc::close(p[0]);
+        libc::close(p[1]);
+    }
+}
+
+/// A connected AF_UNIX stream pair and a pipe; `op` runs n times on
+/// (socket a, socket b, pipe read end, pipe write end).
+fn on_socket_pair(n: usize, op: impl Fn(i32, i32, i32, i32)) {
+    let (mut s, mut p) = ([0i32; 2], [0i32; 2]);
+    // SAFETY: s and p have room for the two descriptors each call writes.
+    unsafe {
+        assert_eq!(
+            libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, s.as_mut_ptr()),
+            0
+        );
+        assert_eq!(libc::pipe(p.as_mut_ptr()), 0);
+    }
+    for _ in 0..n {
+        op(s[0], s[1], p[0], p[1]);
+    }
+    for fd in s.into_iter().chain(p) {
+        // SAFETY: descriptors opened above, closed once.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// One byte through splice: pipe -> socket a (TX), socket b -> pipe (RX);
+/// the pipe is written and read with write and read, which are not
+/// socket I/O.
+fn splices(n: usize) {
+    on_socket_pair(n, |a, b, pr, pw| {
+        let mut byte = [0u8; 1];
+        // SAFETY: plain system calls on descriptors on_socket_pair owns,
+        // null offsets (pipes and sockets have none), a one-byte buffer.
+        unsafe {
+            check_ret("write", libc::write(pw, byte.as_ptr().cast(), 1));
+            let null = std::ptr::null_mut();
+            check_ret("splice TX", libc::splice(pr, null, a, null, 1, 0));
+            check_ret("splice RX", libc::splice(b, null, pw, null, 1, 0));
+            check_ret("read", libc::read(pr, byte.as_mut_ptr().cast(), 1));
+        }
+    });
+}
+
+/// One byte each way with pwritev2 and preadv2 at offset -1 (the file
+/// position, which works on sockets).
+fn vectored_v2(n: usize) {
+    on_socket_pair(n, |a, b, _, _| {
+        let mut byte = [0u8; 1];
+        let iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        // SAFETY: iov describes byte, which outlives both calls.
+        unsafe {
+            check_ret("pwritev2", libc::pwritev2(a, &iov, 1, -1, 0));
+            check_ret("preadv2", libc::preadv2(b, &iov, 1, -1, 0));
+        }
+    });
+}
+
+/// Both ways of hooking system calls (per-call tracepoints, and the
+/// raw_syscalls fallback forced as on a kernel without
+/// CONFIG_FTRACE_SYSCALLS): check reports the way, calls on descriptors
+/// that are no sockets are never counted, splice and preadv2/pwritev2 on
+/// sockets are; and with per-call tracepoints, a storm of other system
+/// calls runs no program at all, where raw_syscalls runs two per call.
+#[test]
+fn system_calls_are_hooked_per_call_or_through_the_raw_fallback() {
+    if !require_root() {
+        return;
+    }
+    let _serial = serial();
+    let own = std::process::id().to_string();
+    for raw in [false, true] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_netlens"));
+        cmd.arg("check");
+        if raw {
+            cmd.env(netlens::sys::kernel::NO_SYSCALL_TRACEPOINTS_ENV, "1");
+        } else {
+            cmd.env_remove(netlens::sys::kernel::NO_SYSCALL_TRACEPOINTS_ENV);
+        }
+        let out = cmd.output().expect("run netlens check");
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{report}");
+        let line = |mark: &str, name: &str| format!("[{mark}] {name}");
+        if raw {
+            assert!(
+                report.contains(&line("warn", "tracepoints syscalls/sys_*_<call>"))
+                    && report.contains("raw_syscalls instead")
+                    && report.contains(&line(" ok ", "tracepoint raw_syscalls/sys_enter"))
+                    && report.contains(&line(" ok ", "tracepoint raw_syscalls/sys_exit")),
+                "{report}"
+            );
+        } else {
+            assert!(
+                report.contains(&line(" ok ", "tracepoints syscalls/sys_*_<call>"))
+                    && !report.contains("raw_syscalls"),
+                "{report}"
+            );
+        }
+        assert!(report.contains("netlens cost: can run"), "{report}");
+
+        let run = CostRun::start_hooked(&["-f", "0", "--bpf-stats", "always", "-u", &own], raw);
+        run.wait_stderr("netlens: ready");
+        let hook = if raw {
+            "system calls timed by raw_syscalls"
+        } else {
+            "system calls timed by their own tracepoints"
+        };
+        run.wait_stderr(hook);
+        let start = run.log_so_far();
+
+        // No socket: nothing counted, exactly (this process does no other
+        // socket I/O).
+        let storm = 100_000;
+        let before = runs_by_prog_type(run.pid());
+        calls_on_no_socket(storm);
+        let after = runs_by_prog_type(run.pid());
+        let log = run.log_after(&start, 2);
+        assert_eq!(own_syscall_ns(&log), (0, 0), "raw: {raw}");
+        let runs = |t: u64| after.get(&t).unwrap_or(&0) - before.get(&t).unwrap_or(&0);
+        let (per_call, tracing) = (runs(PROG_TYPE_TRACEPOINT), runs(PROG_TYPE_TRACING));
+        eprintln!(
+            "raw_syscalls: {raw}: {storm} of each of 5 calls on no socket: {per_call} \
+             per-call program runs, {tracing} tp_btf program runs (host-wide)"
+        );
+        if raw {
+            assert_eq!(per_call, 0);
+            assert!(tracing >= 10 * storm as u64, "{tracing} tp_btf runs");
+        } else {
+            // Only the reads and writes run programs (enter and exit: they
+            // test the descriptor), the rest of the host aside: not
+            // getppid.
+            assert!(
+                per_call < 8 * storm as u64 + storm as u64 / 2,
+                "{per_call} per-call program runs"
+            );
+            assert!(per_call >= 8 * storm as u64, "{per_call} per-call runs");
+        }
+
+        // splice, then preadv2/pwritev2, on sockets: counted each way.
+        splices(2000);
+        let log2 = run.log_after(&log, 2);
+        let (tx, rx) = own_syscall_ns(&log2);
+        eprintln!("raw_syscalls: {raw}: splice: TX {tx} ns, RX {rx} ns");
+        assert!(
+            tx > 0 && rx > 0,
+            "raw: {raw}: splice TX {tx} ns, RX {rx} ns"
+        );
+        vectored_v2(2000);
+        let log3 = run.log_after(&log2, 2);
+        let (tx2, rx2) = own_syscall_ns(&log3);
+        eprintln!(
+            "raw_syscalls: {raw}: pwritev2/preadv2: TX {} ns, RX {} ns",
+            tx2 - tx,
+            rx2 - rx
+        );
+        assert!(
+            tx2 > tx && rx2 > rx,
+            "raw: {raw}: pwritev2/preadv2 not counted"
+        );
+        run.stop();
+    }
 }

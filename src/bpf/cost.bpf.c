@@ -35,58 +35,6 @@ struct {
 	__type(value, struct cpu_cost);
 } costs SEC(".maps");
 
-/* Where each CPU is: which softirq / IRQ handler runs, since when. */
-struct cpu_state {
-	/* total time spent in softirqs and IRQ handlers (outermost level) */
-	__u64 intr_ns;
-	__u64 softirq_start;
-	/* IRQ handler time inside the running softirq */
-	__u64 softirq_irq_ns;
-	__u64 irq_start;
-	/* vector + 1 of the running softirq, 0 outside softirqs */
-	__u32 softirq;
-	/* irq + 1 of the running IRQ handler, 0 outside IRQ handlers */
-	__u32 irq;
-	/* the current task has a span being timed (task_acct.mode is not
-	 * MODE_NONE): lets the hot paths skip the task storage lookup */
-	__u32 tracked;
-	/* PREEMPT_RT runs softirqs in task context, where they can be
-	 * preempted: the task that entered the running softirq, the softirq
-	 * time of its earlier stints, and whether it is switched out now (then
-	 * the softirq is paused, and what runs meanwhile is not in it). Only
-	 * one task per CPU can be inside a softirq there (the per-CPU BH lock).
-	 * Without PREEMPT_RT a softirq never sees a context switch. */
-	__u32 softirq_paused;
-	__u64 softirq_task;
-	__u64 softirq_done_ns;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct cpu_state);
-} cpu_states SEC(".maps");
-
-/* Processes (-u/--user-pids) whose own TX/RX system call time is kept;
- * user space inserts their keys before attaching. */
-const volatile bool track_pids = false;
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32);
-	__type(value, struct pid_cost);
-} pid_costs SEC(".maps");
-
-/* 1 for the IRQ numbers of network devices; user space keeps it current. */
-#define NET_IRQS_MAX 16384
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, NET_IRQS_MAX);
-	__type(key, __u32);
-	__type(value, __u8);
-} net_irqs SEC(".maps");
-
 enum task_mode {
 	/* nothing is being timed */
 	MODE_NONE = 0,
@@ -116,6 +64,62 @@ struct task_acct {
 	__u8 entry;
 	__u8 role;
 };
+
+/* Where each CPU is: which softirq / IRQ handler runs, since when. */
+struct cpu_state {
+	/* total time spent in softirqs and IRQ handlers (outermost level) */
+	__u64 intr_ns;
+	__u64 softirq_start;
+	/* IRQ handler time inside the running softirq */
+	__u64 softirq_irq_ns;
+	__u64 irq_start;
+	/* vector + 1 of the running softirq, 0 outside softirqs */
+	__u32 softirq;
+	/* irq + 1 of the running IRQ handler, 0 outside IRQ handlers */
+	__u32 irq;
+	/* PREEMPT_RT runs softirqs in task context, where they can be
+	 * preempted: the task that entered the running softirq, the softirq
+	 * time of its earlier stints, and whether it is switched out now (then
+	 * the softirq is paused, and what runs meanwhile is not in it). Only
+	 * one task per CPU can be inside a softirq there (the per-CPU BH lock).
+	 * Without PREEMPT_RT a softirq never sees a context switch. */
+	__u32 softirq_paused;
+	__u64 softirq_task;
+	__u64 softirq_done_ns;
+	/* The span of the task running on this CPU, when it has one
+	 * (cur.mode is not MODE_NONE). A task's task_acct lives here while the
+	 * task is on this CPU, and in its task storage while it is switched
+	 * out: it moves here when the task is switched in or starts a system
+	 * call, and back when it is switched out. So a system call that does
+	 * not leave the CPU, the common case, touches no task storage. */
+	struct task_acct cur;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cpu_state);
+} cpu_states SEC(".maps");
+
+/* Processes (-u/--user-pids) whose own TX/RX system call time is kept;
+ * user space inserts their keys before attaching. */
+const volatile bool track_pids = false;
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct pid_cost);
+} pid_costs SEC(".maps");
+
+/* 1 for the IRQ numbers of network devices; user space keeps it current. */
+#define NET_IRQS_MAX 16384
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NET_IRQS_MAX);
+	__type(key, __u32);
+	__type(value, __u8);
+} net_irqs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -187,6 +191,12 @@ static __always_inline void charge_syscall(__u32 tgid, __u32 entry, __u64 ns,
 	}
 }
 
+/* The current process, where charge_syscall needs it (-u). */
+static __always_inline __u32 current_tgid(void)
+{
+	return track_pids ? bpf_get_current_pid_tgid() >> 32 : 0;
+}
+
 /* Interrupt time (outermost level) that ran while a -u process was current. */
 static __always_inline void charge_interrupted(__u64 ns)
 {
@@ -218,75 +228,180 @@ static __always_inline void start_stint(struct task_acct *t,
 	t->start_intr = cs->intr_ns;
 }
 
-/* True when the current task's file descriptor fd refers to a socket. */
-static __always_inline bool fd_is_socket(struct task_struct *task, long fd)
+/* True when the current task's file descriptor fd refers to a socket. The
+ * descriptor table is reached by plain loads through the task's BTF
+ * pointers (the verifier makes them fault-safe loads, no helper call); the
+ * slot of the fd array, the file and its inode are untyped pointers to the
+ * verifier and take one probe read each. */
+static __always_inline bool fd_is_socket(int fd)
 {
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct files_struct *files = bpf_get_current_task_btf()->files;
+	struct fdtable *fdt;
 	struct file **fds;
 	struct file *file = NULL;
 	umode_t mode;
 
-	if (!fdt || fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+	if (!files)
 		return false;
-	fds = BPF_CORE_READ(fdt, fd);
+	fdt = files->fdt;
+	if (!fdt || fd < 0 || (unsigned int)fd >= fdt->max_fds)
+		return false;
+	fds = fdt->fd;
 	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
 		return false;
 	mode = BPF_CORE_READ(file, f_inode, i_mode);
 	return (mode & S_IFMT) == S_IFSOCK;
 }
 
+/* The entry a system call of this kind is charged to (COST_TX_SYSCALL or
+ * COST_RX_SYSCALL), or COST_ENTRY_MAX when this call is no network I/O.
+ * arg0 and arg2 are its first and third arguments; only the kinds that
+ * test a descriptor use them. io_uring_enter's entry is not used (its time
+ * is charged per socket operation, see on_io_uring_complete). */
+static __always_inline __u32 syscall_entry(__u8 kind, long arg0, long arg2)
+{
+	switch (kind) {
+	case SYSCALL_TX:
+		return COST_TX_SYSCALL;
+	case SYSCALL_RX:
+	case SYSCALL_IO_URING:
+		return COST_RX_SYSCALL;
+	case SYSCALL_TX_IF_SOCKET:
+		return fd_is_socket(arg0) ? COST_TX_SYSCALL : COST_ENTRY_MAX;
+	case SYSCALL_RX_IF_SOCKET:
+		return fd_is_socket(arg0) ? COST_RX_SYSCALL : COST_ENTRY_MAX;
+	case SYSCALL_SPLICE:
+		/* splice(fd_in, off_in, fd_out, ...): one end is a pipe */
+		if (fd_is_socket(arg0))
+			return COST_RX_SYSCALL;
+		return fd_is_socket(arg2) ? COST_TX_SYSCALL : COST_ENTRY_MAX;
+	default:
+		return COST_ENTRY_MAX;
+	}
+}
+
+/* A system call of kind `kind` starts in the current task: when it is
+ * network I/O, its first stint starts now. */
+static __always_inline void syscall_enter(__u8 kind, long arg0, long arg2)
+{
+	struct cpu_state *cs;
+	__u32 entry;
+
+	entry = syscall_entry(kind, arg0, arg2);
+	if (entry >= COST_ENTRY_MAX)
+		return;
+	cs = cpu_state();
+	if (!cs)
+		return;
+	cs->cur.mode = kind == SYSCALL_IO_URING ? MODE_SEGMENT : MODE_SPAN;
+	cs->cur.entry = entry;
+	cs->cur.role = ROLE_USER;
+	cs->cur.pending = 0;
+	start_stint(&cs->cur, cs, bpf_ktime_get_ns());
+}
+
+/* A system call ends in the current task: closes what syscall_enter
+ * opened, if it opened anything. */
+static __always_inline void syscall_exit(void)
+{
+	struct cpu_state *cs = cpu_state();
+
+	/* most leave here: with raw_syscalls every system call of the host
+	 * ends here, with the per-call tracepoints every read and write of a
+	 * descriptor that is not a socket */
+	if (!cs || cs->cur.mode == MODE_NONE || cs->cur.role != ROLE_USER)
+		return;
+	if (cs->cur.mode == MODE_SPAN)
+		charge_syscall(current_tgid(), cs->cur.entry,
+			       stint_ns(&cs->cur, cs, bpf_ktime_get_ns()), true);
+	/* MODE_SEGMENT (io_uring_enter): what was not followed by a socket
+	 * operation was other I/O */
+	cs->cur.mode = MODE_NONE;
+}
+
+/* System calls are hooked in one of two ways, chosen by user space before
+ * load (the other way's programs are not loaded):
+ *
+ * - per-call tracepoints, syscalls:sys_enter_NAME and sys_exit_NAME, of
+ *   exactly the calls in src/cost/syscalls.rs: no program runs for any
+ *   other system call. They need CONFIG_FTRACE_SYSCALLS.
+ * - the fallback, raw_syscalls:sys_enter and sys_exit: a program runs for
+ *   every system call of the host and looks its number up in
+ *   syscall_kind[].
+ *
+ * The per-call programs are classic tracepoint programs. Their context is
+ * the event's own record, not raw_syscalls' struct trace_event_raw_sys_enter
+ * (see conns.bpf.c): struct trace_entry (8 bytes, 12 on PREEMPT_RT) and the
+ * int __syscall_nr end at or before offset 16, where the arguments start,
+ * 8 bytes each (the tracefs format files of 6.1, 6.1-rt, 6.12 and 6.18
+ * agree; the kernel refuses to attach a program that reads past the end
+ * of the event). */
+struct syscall_enter_args {
+	__u64 head[2];
+	long args[6];
+};
+
+/* The enter and exit programs of one system call. */
+#define SYSCALL_PROGS(name, kind)                                             \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                           \
+	int on_enter_##name(struct syscall_enter_args *ctx)                   \
+	{                                                                     \
+		if (kind == SYSCALL_SPLICE)                                   \
+			syscall_enter(kind, ctx->args[0], ctx->args[2]);      \
+		else if (kind == SYSCALL_TX_IF_SOCKET ||                      \
+			 kind == SYSCALL_RX_IF_SOCKET)                        \
+			syscall_enter(kind, ctx->args[0], 0);                 \
+		else                                                          \
+			syscall_enter(kind, 0, 0);                            \
+		return 0;                                                     \
+	}                                                                     \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                            \
+	int on_exit_##name(void *ctx)                                         \
+	{                                                                     \
+		syscall_exit();                                               \
+		return 0;                                                     \
+	}
+
+SYSCALL_PROGS(sendto, SYSCALL_TX)
+SYSCALL_PROGS(sendmsg, SYSCALL_TX)
+SYSCALL_PROGS(sendmmsg, SYSCALL_TX)
+SYSCALL_PROGS(recvfrom, SYSCALL_RX)
+SYSCALL_PROGS(recvmsg, SYSCALL_RX)
+SYSCALL_PROGS(recvmmsg, SYSCALL_RX)
+SYSCALL_PROGS(write, SYSCALL_TX_IF_SOCKET)
+SYSCALL_PROGS(writev, SYSCALL_TX_IF_SOCKET)
+SYSCALL_PROGS(pwritev2, SYSCALL_TX_IF_SOCKET)
+SYSCALL_PROGS(sendfile64, SYSCALL_TX_IF_SOCKET)
+SYSCALL_PROGS(read, SYSCALL_RX_IF_SOCKET)
+SYSCALL_PROGS(readv, SYSCALL_RX_IF_SOCKET)
+SYSCALL_PROGS(preadv2, SYSCALL_RX_IF_SOCKET)
+SYSCALL_PROGS(splice, SYSCALL_SPLICE)
+SYSCALL_PROGS(io_uring_enter, SYSCALL_IO_URING)
+
 SEC("tp_btf/sys_enter")
 int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 {
-	struct task_struct *task;
-	struct task_acct *t;
-	struct cpu_state *cs;
-	__u8 kind, entry;
+	__u8 kind;
 
 	if (id < 0 || id >= SYSCALL_TABLE_SIZE)
 		return 0;
 	kind = syscall_kind[id];
 	if (kind == SYSCALL_NOT_NET)
 		return 0;
-	task = bpf_get_current_task_btf();
-	if ((kind == SYSCALL_TX_IF_SOCKET || kind == SYSCALL_RX_IF_SOCKET) &&
-	    !fd_is_socket(task, PT_REGS_PARM1_CORE(regs)))
-		return 0;
-	cs = cpu_state();
-	if (!cs)
-		return 0;
-	t = bpf_task_storage_get(&task_accts, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!t)
-		return 0;
-	entry = (kind == SYSCALL_TX || kind == SYSCALL_TX_IF_SOCKET) ? COST_TX_SYSCALL
-								     : COST_RX_SYSCALL;
-	t->mode = kind == SYSCALL_IO_URING ? MODE_SEGMENT : MODE_SPAN;
-	t->entry = entry;
-	t->pending = 0;
-	start_stint(t, cs, bpf_ktime_get_ns());
-	cs->tracked = 1;
+	/* arguments are read only for the kinds that test descriptors */
+	if (kind == SYSCALL_SPLICE)
+		syscall_enter(kind, PT_REGS_PARM1_CORE(regs), PT_REGS_PARM3_CORE(regs));
+	else if (kind == SYSCALL_TX_IF_SOCKET || kind == SYSCALL_RX_IF_SOCKET)
+		syscall_enter(kind, PT_REGS_PARM1_CORE(regs), 0);
+	else
+		syscall_enter(kind, 0, 0);
 	return 0;
 }
 
 SEC("tp_btf/sys_exit")
 int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 {
-	struct cpu_state *cs = cpu_state();
-	struct task_acct *t;
-
-	/* every system call on the host ends here: most leave at this test */
-	if (!cs || !cs->tracked)
-		return 0;
-	t = bpf_task_storage_get(&task_accts, bpf_get_current_task_btf(), 0, 0);
-	if (!t || t->role != ROLE_USER || t->mode == MODE_NONE)
-		return 0;
-	if (t->mode == MODE_SPAN)
-		charge_syscall(bpf_get_current_pid_tgid() >> 32, t->entry,
-			       stint_ns(t, cs, bpf_ktime_get_ns()), true);
-	/* MODE_SEGMENT (io_uring_enter): what was not followed by a socket
-	 * operation was other I/O */
-	t->mode = MODE_NONE;
-	cs->tracked = 0;
+	syscall_exit();
 	return 0;
 }
 
@@ -325,12 +440,32 @@ static __always_inline struct task_acct *kthread_acct(struct task_struct *task)
 	return t;
 }
 
+/* True when the task is inside a system call that netlens times, going by
+ * the number in its saved user registers (orig_ax on x86). A user task with
+ * an open span that is not has had its exit missed: the kernel skips a
+ * classic tracepoint program (the per-call ones) while another BPF program,
+ * or a BPF map operation of a system call (bpf_disable_instrumentation),
+ * is in progress on that CPU, which a preemptible kernel can switch out
+ * meanwhile. Without this test every later stint of that task would be
+ * charged to the span until its next timed system call ends. */
+static __always_inline bool in_net_syscall(struct task_struct *task)
+{
+#if defined(__TARGET_ARCH_x86)
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	long nr = regs->orig_ax;
+
+	return nr >= 0 && nr < SYSCALL_TABLE_SIZE && syscall_kind[nr] != SYSCALL_NOT_NET;
+#else
+	return true;
+#endif
+}
+
 SEC("tp_btf/sched_switch")
 int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 	     struct task_struct *next, unsigned int prev_state)
 {
 	struct cpu_state *cs = cpu_state();
-	struct task_acct *t;
+	struct task_acct *t, *saved;
 	__u64 now;
 
 	if (!cs)
@@ -346,22 +481,38 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 		cs->intr_ns += ran;
 		cs->softirq_paused = 1;
 	}
-	t = cs->tracked ? bpf_task_storage_get(&task_accts, prev, 0, 0) : NULL;
-	if (t) {
-		if (t->mode == MODE_SPAN)
-			charge_syscall(BPF_CORE_READ(prev, tgid), t->entry,
+	/* prev's span, if it has one: this stint is charged, and the span
+	 * moves to prev's task storage until prev runs again */
+	t = &cs->cur;
+	if (t->mode != MODE_NONE) {
+		if (t->role == ROLE_USER && !in_net_syscall(prev))
+			/* a span whose end was missed: it is over, and this
+			 * stint is not in it */
+			t->mode = MODE_NONE;
+		else if (t->mode == MODE_SPAN)
+			charge_syscall(track_pids ? BPF_CORE_READ(prev, tgid) : 0, t->entry,
 				       stint_ns(t, cs, now), false);
 		else if (t->mode == MODE_THREAD)
 			charge(t->entry, stint_ns(t, cs, now), true);
 		else if (t->mode == MODE_SEGMENT)
 			t->pending += stint_ns(t, cs, now);
+		if (t->mode != MODE_NONE) {
+			saved = bpf_task_storage_get(&task_accts, prev, 0,
+						     BPF_LOCAL_STORAGE_GET_F_CREATE);
+			if (saved)
+				*saved = *t;
+		}
+		t->mode = MODE_NONE;
 	}
-	t = bpf_task_storage_get(&task_accts, next, 0, 0);
-	if (!t)
-		t = kthread_acct(next);
-	cs->tracked = t && t->mode != MODE_NONE;
-	if (cs->tracked)
-		start_stint(t, cs, now);
+	/* next's span, if it has one, runs here from now on */
+	saved = bpf_task_storage_get(&task_accts, next, 0, 0);
+	if (!saved)
+		saved = kthread_acct(next);
+	if (saved && saved->mode != MODE_NONE) {
+		cs->cur = *saved;
+		saved->mode = MODE_NONE;
+		start_stint(&cs->cur, cs, now);
+	}
 	/* ... and switched back in: the softirq goes on from here. */
 	if (cs->softirq_paused && cs->softirq_task == (__u64)next) {
 		cs->softirq_start = now;
@@ -437,19 +588,17 @@ int BPF_PROG(on_io_uring_complete, void *ring, void *req)
 	__u64 now;
 
 	/* requests completed from softirq context are not the task's */
-	if (!cs || !cs->tracked || in_softirq(cs) || cs->irq)
+	if (!cs || cs->cur.mode != MODE_SEGMENT || in_softirq(cs) || cs->irq)
 		return 0;
-	t = bpf_task_storage_get(&task_accts, bpf_get_current_task_btf(), 0, 0);
-	if (!t || t->mode != MODE_SEGMENT)
-		return 0;
+	t = &cs->cur;
 	now = bpf_ktime_get_ns();
 	entry = io_uring_socket_op(req);
 	if (entry == COST_TX_SYSCALL || entry == COST_RX_SYSCALL) {
 		if (t->role == ROLE_IO_WORKER)
 			charge(COST_IO_URING_WORKER, t->pending + stint_ns(t, cs, now), true);
 		else
-			charge_syscall(bpf_get_current_pid_tgid() >> 32, entry,
-				       t->pending + stint_ns(t, cs, now), true);
+			charge_syscall(current_tgid(), entry, t->pending + stint_ns(t, cs, now),
+				       true);
 	}
 	t->pending = 0;
 	start_stint(t, cs, now);

@@ -7,8 +7,10 @@
  * any nanosecond: time in a hard IRQ handler is taken out of the softirq or
  * task it interrupted, time in a softirq out of the task it interrupted. */
 enum cost_entry {
-	COST_TX_SYSCALL = 0,      /* send*, and write/writev/sendfile on a socket */
-	COST_RX_SYSCALL = 1,      /* recv*, and read/readv on a socket */
+	COST_TX_SYSCALL = 0,      /* send*, and write/writev/pwritev2/sendfile on a
+				   * socket, splice into a socket */
+	COST_RX_SYSCALL = 1,      /* recv*, and read/readv/preadv2 on a socket,
+				   * splice out of a socket */
 	COST_NET_TX_SOFTIRQ = 2,  /* NET_TX softirq, also in ksoftirqd */
 	COST_NET_RX_SOFTIRQ = 3,  /* NET_RX softirq, also in ksoftirqd */
 	COST_NET_IRQ = 4,         /* hard IRQ handlers of network devices */
@@ -27,6 +29,8 @@ enum syscall_kind {
 	SYSCALL_TX_IF_SOCKET = 3, /* only when the fd (first argument) is a socket */
 	SYSCALL_RX_IF_SOCKET = 4,
 	SYSCALL_IO_URING = 5,     /* io_uring_enter: up to each socket operation */
+	SYSCALL_SPLICE = 6,       /* splice: RX when fd_in (first argument) is a socket,
+				   * else TX when fd_out (third) is */
 };
 
 /* Cumulative totals of one CPU since the programs were loaded (one per-CPU

@@ -18,7 +18,7 @@ pub use crate::bpfio::AttachFailure;
 pub use crate::bpfio::ProgStats;
 use crate::bpfio::{prog_stats, read_record, skip_missing_tracepoints};
 use crate::model::cost::Sampler;
-use crate::sys::check;
+use crate::sys::check::{self, SyscallHook};
 use crate::sys::kernel::Probe;
 
 /// Per-CPU totals as the BPF side keeps them (cumulative since load).
@@ -72,6 +72,8 @@ pub struct Collector {
     pub sampled_cpus: Vec<u32>,
     sampler: Sampler,
     pub attach_failures: Vec<AttachFailure>,
+    /// How TX/RX system calls are hooked on this kernel.
+    pub syscall_hook: SyscallHook,
 }
 
 impl Collector {
@@ -103,12 +105,28 @@ impl Collector {
         if cfg.sampler == Sampler::Tick {
             rodata.tick_handlers = tick_handler_addresses()?;
         }
-        let mut attach_failures = skip_missing_tracepoints(
-            open.open_object_mut(),
-            &check::COST_TRACEPOINTS,
-            &Probe::new(),
-            "netlens cost",
-        )?;
+        // System calls: the per-call tracepoints where the kernel has them,
+        // else raw_syscalls; the other way's programs are not loaded.
+        let probe = Probe::new();
+        let syscall_hook = SyscallHook::choose(&|tp: &check::Tracepoint| {
+            probe.has_tracepoint(tp.hook, tp.category, tp.name)
+        });
+        for tp in syscall_hook.unused() {
+            open.open_object_mut()
+                .progs_mut()
+                .find(|p| p.name() == tp.program)
+                .with_context(|| format!("program {} missing from the BPF object", tp.program))?
+                .set_autoload(false);
+        }
+        let mut attach_failures = Vec::new();
+        for table in [&check::COST_TRACEPOINTS[..], syscall_hook.tracepoints()] {
+            attach_failures.extend(skip_missing_tracepoints(
+                open.open_object_mut(),
+                table,
+                &probe,
+                "netlens cost",
+            )?);
+        }
         let mut skel = open.load().map_err(|e| load_error(&e))?;
 
         for pid in &cfg.pids {
@@ -121,9 +139,13 @@ impl Collector {
 
         let skipped: Vec<&str> = attach_failures.iter().map(|f| f.program).collect();
         let mut links = Vec::new();
-        // The sampling program (on_sample) is attached per CPU below.
+        // The sampling program (on_sample) is attached per CPU below. The
+        // context switch program is attached before any system call program
+        // (a span must never meet a context switch unseen), the system call
+        // exits before their enters (every span opened is closed).
         for tp in check::COST_TRACEPOINTS
             .iter()
+            .chain(syscall_hook.tracepoints())
             .filter(|tp| !skipped.contains(&tp.program))
         {
             let name = tp.program;
@@ -172,6 +194,7 @@ impl Collector {
             sampled_cpus: Vec::new(),
             sampler: cfg.sampler,
             attach_failures,
+            syscall_hook,
         };
         collector.refresh_net_irqs()?;
         Ok(collector)

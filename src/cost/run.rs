@@ -110,7 +110,7 @@ pub fn run(
     let mut last_irq_refresh = started;
     let mut warned_throttle = false;
     status(&format!(
-        "netlens: ready: measuring network CPU cost on {} CPUs{}; {} network device IRQs",
+        "netlens: ready: measuring network CPU cost on {} CPUs{}; {}; {} network device IRQs",
         cpus.len(),
         match opts.sampler {
             Sampler::Hz(hz) => format!(", sampling NET_RX stacks at {hz} Hz (cpu-clock)"),
@@ -128,6 +128,7 @@ pub fn run(
             ),
             Sampler::Off | Sampler::Auto => ", stack sampling off".to_string(),
         },
+        collector.syscall_hook.describe(),
         collector.net_irqs().len()
     ));
 

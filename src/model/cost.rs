@@ -261,9 +261,12 @@ pub struct SelfCost {
     pub bpf_ns_total: Option<u64>,
     pub process_ns_total: u64,
     /// Runs of netlens's BPF programs the kernel skipped since start because
-    /// the same program was already running on that CPU (their
-    /// `recursion_misses`, counted whatever `--bpf-stats` is): time they
-    /// would have accounted for may be missing.
+    /// the same program was already running on that CPU, or, for the
+    /// per-call system call tracepoint programs, another kprobe, tracepoint
+    /// or perf event program or a BPF map system call was (their
+    /// `recursion_misses`, counted whatever `--bpf-stats` is; for tracepoint
+    /// programs only by recent kernels, about 6.7 on): time they would
+    /// have accounted for may be missing.
     pub bpf_runs_missed_total: u64,
 }
 

@@ -89,27 +89,149 @@ pub const TRACEPOINTS: [Tracepoint; 3] = [
     },
 ];
 
-/// The tracepoints `cost` attaches to (`required`: required by cost). The
-/// cost collector attaches from this table.
-pub const COST_TRACEPOINTS: [Tracepoint; 8] = [
-    Tracepoint {
-        category: "raw_syscalls",
-        name: "sys_enter",
-        program: "on_sys_enter",
-        hook: Hook::TpBtf,
-        required: true,
-        gives: "start of TX/RX system calls",
-        without: "no system call time",
-    },
+/// The exit programs of all the calls, then their enter programs.
+macro_rules! syscall_tracepoints {
+    ($($event:literal),*) => {
+        [
+            $(Tracepoint {
+                category: "syscalls",
+                name: concat!("sys_exit_", $event),
+                program: concat!("on_exit_", $event),
+                hook: Hook::Tracefs,
+                required: true,
+                gives: concat!("end of ", $event),
+                without: "no system call time",
+            },)*
+            $(Tracepoint {
+                category: "syscalls",
+                name: concat!("sys_enter_", $event),
+                program: concat!("on_enter_", $event),
+                hook: Hook::Tracefs,
+                required: true,
+                gives: concat!("start of ", $event),
+                without: "no system call time",
+            },)*
+        ]
+    };
+}
+
+/// The per-call system call tracepoints `cost` uses where the kernel has
+/// them all (see [`SyscallHook`]): an exit and an enter program for each
+/// call of `cost::syscalls::all()`, exits first, so that whatever an enter
+/// program opens, an exit program attached before it closes.
+pub const COST_SYSCALL_TRACEPOINTS: [Tracepoint; 30] = syscall_tracepoints!(
+    "sendto",
+    "sendmsg",
+    "sendmmsg",
+    "recvfrom",
+    "recvmsg",
+    "recvmmsg",
+    "write",
+    "writev",
+    "pwritev2",
+    "sendfile64",
+    "read",
+    "readv",
+    "preadv2",
+    "splice",
+    "io_uring_enter"
+);
+
+/// The fallback for system calls where a per-call tracepoint is missing:
+/// programs that run on every system call of the host (exit first, as
+/// above).
+pub const COST_RAW_SYSCALL_TRACEPOINTS: [Tracepoint; 2] = [
     Tracepoint {
         category: "raw_syscalls",
         name: "sys_exit",
         program: "on_sys_exit",
         hook: Hook::TpBtf,
         required: true,
-        gives: "end of TX/RX system calls",
+        gives: "end of TX/RX system calls (its program runs on every system call of the host)",
         without: "no system call time",
     },
+    Tracepoint {
+        category: "raw_syscalls",
+        name: "sys_enter",
+        program: "on_sys_enter",
+        hook: Hook::TpBtf,
+        required: true,
+        gives: "start of TX/RX system calls (its program runs on every system call of the host)",
+        without: "no system call time",
+    },
+];
+
+/// How `cost` hooks TX/RX system calls on this kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyscallHook {
+    /// The per-call tracepoints, [`COST_SYSCALL_TRACEPOINTS`]: programs run
+    /// on those calls only.
+    PerCall,
+    /// `raw_syscalls:sys_enter/sys_exit`, [`COST_RAW_SYSCALL_TRACEPOINTS`],
+    /// because these per-call tracepoints are missing, or could not be
+    /// checked (`known`: false).
+    Raw {
+        missing: Vec<&'static str>,
+        known: bool,
+    },
+}
+
+impl SyscallHook {
+    /// The per-call tracepoints when the kernel offers every one of them
+    /// (asked through `offered`, the kernel probe), else raw_syscalls. Never
+    /// by kernel version: CONFIG_FTRACE_SYSCALLS decides.
+    pub fn choose(offered: &dyn Fn(&Tracepoint) -> Option<bool>) -> SyscallHook {
+        let mut missing = Vec::new();
+        let mut known = true;
+        for tp in &COST_SYSCALL_TRACEPOINTS {
+            match offered(tp) {
+                Some(true) => {}
+                Some(false) => missing.push(tp.name),
+                None => {
+                    known = false;
+                    missing.push(tp.name);
+                }
+            }
+        }
+        if missing.is_empty() {
+            SyscallHook::PerCall
+        } else {
+            SyscallHook::Raw { missing, known }
+        }
+    }
+
+    /// The tracepoints `cost` attaches for system calls, exits first.
+    pub fn tracepoints(&self) -> &'static [Tracepoint] {
+        match self {
+            SyscallHook::PerCall => &COST_SYSCALL_TRACEPOINTS,
+            SyscallHook::Raw { .. } => &COST_RAW_SYSCALL_TRACEPOINTS,
+        }
+    }
+
+    /// The other way's tracepoints, whose programs are not loaded.
+    pub fn unused(&self) -> &'static [Tracepoint] {
+        match self {
+            SyscallHook::PerCall => &COST_RAW_SYSCALL_TRACEPOINTS,
+            SyscallHook::Raw { .. } => &COST_SYSCALL_TRACEPOINTS,
+        }
+    }
+
+    /// One phrase for status lines: what times system calls.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            SyscallHook::PerCall => "system calls timed by their own tracepoints",
+            SyscallHook::Raw { .. } => {
+                "system calls timed by raw_syscalls (this kernel has no per-call system call \
+                 tracepoints: a BPF program runs on every system call)"
+            }
+        }
+    }
+}
+
+/// The other tracepoints `cost` attaches to (`required`: required by cost),
+/// before those of its [`SyscallHook`]. The cost collector attaches from
+/// this table.
+pub const COST_TRACEPOINTS: [Tracepoint; 6] = [
     Tracepoint {
         category: "sched",
         name: "sched_switch",
@@ -289,6 +411,73 @@ fn tracepoint_feature(tp: &Tracepoint, offered: Option<bool>, cost: bool) -> Fea
     }
 }
 
+/// The name of the line of the per-call system call tracepoints.
+pub const SYSCALL_LINE: &str = "tracepoints syscalls/sys_*_<call>";
+
+/// The lines of `cost`'s system call hook: the per-call tracepoints, and
+/// the raw_syscalls ones when cost falls back to them (only then are they
+/// asked for, and required).
+fn syscall_features(
+    hook: &SyscallHook,
+    offered: &dyn Fn(&Tracepoint) -> Option<bool>,
+) -> Vec<Feature> {
+    let name = SYSCALL_LINE.to_string();
+    let (missing, known) = match hook {
+        SyscallHook::PerCall => {
+            let half = COST_SYSCALL_TRACEPOINTS.len() / 2;
+            let calls: Vec<&str> = COST_SYSCALL_TRACEPOINTS[..half]
+                .iter()
+                .map(|tp| tp.name.trim_start_matches("sys_exit_"))
+                .collect();
+            return vec![Feature {
+                name,
+                available: true,
+                required: false,
+                required_by_cost: false,
+                detail: format!(
+                    "cost: TX/RX system calls, each timed on its own tracepoints ({}): no \
+                     program runs on any other system call",
+                    calls.join(", ")
+                ),
+            }];
+        }
+        SyscallHook::Raw { missing, known } => (missing, *known),
+    };
+    let detail = if !known {
+        "not checked: tracefs cannot be read without privileges; cost: where they are \
+         missing, raw_syscalls instead"
+            .to_string()
+    } else {
+        let which = if missing.len() == COST_SYSCALL_TRACEPOINTS.len() {
+            "all of them (as on a kernel built without CONFIG_FTRACE_SYSCALLS)".to_string()
+        } else {
+            missing
+                .iter()
+                .map(|n| format!("syscalls:{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "missing: {which}; cost: TX/RX system calls from raw_syscalls instead, whose \
+             programs run on every system call of the host (more overhead)"
+        )
+    };
+    let mut features = vec![Feature {
+        name,
+        available: false,
+        required: false,
+        required_by_cost: false,
+        detail,
+    }];
+    for tp in &COST_RAW_SYSCALL_TRACEPOINTS {
+        let mut f = tracepoint_feature(tp, offered(tp), true);
+        // Needed only where the per-call ones are known to be missing.
+        f.required_by_cost &= known;
+        features.push(f);
+    }
+    features
+}
+
 /// What the host offers `netlens conns` and `netlens cost`: kernel version,
 /// BTF, capabilities, and each tracepoint as answered by `offered` (the
 /// kernel probe).
@@ -300,6 +489,7 @@ pub fn report(host: &Host, offered: &dyn Fn(&Tracepoint) -> Option<bool>) -> Vec
             .iter()
             .map(|tp| tracepoint_feature(tp, offered(tp), false)),
     );
+    features.extend(syscall_features(&SyscallHook::choose(offered), offered));
     for tp in &COST_TRACEPOINTS {
         let name = format!("tracepoint {}/{}", tp.category, tp.name);
         // Shared with conns: one line telling both.
@@ -434,10 +624,11 @@ mod tests {
     #[test]
     fn healthy_host_is_all_ok() {
         let features = report(&host(NEW, true, ALL_CAPS), &all_tracepoints);
-        // No tracepoint serves both commands today: a line each.
+        // No tracepoint serves both commands today: a line each, and one
+        // for all the per-call system call tracepoints.
         assert_eq!(
             features.len(),
-            5 + TRACEPOINTS.len() + COST_TRACEPOINTS.len()
+            5 + TRACEPOINTS.len() + 1 + COST_TRACEPOINTS.len()
         );
         assert!(features.iter().all(|f| f.available));
         assert!(conns_can_run(&features));
@@ -449,6 +640,18 @@ mod tests {
             text.contains("cost: io_uring socket operations (io-wq workers, io_uring_enter)"),
             "{text}"
         );
+        // The per-call system call tracepoints, and not the fallback.
+        let line = find(&features, SYSCALL_LINE);
+        assert!(line.available && !line.required && !line.required_by_cost);
+        assert!(
+            line.detail.contains("(sendto, sendmsg, sendmmsg, recvfrom")
+                && line
+                    .detail
+                    .contains("no program runs on any other system call"),
+            "{}",
+            line.detail
+        );
+        assert!(!text.contains("raw_syscalls"), "{text}");
         assert!(
             text.ends_with("netlens conns: can run, with every feature\nnetlens cost: can run\n")
         );
@@ -550,14 +753,27 @@ mod tests {
             Some(true)
         };
         report(&host(NEW, true, ALL_CAPS), &record);
+        let asked = asked.into_inner();
+        let per_call: Vec<String> = COST_SYSCALL_TRACEPOINTS
+            .iter()
+            .map(|tp| format!("syscalls/{}", tp.name))
+            .collect();
+        // The per-call system call tracepoints; raw_syscalls are not asked
+        // about when they are all there.
+        assert_eq!(asked[7..37], per_call);
+        assert!(per_call.contains(&"syscalls/sys_enter_sendto".to_string()));
+        assert!(per_call.contains(&"syscalls/sys_exit_io_uring_enter".to_string()));
+        let others: Vec<&str> = asked[..7]
+            .iter()
+            .chain(&asked[37..])
+            .map(String::as_str)
+            .collect();
         assert_eq!(
-            asked.into_inner(),
+            others,
             [
                 "sock/inet_sock_set_state",
                 "syscalls/sys_exit_accept",
                 "syscalls/sys_exit_accept4",
-                "raw_syscalls/sys_enter",
-                "raw_syscalls/sys_exit",
                 "sched/sched_switch",
                 "irq/softirq_entry",
                 "irq/softirq_exit",
@@ -566,6 +782,99 @@ mod tests {
                 "io_uring/io_uring_complete",
             ]
         );
+    }
+
+    /// A kernel without CONFIG_FTRACE_SYSCALLS: no `syscalls` category at
+    /// all (conns then loses its accept owners, cost falls back).
+    fn no_syscalls_category(tp: &Tracepoint) -> Option<bool> {
+        Some(tp.category != "syscalls")
+    }
+
+    #[test]
+    fn the_per_call_system_call_tracepoints_are_chosen_when_all_are_there() {
+        assert_eq!(SyscallHook::choose(&all_tracepoints), SyscallHook::PerCall);
+        let hook = SyscallHook::choose(&no_syscalls_category);
+        let SyscallHook::Raw { missing, known } = &hook else {
+            panic!("{hook:?}")
+        };
+        assert!(known);
+        assert_eq!(missing.len(), COST_SYSCALL_TRACEPOINTS.len());
+        // One missing is enough to fall back: raw_syscalls covers them all.
+        let no_splice = |tp: &Tracepoint| Some(tp.name != "sys_enter_splice");
+        assert_eq!(
+            SyscallHook::choose(&no_splice),
+            SyscallHook::Raw {
+                missing: vec!["sys_enter_splice"],
+                known: true
+            }
+        );
+        let unknown = |tp: &Tracepoint| (tp.category != "syscalls").then_some(true);
+        assert!(matches!(
+            SyscallHook::choose(&unknown),
+            SyscallHook::Raw { known: false, .. }
+        ));
+        // What is attached, exits before enters; and what is not loaded.
+        assert_eq!(SyscallHook::PerCall.tracepoints().len(), 30);
+        assert_eq!(hook.tracepoints()[0].program, "on_sys_exit");
+        assert_eq!(hook.tracepoints()[1].program, "on_sys_enter");
+        assert_eq!(hook.unused().len(), 30);
+        assert_eq!(SyscallHook::PerCall.unused()[0].name, "sys_exit");
+        assert!(SyscallHook::PerCall
+            .describe()
+            .contains("their own tracepoints"));
+        assert!(hook.describe().contains("raw_syscalls"));
+    }
+
+    #[test]
+    fn without_per_call_tracepoints_cost_falls_back_to_raw_syscalls() {
+        let features = report(&host(NEW, true, ALL_CAPS), &no_syscalls_category);
+        assert!(cost_can_run(&features));
+        let line = find(&features, SYSCALL_LINE);
+        assert!(!line.available && !line.required && !line.required_by_cost);
+        assert!(
+            line.detail.contains("CONFIG_FTRACE_SYSCALLS")
+                && line.detail.contains("raw_syscalls instead"),
+            "{}",
+            line.detail
+        );
+        for name in ["sys_enter", "sys_exit"] {
+            let raw = find(&features, &format!("tracepoint raw_syscalls/{name}"));
+            assert!(raw.available && raw.required_by_cost && !raw.required);
+            assert!(raw.detail.contains("every system call of the host"));
+        }
+        let text = format_report(&features);
+        assert!(
+            text.contains("[warn] tracepoints syscalls/sys_*_<call>"),
+            "{text}"
+        );
+        assert!(text.ends_with("netlens cost: can run\n"), "{text}");
+
+        // Some missing: they are named.
+        let no_splice = |tp: &Tracepoint| Some(!tp.name.ends_with("_splice"));
+        let features = report(&host(NEW, true, ALL_CAPS), &no_splice);
+        let detail = &find(&features, SYSCALL_LINE).detail;
+        assert!(
+            detail.starts_with("missing: syscalls:sys_exit_splice, syscalls:sys_enter_splice;"),
+            "{detail}"
+        );
+
+        // Neither way: cost cannot run, and the fallback's lines say why.
+        let neither = |tp: &Tracepoint| Some(!tp.name.starts_with("sys_"));
+        let features = report(&host(NEW, true, ALL_CAPS), &neither);
+        assert!(!cost_can_run(&features));
+        let text = format_report(&features);
+        assert!(
+            text.contains("[FAIL] tracepoint raw_syscalls/sys_enter"),
+            "{text}"
+        );
+
+        // Not checked (tracefs unreadable): the fallback is not required.
+        let unknown = |tp: &Tracepoint| (tp.category != "syscalls").then_some(true);
+        let features = report(&host(NEW, true, ALL_CAPS), &unknown);
+        assert!(find(&features, SYSCALL_LINE)
+            .detail
+            .starts_with("not checked"));
+        assert!(!find(&features, "tracepoint raw_syscalls/sys_exit").required_by_cost);
     }
 
     #[test]

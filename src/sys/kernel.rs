@@ -161,6 +161,12 @@ pub enum Hook {
     Tracefs,
 }
 
+/// Set (to anything) to make the probe report that the kernel has no
+/// per-call system call tracepoints (`syscalls:*`), as a kernel built
+/// without CONFIG_FTRACE_SYSCALLS: the suite runs `cost`'s raw_syscalls
+/// fallback that way (every kernel of the matrix has them).
+pub const NO_SYSCALL_TRACEPOINTS_ENV: &str = "NETLENS_TEST_NO_SYSCALL_TRACEPOINTS";
+
 /// What the running kernel offers netlens's programs, looked up once: its
 /// BTF (readable without privileges) and tracefs (usually root only).
 /// `netlens check` and both collectors ask the same probe, so what `check`
@@ -168,6 +174,8 @@ pub enum Hook {
 pub struct Probe {
     btf: Option<libbpf_rs::Btf<'static>>,
     tracefs: Option<PathBuf>,
+    /// [`NO_SYSCALL_TRACEPOINTS_ENV`] is set.
+    no_syscall_tracepoints: bool,
 }
 
 impl Probe {
@@ -182,7 +190,11 @@ impl Probe {
             // Without privileges the directory exists but cannot be listed.
             std::fs::read_dir(root.join("events")).is_ok()
         });
-        Probe { btf, tracefs }
+        Probe {
+            btf,
+            tracefs,
+            no_syscall_tracepoints: std::env::var_os(NO_SYSCALL_TRACEPOINTS_ENV).is_some(),
+        }
     }
 
     /// Whether the kernel has tracepoint `category:name` for a program
@@ -194,6 +206,7 @@ impl Probe {
                 btf.type_by_name::<libbpf_rs::btf::types::Typedef<'_>>(&format!("btf_trace_{name}"))
                     .is_some()
             }),
+            Hook::Tracefs if category == "syscalls" && self.no_syscall_tracepoints => Some(false),
             Hook::Tracefs => self
                 .tracefs
                 .as_deref()
