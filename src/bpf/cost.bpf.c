@@ -200,11 +200,12 @@ static __always_inline __u32 current_tgid(void)
 /* Interrupt time (outermost level) that ran while a -u process was current. */
 static __always_inline void charge_interrupted(__u64 ns)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct pid_cost *p;
+	__u32 tgid;
 
 	if (!track_pids)
 		return;
+	tgid = bpf_get_current_pid_tgid() >> 32;
 	p = bpf_map_lookup_elem(&pid_costs, &tgid);
 	if (p)
 		__sync_fetch_and_add(&p->intr_ns, ns);
@@ -409,17 +410,16 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
  * with it its role, the first time it is switched in. */
 static __always_inline struct task_acct *kthread_acct(struct task_struct *task)
 {
-	unsigned int flags = BPF_CORE_READ(task, flags);
+	/* plain loads: task is sched_switch's typed argument */
+	unsigned int flags = task->flags;
 	struct task_acct *t;
-	char comm[5];
 	__u8 role;
 
 	if (flags & PF_IO_WORKER) {
 		role = ROLE_IO_WORKER;
 	} else if (flags & PF_KTHREAD) {
-		if (bpf_probe_read_kernel(comm, sizeof(comm), task->comm) ||
-		    comm[0] != 'n' || comm[1] != 'a' || comm[2] != 'p' ||
-		    comm[3] != 'i' || comm[4] != '/')
+		if (task->comm[0] != 'n' || task->comm[1] != 'a' || task->comm[2] != 'p' ||
+		    task->comm[3] != 'i' || task->comm[4] != '/')
 			return NULL;
 		role = ROLE_NAPI;
 	} else {
@@ -451,9 +451,15 @@ static __always_inline struct task_acct *kthread_acct(struct task_struct *task)
 static __always_inline bool in_net_syscall(struct task_struct *task)
 {
 #if defined(__TARGET_ARCH_x86)
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	long nr = regs->orig_ax;
+	struct pt_regs *regs;
+	long nr;
 
+	/* bpf_task_pt_regs came in 5.15: before, no test (the program still
+	 * loads: the verifier drops the branch the relocation rules out) */
+	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
+		return true;
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	nr = regs->orig_ax;
 	return nr >= 0 && nr < SYSCALL_TABLE_SIZE && syscall_kind[nr] != SYSCALL_NOT_NET;
 #else
 	return true;
@@ -490,8 +496,8 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 			 * stint is not in it */
 			t->mode = MODE_NONE;
 		else if (t->mode == MODE_SPAN)
-			charge_syscall(track_pids ? BPF_CORE_READ(prev, tgid) : 0, t->entry,
-				       stint_ns(t, cs, now), false);
+			charge_syscall(track_pids ? prev->tgid : 0, t->entry, stint_ns(t, cs, now),
+				       false);
 		else if (t->mode == MODE_THREAD)
 			charge(t->entry, stint_ns(t, cs, now), true);
 		else if (t->mode == MODE_SEGMENT)
