@@ -144,10 +144,15 @@ pub fn tracefs_root() -> Result<PathBuf> {
     }
 }
 
-/// True if the tracepoint `category:name` exists under the tracefs `root`,
+/// True if the tracepoint `category:name` exists under the tracefs `root`
+/// and this process can read its id (which attaching needs),
 /// e.g. `tracepoint_exists(root, "sock", "inet_sock_set_state")`.
 pub fn tracepoint_exists(root: &Path, category: &str, name: &str) -> bool {
-    root.join("events").join(category).join(name).is_dir()
+    // The id file, not the directory: attaching reads it, and tracefs may
+    // let a process see the directory but not read the id (without
+    // CAP_DAC_READ_SEARCH on some kernels); for that process the
+    // tracepoint cannot be used, and a fallback must be chosen instead.
+    std::fs::File::open(root.join("events").join(category).join(name).join("id")).is_ok()
 }
 
 /// How a BPF program reaches its tracepoint, which decides how to tell
@@ -282,6 +287,7 @@ mod tests {
         let real = dir.join("real");
         fs::create_dir_all(&empty).expect("mkdir");
         fs::create_dir_all(real.join("events/sock/inet_sock_set_state")).expect("mkdir");
+        fs::write(real.join("events/sock/inet_sock_set_state/id"), "1234\n").expect("write id");
 
         assert_eq!(
             find_tracefs([empty.as_path(), real.as_path()]),

@@ -37,8 +37,10 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default wait for a peer to exit.
 pub const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
-/// Bound on any helper command (ip, nft, ...).
-pub const CMD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on any helper command (ip, nft, netlens check, ...): it measures
+/// nothing, and `netlens check` load-tests both commands, which takes over
+/// 30 s on an emulated CPU beside another VM.
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A path under the temporary directory unique to this test process and
 /// call (the file is not created).
