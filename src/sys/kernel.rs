@@ -181,6 +181,10 @@ pub struct Probe {
     tracefs: Option<PathBuf>,
     /// [`NO_SYSCALL_TRACEPOINTS_ENV`] is set.
     no_syscall_tracepoints: bool,
+    /// The kernel refuses this process perf events, through which
+    /// `tracepoint/` programs attach: kernel.perf_event_paranoid above 2
+    /// (Debian's and Ubuntu's default) without CAP_SYS_ADMIN.
+    perf_refused: bool,
 }
 
 impl Probe {
@@ -195,10 +199,16 @@ impl Probe {
             // Without privileges the directory exists but cannot be listed.
             std::fs::read_dir(root.join("events")).is_ok()
         });
+        let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        let sys_admin = super::caps::effective()
+            .is_ok_and(|eff| super::caps::has(eff, super::caps::CAP_SYS_ADMIN));
         Probe {
             btf,
             tracefs,
             no_syscall_tracepoints: std::env::var_os(NO_SYSCALL_TRACEPOINTS_ENV).is_some(),
+            perf_refused: paranoid.is_some_and(|p| p > 2) && !sys_admin,
         }
     }
 
@@ -212,6 +222,8 @@ impl Probe {
                     .is_some()
             }),
             Hook::Tracefs if category == "syscalls" && self.no_syscall_tracepoints => Some(false),
+            // There, but not for this process: attaching would fail.
+            Hook::Tracefs if self.perf_refused => Some(false),
             Hook::Tracefs => self
                 .tracefs
                 .as_deref()
