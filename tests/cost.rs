@@ -364,9 +364,9 @@ fn sampled_bulk(a: &Netns, to: std::net::SocketAddr) -> CostLog {
 
 /// How long a sink server lives: longer than a test's traffic (at most
 /// BULK_SECS_MAX of sampled bulk) plus netlens's start on a slow CPU.
-const SINK_SECS: &str = "90";
+const SINK_SECS: &str = "120";
 /// The most bulk traffic a sampled test sends while it waits for samples.
-const BULK_SECS_MAX: u64 = 40;
+const BULK_SECS_MAX: u64 = 60;
 
 /// NET_RX samples a breakdown is judged on: enough that a category's share
 /// is known to a few percent.
@@ -481,9 +481,10 @@ fn check_categories_of_local_tcp(log: &CostLog) {
         all >= ENOUGH_NET_RX_SAMPLES,
         "only {all} NET_RX samples after {BULK_SECS_MAX} s of bulk traffic"
     );
-    // Bar other traffic: the links' own IPv6 neighbour discovery, say.
+    // Bar other traffic: the links' own IPv6 neighbour discovery, say (a
+    // few packets per new link, whatever the load: 1 %, or 5 samples).
     assert!(
-        elsewhere * 100 <= all,
+        elsewhere * 100 <= all || elsewhere <= 5,
         "{elsewhere} of {all} samples on paths local TCP does not take: {by_category:?}"
     );
     assert!(
