@@ -226,7 +226,9 @@ fn check_predicts_what_the_commands_do() {
         ("cost", &["cost", "--user-period", "200"][..]),
     ] {
         let can_run = report.contains(&format!("netlens {name}: can run"));
-        let out = run_for("4", args);
+        // Long enough to load and attach on an emulated CPU beside other
+        // VMs (cost loads some 40 programs), then SIGINT.
+        let out = run_for("20", args);
         let t = text(&out);
         assert_eq!(
             out.status.success(),
