@@ -1551,28 +1551,14 @@ fn uring_accept(listener: &TcpListener, deadline: Instant) -> Result<TcpStream> 
     // SAFETY: the request takes no buffer (no peer address is asked for).
     unsafe { ring.submission().push(&sqe) }
         .map_err(|_| anyhow::anyhow!("submission queue full"))?;
-    loop {
-        let wait = Timespec::from(deadline.saturating_duration_since(Instant::now()));
-        match ring
-            .submitter()
-            .submit_with_args(1, &SubmitArgs::new().timespec(&wait))
-        {
-            Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => {}
-            Err(e) => return Err(e).context("io_uring_enter"),
+    let fd = uring_complete_one(&mut ring, deadline).map_err(|e| match e.kind() {
+        io::ErrorKind::TimedOut => {
+            anyhow::anyhow!("no connection to accept before the deadline")
         }
-        if let Some(cqe) = ring.completion().next() {
-            let fd = cqe.result();
-            if fd < 0 {
-                return Err(io::Error::from_raw_os_error(-fd)).context("IORING_OP_ACCEPT");
-            }
-            // SAFETY: the kernel returned a new descriptor that nothing else owns.
-            return Ok(unsafe { TcpStream::from_raw_fd(fd) });
-        }
-        if Instant::now() >= deadline {
-            anyhow::bail!("no connection to accept before the deadline");
-        }
-    }
+        _ => anyhow::Error::new(e).context("IORING_OP_ACCEPT"),
+    })?;
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
 }
 
 /// One IORING_OP_SEND of `len` bytes on `fd`, waited for: each request
@@ -1594,7 +1580,14 @@ fn uring_send(
     // its own reference to the socket's file; nothing else is borrowed.
     unsafe { ring.submission().push(&sqe) }
         .map_err(|_| io::Error::other("submission queue full"))?;
-    let deadline = Instant::now() + timeout;
+    let res = uring_complete_one(ring, Instant::now() + timeout)?;
+    Ok(res as u64)
+}
+
+/// Submits what is queued on `ring` and waits, until `deadline`, for one
+/// completion; returns its result (an error for a negative one, and
+/// TimedOut when nothing completed in time).
+fn uring_complete_one(ring: &mut IoUring, deadline: Instant) -> io::Result<i32> {
     loop {
         let wait = Timespec::from(deadline.saturating_duration_since(Instant::now()));
         match ring
@@ -1613,12 +1606,12 @@ fn uring_send(
             if res < 0 {
                 return Err(io::Error::from_raw_os_error(-res));
             }
-            return Ok(res as u64);
+            return Ok(res);
         }
         if Instant::now() >= deadline {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("no completion within {timeout:?}"),
+                "no completion before the deadline",
             ));
         }
     }

@@ -315,21 +315,11 @@ impl Collector {
 
     /// Runs the refresh iterator once and keeps its records.
     fn refresh(&mut self) -> Result<()> {
-        let link_fd = self.refresh_link.as_fd().as_raw_fd();
-        // SAFETY: the link lives in self for the whole call; the kernel returns a new
-        // fd that we own (or a negative errno).
-        let fd = unsafe { libbpf_rs::libbpf_sys::bpf_iter_create(link_fd) };
-        if fd < 0 {
-            bail!(
-                "creating the connection refresh iterator: {}",
-                std::io::Error::from_raw_os_error(-fd)
-            );
-        }
-        // SAFETY: fd was just returned by bpf_iter_create and nothing else owns it.
-        let mut file = unsafe { File::from_raw_fd(fd) };
-        self.pass_bytes.clear();
-        file.read_to_end(&mut self.pass_bytes)
-            .context("reading the connection refresh iterator")?;
+        read_iterator(
+            self.refresh_link.as_fd().as_raw_fd(),
+            "the connection refresh iterator",
+            &mut self.pass_bytes,
+        )?;
         self.pass.load(&self.pass_bytes);
         Ok(())
     }
@@ -378,25 +368,33 @@ impl Collector {
 /// Runs the seeding iterator (attached as `link_fd`) in the calling
 /// thread's network namespace and returns the records it wrote.
 pub fn walk_tcp_sockets(link_fd: RawFd) -> Result<Vec<types::seed_record>> {
-    // SAFETY: the caller keeps the iterator link (and so link_fd) open during the call; the
-    // kernel returns a new fd that we own (or a negative errno).
-    let fd = unsafe { libbpf_rs::libbpf_sys::bpf_iter_create(link_fd) };
-    if fd < 0 {
-        bail!(
-            "creating a TCP socket iterator: {}",
-            std::io::Error::from_raw_os_error(-fd)
-        );
-    }
-    // SAFETY: fd was just returned by bpf_iter_create and nothing else owns it.
-    let mut file = unsafe { File::from_raw_fd(fd) };
     let mut buf = Vec::new();
-    file.read_to_end(&mut buf)
-        .context("reading the TCP socket iterator")?;
+    read_iterator(link_fd, "a TCP socket iterator", &mut buf)?;
     let size = std::mem::size_of::<types::seed_record>();
     Ok(buf
         .chunks_exact(size)
         .filter_map(read_record::<types::seed_record>)
         .collect())
+}
+
+/// Creates an iterator from the iterator link `link_fd` (which the caller
+/// keeps open) and reads all it writes into `buf` (cleared first).
+fn read_iterator(link_fd: RawFd, what: &str, buf: &mut Vec<u8>) -> Result<()> {
+    // SAFETY: the caller keeps the link (and so link_fd) open during the call; the
+    // kernel returns a new fd that we own (or a negative errno).
+    let fd = unsafe { libbpf_rs::libbpf_sys::bpf_iter_create(link_fd) };
+    if fd < 0 {
+        bail!(
+            "creating {what}: {}",
+            std::io::Error::from_raw_os_error(-fd)
+        );
+    }
+    // SAFETY: fd was just returned by bpf_iter_create and nothing else owns it.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    buf.clear();
+    file.read_to_end(buf)
+        .with_context(|| format!("reading {what}"))?;
+    Ok(())
 }
 
 fn load_error(e: &libbpf_rs::Error) -> anyhow::Error {
