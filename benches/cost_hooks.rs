@@ -20,8 +20,9 @@
 //! Loops (ns per system call):
 //! - `getppid`: a system call that is no network call;
 //! - `write /dev/null`: a write on a descriptor that is no socket;
-//! - `unix write+read`: a write and a read of one byte on an AF_UNIX
-//!   datagram pair (both timed as TX and RX);
+//! - `recvfrom EAGAIN`: recvfrom on an empty non-blocking UDP socket, a
+//!   network call (timed as RX) that does almost nothing else;
+//! - `read EAGAIN`: the same with read, whose descriptor is tested;
 //! - `udp sendto+recvfrom`: one byte over loopback UDP (NET_RX runs inside
 //!   sendto: one softirq per packet).
 //!
@@ -102,25 +103,23 @@ fn check(what: &str, ret: isize) {
 /// The loops; each returns ns per system call.
 struct Loops {
     null: std::fs::File,
-    unix: [i32; 2],
+    empty: std::net::UdpSocket,
     udp_tx: std::net::UdpSocket,
     udp_rx: std::net::UdpSocket,
 }
 
 impl Loops {
-    const NAMES: [&'static str; 4] = [
+    const NAMES: [&'static str; 5] = [
         "getppid",
         "write /dev/null",
-        "unix write+read",
+        "recvfrom EAGAIN",
+        "read EAGAIN",
         "udp sendto+recvfrom",
     ];
 
     fn new() -> Loops {
-        let mut unix = [0i32; 2];
-        // SAFETY: unix has room for the two descriptors socketpair writes.
-        let ret =
-            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, unix.as_mut_ptr()) };
-        assert_eq!(ret, 0, "socketpair");
+        let empty = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        empty.set_nonblocking(true).expect("non-blocking");
         let udp_rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let udp_tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         udp_tx
@@ -131,7 +130,7 @@ impl Loops {
                 .write(true)
                 .open("/dev/null")
                 .expect("open /dev/null"),
-            unix,
+            empty,
             udp_tx,
             udp_rx,
         }
@@ -139,7 +138,7 @@ impl Loops {
 
     fn run(&self, which: usize) -> f64 {
         let (n, calls) = match which {
-            0 | 1 => (100_000, 1),
+            0..=3 => (100_000, 1),
             _ => (30_000, 2),
         };
         let mut b = [0u8; 1];
@@ -157,8 +156,12 @@ impl Loops {
                         libc::write(self.null.as_raw_fd(), b.as_ptr().cast(), 1),
                     ),
                     2 => {
-                        check("write", libc::write(self.unix[0], b.as_ptr().cast(), 1));
-                        check("read", libc::read(self.unix[1], b.as_mut_ptr().cast(), 1));
+                        let ret = libc::recv(self.empty.as_raw_fd(), b.as_mut_ptr().cast(), 1, 0);
+                        assert_eq!(ret, -1, "recvfrom on an empty socket");
+                    }
+                    3 => {
+                        let ret = libc::read(self.empty.as_raw_fd(), b.as_mut_ptr().cast(), 1);
+                        assert_eq!(ret, -1, "read on an empty socket");
                     }
                     _ => {
                         check(
