@@ -685,13 +685,14 @@ fn check_cmd() -> Result<(), Failure> {
     use check::LoadTest;
     let version = kernel::running()?;
     let eff = caps::effective()?;
+    let probe = kernel::Probe::new();
     let host = check::Host {
         kernel: version,
         btf: kernel::has_btf(),
         caps_eff: eff,
         kallsyms_hidden: !netlens::cost::kallsyms::addresses_visible(),
+        perf_refused: probe.perf_refused(),
     };
-    let probe = kernel::Probe::new();
     let offered = |tp: &check::Tracepoint| probe.has_tracepoint(tp.hook, tp.category, tp.name);
     let features = check::report(&host, &offered);
     print!("{}", check::format_features(&features));

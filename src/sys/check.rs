@@ -382,13 +382,22 @@ pub struct Host {
     pub caps_eff: u64,
     /// /proc/kallsyms shows this process zeros instead of addresses.
     pub kallsyms_hidden: bool,
+    /// The kernel refuses this process perf events (perf_event_paranoid
+    /// above 2 without CAP_SYS_ADMIN), so tracefs tracepoints cannot attach.
+    pub perf_refused: bool,
 }
+
+/// Why a tracefs tracepoint the kernel has cannot be used by this process.
+const PERF_REFUSED: &str = "refused: kernel.perf_event_paranoid is above 2 and CAP_SYS_ADMIN \
+                            is not held, so tracepoint programs cannot attach (grant \
+                            CAP_SYS_ADMIN or set the sysctl to 2)";
 
 /// A tracepoint's line: `offered` is what the kernel probe said (None:
 /// this process could not tell, which needs privileges for tracefs).
-fn tracepoint_feature(tp: &Tracepoint, offered: Option<bool>, cost: bool) -> Feature {
+fn tracepoint_feature(host: &Host, tp: &Tracepoint, offered: Option<bool>, cost: bool) -> Feature {
     let name = format!("tracepoint {}/{}", tp.category, tp.name);
     let prefix = if cost { "cost: " } else { "" };
+    let refused = host.perf_refused && tp.hook == Hook::Tracefs;
     let Some(available) = offered else {
         return Feature {
             name,
@@ -405,6 +414,8 @@ fn tracepoint_feature(tp: &Tracepoint, offered: Option<bool>, cost: bool) -> Fea
         required_by_cost: tp.required && cost,
         detail: if available {
             format!("{prefix}{}", tp.gives)
+        } else if refused {
+            format!("{PERF_REFUSED}; {prefix}{}", tp.without)
         } else {
             format!("missing: {prefix}{}", tp.without)
         },
@@ -418,6 +429,7 @@ pub const SYSCALL_LINE: &str = "tracepoints syscalls/sys_*_<call>";
 /// the raw_syscalls ones when cost falls back to them (only then are they
 /// asked for, and required).
 fn syscall_features(
+    host: &Host,
     hook: &SyscallHook,
     offered: &dyn Fn(&Tracepoint) -> Option<bool>,
 ) -> Vec<Feature> {
@@ -443,7 +455,12 @@ fn syscall_features(
         }
         SyscallHook::Raw { missing, known } => (missing, *known),
     };
-    let detail = if !known {
+    let detail = if known && host.perf_refused {
+        format!(
+            "{PERF_REFUSED}; cost: TX/RX system calls from raw_syscalls instead, whose programs \
+             run on every system call of the host (more overhead)"
+        )
+    } else if !known {
         "not checked: tracefs cannot be read without privileges; cost: where they are \
          missing, raw_syscalls instead"
             .to_string()
@@ -470,7 +487,7 @@ fn syscall_features(
         detail,
     }];
     for tp in &COST_RAW_SYSCALL_TRACEPOINTS {
-        let mut f = tracepoint_feature(tp, offered(tp), true);
+        let mut f = tracepoint_feature(host, tp, offered(tp), true);
         // Needed only where the per-call ones are known to be missing.
         f.required_by_cost &= known;
         features.push(f);
@@ -487,9 +504,13 @@ pub fn report(host: &Host, offered: &dyn Fn(&Tracepoint) -> Option<bool>) -> Vec
     features.extend(
         TRACEPOINTS
             .iter()
-            .map(|tp| tracepoint_feature(tp, offered(tp), false)),
+            .map(|tp| tracepoint_feature(host, tp, offered(tp), false)),
     );
-    features.extend(syscall_features(&SyscallHook::choose(offered), offered));
+    features.extend(syscall_features(
+        host,
+        &SyscallHook::choose(offered),
+        offered,
+    ));
     for tp in &COST_TRACEPOINTS {
         let name = format!("tracepoint {}/{}", tp.category, tp.name);
         // Shared with conns: one line telling both.
@@ -505,7 +526,7 @@ pub fn report(host: &Host, offered: &dyn Fn(&Tracepoint) -> Option<bool>) -> Vec
             );
             continue;
         }
-        features.push(tracepoint_feature(tp, offered(tp), true));
+        features.push(tracepoint_feature(host, tp, offered(tp), true));
     }
     features
 }
@@ -607,6 +628,7 @@ mod tests {
             btf,
             caps_eff,
             kallsyms_hidden: false,
+            perf_refused: false,
         }
     }
 
@@ -956,5 +978,32 @@ mod tests {
         let tp = find(&features, "tracepoint syscalls/sys_exit_accept4");
         assert!(tp.detail.starts_with("not checked"), "{}", tp.detail);
         assert!(!tp.required && !tp.required_by_cost);
+    }
+
+    /// A tracefs tracepoint the kernel lists but refuses this process
+    /// (perf_event_paranoid 3 without CAP_SYS_ADMIN, as on Debian) is named
+    /// refused, never missing; BTF-checked ones are unaffected.
+    #[test]
+    fn perf_refused_tracepoints_are_refused_not_missing() {
+        let mut h = host(NEW, true, ALL_CAPS);
+        h.perf_refused = true;
+        let refused = |tp: &Tracepoint| Some(tp.hook != Hook::Tracefs);
+        let features = report(&h, &refused);
+        let accept = find(&features, "tracepoint syscalls/sys_exit_accept4");
+        assert!(!accept.available);
+        assert!(accept.detail.starts_with("refused: "), "{}", accept.detail);
+        let calls = find(&features, SYSCALL_LINE);
+        assert!(calls.detail.starts_with("refused: "), "{}", calls.detail);
+        assert!(
+            calls.detail.contains("raw_syscalls instead"),
+            "{}",
+            calls.detail
+        );
+        let text = format_report(&features);
+        assert!(!text.contains("missing:"), "{text}");
+        assert!(
+            conns_can_run(&features) && cost_can_run(&features),
+            "{text}"
+        );
     }
 }

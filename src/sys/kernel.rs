@@ -212,6 +212,12 @@ impl Probe {
         }
     }
 
+    /// Whether the kernel refuses this process perf events, so no
+    /// `tracepoint/` program can attach whatever tracefs lists.
+    pub fn perf_refused(&self) -> bool {
+        self.perf_refused
+    }
+
     /// Whether the kernel has tracepoint `category:name` for a program
     /// attached as `hook`; None when this process cannot tell (no BTF, or
     /// tracefs not readable).
