@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::{libbpf_sys, OpenObject, RingBuffer};
 
 use crate::sys::check::Tracepoint;
-use crate::sys::kernel::Probe;
+use crate::sys::kernel::{Hook, Probe};
 
 /// A program that is not attached, and what is missing because of it.
 #[derive(Debug)]
@@ -36,11 +36,18 @@ pub fn skip_missing_tracepoints(
         if probe.has_tracepoint(tp.hook, tp.category, tp.name) != Some(false) {
             continue;
         }
+        let why = if probe.perf_refused() && tp.hook == Hook::Tracefs {
+            format!(
+                "kernel.perf_event_paranoid above 2 refuses tracepoint {}:{} to a process \
+                 without CAP_SYS_ADMIN",
+                tp.category, tp.name
+            )
+        } else {
+            format!("the kernel has no tracepoint {}:{}", tp.category, tp.name)
+        };
         if tp.required {
             bail!(
-                "this kernel has no tracepoint {}:{}, which {role} needs: {}; run `netlens check`",
-                tp.category,
-                tp.name,
+                "{why}, which {role} needs: {}; run `netlens check`",
                 tp.without
             );
         }
@@ -52,7 +59,7 @@ pub fn skip_missing_tracepoints(
         skipped.push(AttachFailure {
             program: tp.program,
             what_is_lost: tp.without,
-            error: format!("the kernel has no tracepoint {}:{}", tp.category, tp.name),
+            error: why,
         });
     }
     Ok(skipped)
