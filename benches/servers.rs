@@ -22,6 +22,9 @@
 //!   traces loopback connections, which netlens leaves out by default);
 //! - `cost`: `netlens cost` with its default sampling (`-f auto`), its table
 //!   to a file;
+//! - `cost-raw`: the same with the per-call system call tracepoints turned
+//!   off (NETLENS_TEST_NO_SYSCALL_TRACEPOINTS), as on a kernel without them:
+//!   its system call programs run on every system call of the host;
 //! - `tcplife`, `tcpstates`, `softirqs`, `hardirqs`: Debian's libbpf-tools
 //!   (/usr/sbin), default options, output to a file.
 //!
@@ -69,6 +72,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{free_local_port, is_root, peer, server, Guarded, Peer};
+use netlens::sys::kernel::NO_SYSCALL_TRACEPOINTS_ENV;
 use netlens::sys::procfs;
 use serde_json::{json, Map, Value};
 use support::{exit_losses, median, on_cpu, target_dir, tree_cpu_secs, QuietNetlens};
@@ -162,6 +166,9 @@ enum Tool {
     Baseline,
     Conns,
     Cost,
+    /// `cost` through raw_syscalls, the fallback of kernels without per-call
+    /// system call tracepoints.
+    CostRaw,
     /// A libbpf-tools program: its name, the start of its output (which
     /// shows that it ran), and whether it streams events through a perf
     /// buffer (it then prints `lost N events on CPU #C` on stderr for each
@@ -178,7 +185,7 @@ const PEERS: [Tool; 4] = [
 
 impl Tool {
     fn all() -> Vec<Tool> {
-        let mut v = vec![Tool::Conns, Tool::Cost];
+        let mut v = vec![Tool::Conns, Tool::Cost, Tool::CostRaw];
         v.extend(PEERS);
         v
     }
@@ -188,6 +195,7 @@ impl Tool {
             Tool::Baseline => "baseline",
             Tool::Conns => "conns",
             Tool::Cost => "cost",
+            Tool::CostRaw => "cost-raw",
             Tool::Peer(name, ..) => name,
         }
     }
@@ -197,6 +205,7 @@ impl Tool {
         match self {
             Tool::Baseline => "baseline".into(),
             Tool::Conns | Tool::Cost => format!("`netlens {}`", self.name()),
+            Tool::CostRaw => "`netlens cost` (raw_syscalls)".into(),
             Tool::Peer(name, ..) => format!("`{name}`"),
         }
     }
@@ -207,7 +216,7 @@ impl Tool {
         match self {
             Tool::Baseline => vec![],
             Tool::Conns => vec!["conns", "-f", "--json", "--no-log-file"],
-            Tool::Cost => vec!["cost"],
+            Tool::Cost | Tool::CostRaw => vec!["cost"],
             Tool::Peer(..) => vec![],
         }
     }
@@ -216,6 +225,10 @@ impl Tool {
         match self {
             Tool::Baseline => String::new(),
             Tool::Conns | Tool::Cost => format!("netlens {}", self.args().join(" ")),
+            Tool::CostRaw => format!(
+                "{NO_SYSCALL_TRACEPOINTS_ENV}=1 netlens {}",
+                self.args().join(" ")
+            ),
             Tool::Peer(name, ..) => format!("/usr/sbin/{name}"),
         }
     }
@@ -732,13 +745,17 @@ impl Running {
         let stdout = fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?;
         match tool {
             Tool::Baseline => unreachable!("the baseline runs nothing"),
-            Tool::Conns | Tool::Cost => {
-                let n = QuietNetlens::start_to(
-                    env!("CARGO_BIN_EXE_netlens"),
-                    &tool.args(),
-                    stdout.into(),
-                    err,
-                );
+            Tool::Conns | Tool::Cost | Tool::CostRaw => {
+                let netlens = env!("CARGO_BIN_EXE_netlens");
+                let turn_off = format!("{NO_SYSCALL_TRACEPOINTS_ENV}=1");
+                // env(1) execs netlens: the PID stays the one measured.
+                let (bin, mut argv) = if tool == Tool::CostRaw {
+                    ("/usr/bin/env", vec![turn_off.as_str(), netlens])
+                } else {
+                    (netlens, Vec::new())
+                };
+                argv.extend(tool.args());
+                let n = QuietNetlens::start_to(bin, &argv, stdout.into(), err);
                 Ok(Running {
                     tool,
                     pid: n.pid(),
@@ -809,7 +826,7 @@ impl Running {
             ));
         }
         let losses = match self.tool {
-            Tool::Conns | Tool::Cost => {
+            Tool::Conns | Tool::Cost | Tool::CostRaw => {
                 let l = exit_losses(&stderr);
                 if l.is_empty() {
                     problems.push("no loss counts on netlens's exit".into());

@@ -313,6 +313,12 @@ impl Collector {
         Ok(&self.values)
     }
 
+    /// What the last [`Collector::connections`] returned, without a new
+    /// refresh walk.
+    pub fn last_connections(&self) -> &[types::conn_value] {
+        &self.values
+    }
+
     /// Runs the refresh iterator once and keeps its records.
     fn refresh(&mut self) -> Result<()> {
         read_iterator(

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::collector::{Collector, Config};
+use super::skel::types;
 use super::table::{Clock, ConnTable, Filter};
 use super::{decode, seed};
 use crate::model::{ConnInfo, ConnRow, IdMap, Losses, Snapshot};
@@ -98,26 +99,36 @@ pub fn run(
                 }
             }
         }
-        if let Some(l) = live.as_mut() {
-            if stopping || Instant::now() >= next_live {
-                let snap = Snapshot {
-                    timestamp: clock.now_unix(),
-                    conns: live_rows.rows(&mut collector, &mut table, &clock, &opts.filter)?,
-                    incremental: false,
-                    losses: losses_now(&collector)?,
-                };
-                l.sink.snapshot(&snap)?;
-                l.sink.flush()?;
-                next_live = Instant::now() + l.every;
-            }
-        }
+        let now = Instant::now();
+        let live_due = live.is_some() && (stopping || now >= next_live);
         let requested = refresh.is_some_and(|r| r.try_iter().count() > 0);
-        if stopping || requested || Instant::now() >= next_tick {
+        let print_due = stopping || requested || now >= next_tick;
+        if live_due || print_due {
+            // One refresh walk feeds both outputs when both are due.
+            collector.connections()?;
+        }
+        if let Some(l) = live.as_mut().filter(|_| live_due) {
+            let snap = Snapshot {
+                timestamp: clock.now_unix(),
+                conns: live_rows.rows(
+                    collector.last_connections(),
+                    &mut table,
+                    &clock,
+                    &opts.filter,
+                ),
+                incremental: false,
+                losses: losses_now(&collector)?,
+            };
+            l.sink.snapshot(&snap)?;
+            l.sink.flush()?;
+            next_live = Instant::now() + l.every;
+        }
+        if print_due {
             let losses = losses_now(&collector)?;
             let snap = Snapshot {
                 timestamp: clock.now_unix(),
                 conns: table.rows(
-                    collector.connections()?,
+                    collector.last_connections(),
                     &clock,
                     &opts.filter,
                     opts.incremental,
@@ -176,15 +187,15 @@ impl LiveRows {
     /// deltas are computed from). Unsorted.
     fn rows(
         &mut self,
-        collector: &mut Collector,
+        entries: &[types::conn_value],
         table: &mut ConnTable,
         clock: &Clock,
         filter: &Filter,
-    ) -> Result<Vec<ConnRow>> {
+    ) -> Vec<ConnRow> {
         self.passes += 1;
         let pass = self.passes;
         let mut rows = Vec::with_capacity(self.known.len() + 16);
-        for v in collector.connections()? {
+        for v in entries {
             let k = self.known.entry(v.id).or_insert_with(|| KnownConn {
                 flags: v.flags,
                 pid: v.pid,
@@ -208,6 +219,6 @@ impl LiveRows {
             }
         }
         self.known.retain(|_, k| k.pass == pass);
-        Ok(rows)
+        rows
     }
 }
