@@ -458,7 +458,7 @@ fn syscall_features(
     let detail = if known && host.perf_refused {
         format!(
             "{PERF_REFUSED}; cost: TX/RX system calls from raw_syscalls instead, whose programs \
-             run on every system call of the host (more overhead)"
+             run on every system call of the host"
         )
     } else if !known {
         "not checked: tracefs cannot be read without privileges; cost: where they are \
@@ -476,7 +476,7 @@ fn syscall_features(
         };
         format!(
             "missing: {which}; cost: TX/RX system calls from raw_syscalls instead, whose \
-             programs run on every system call of the host (more overhead)"
+             programs run on every system call of the host"
         )
     };
     let mut features = vec![Feature {
