@@ -221,8 +221,9 @@ impl SyscallHook {
         match self {
             SyscallHook::PerCall => "system calls timed by their own tracepoints",
             SyscallHook::Raw { .. } => {
-                "system calls timed by raw_syscalls (this kernel has no per-call system call \
-                 tracepoints: a BPF program runs on every system call)"
+                "system calls timed by raw_syscalls (the per-call system call tracepoints are \
+                 missing, or refused to this process: `netlens check` says which; a BPF program \
+                 runs on every system call)"
             }
         }
     }
