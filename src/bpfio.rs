@@ -2,14 +2,34 @@
 //! programs write, draining a BPF ring buffer, and the kernel's statistics
 //! of a BPF program.
 
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr::NonNull;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use libbpf_rs::{libbpf_sys, OpenObject, RingBuffer};
+use libbpf_rs::{libbpf_sys, Link, Object, OpenObject, RingBuffer};
 
-use crate::sys::check::Tracepoint;
 use crate::sys::kernel::{Hook, Probe};
+
+/// A tracepoint a collector attaches to, the BPF program attached there,
+/// and what is lost without it. Each collector's table of them lives with
+/// its programs (`conn::probes`, `cost::probes`); the collectors attach from
+/// those tables and `netlens check` reports from them, so `check` and a
+/// running command tell the same story.
+pub struct Tracepoint {
+    pub category: &'static str,
+    pub name: &'static str,
+    /// The program in src/bpf/conns.bpf.c (or cost.bpf.c).
+    pub program: &'static str,
+    /// How the program attaches (its section in the .bpf.c file).
+    pub hook: Hook,
+    pub required: bool,
+    /// What it gives when present.
+    pub gives: &'static str,
+    /// What netlens loses when it is absent.
+    pub without: &'static str,
+}
 
 /// A program that is not attached, and what is missing because of it.
 #[derive(Debug)]
@@ -65,19 +85,141 @@ pub fn skip_missing_tracepoints(
     Ok(skipped)
 }
 
-/// Reads a plain-old-data record from the start of `bytes`.
+/// Which command a collector serves, in its error messages.
+#[derive(Clone, Copy, Debug)]
+pub struct Role {
+    /// `netlens conns`, `netlens cost`.
+    pub command: &'static str,
+    /// What it cannot do when a required program does not attach:
+    /// "trace connections".
+    pub purpose: &'static str,
+    /// The subcommand, for `netlens -v <subcommand>`.
+    pub subcommand: &'static str,
+}
+
+/// Attaches the program of each tracepoint of `table` in order, except those
+/// already in `failures` (left out before load). A required one that fails
+/// is an error; an optional one joins `failures`, with what is lost.
+pub fn attach_tracepoints<'t>(
+    object: &mut Object,
+    table: impl IntoIterator<Item = &'t Tracepoint>,
+    failures: &mut Vec<AttachFailure>,
+    role: Role,
+) -> Result<Vec<Link>> {
+    let mut links = Vec::new();
+    for tp in table {
+        if failures.iter().any(|f| f.program == tp.program) {
+            continue;
+        }
+        let name = tp.program;
+        let prog = object
+            .progs_mut()
+            .find(|p| p.name() == name)
+            .with_context(|| format!("program {name} missing from the BPF object"))?;
+        match prog.attach() {
+            Ok(link) => links.push(link),
+            Err(e) if tp.required => bail!(
+                "attaching {name} failed: {e}; {} cannot {} on this kernel (run `netlens check`)",
+                role.command,
+                role.purpose
+            ),
+            Err(e) => failures.push(AttachFailure {
+                program: name,
+                what_is_lost: tp.without,
+                error: e.to_string(),
+            }),
+        }
+    }
+    Ok(links)
+}
+
+/// The error of a failed load: the kernel refused a program (the verifier,
+/// a missing helper or kfunc, no BTF).
+pub fn load_error(e: &libbpf_rs::Error, role: Role) -> anyhow::Error {
+    anyhow::anyhow!(
+        "loading the BPF programs of {} failed: {e}. It needs a kernel with BTF \
+         (/sys/kernel/btf/vmlinux) and the BPF facilities the README lists under Kernels; run \
+         `netlens check` for what this kernel lacks, and `netlens -v {}` for the verifier log",
+        role.command,
+        role.subcommand
+    )
+}
+
+/// A type that BPF programs write and user space reads back as raw bytes:
+/// integers, arrays of integers, and structs of those only, so that every
+/// bit pattern of its size is a valid value.
 ///
-/// Only for the skeleton's generated `types::*` structs, which contain
-/// integers and integer arrays only, so every bit pattern is a valid value.
-pub fn read_record<T: Copy + Default>(bytes: &[u8]) -> Option<T> {
+/// # Safety
+///
+/// Implement it only for such types: no references, pointers, `bool`,
+/// `char`, enums with invalid discriminants, or anything with a drop.
+/// Padding is fine (its bytes are never read as a value).
+pub unsafe trait Record: Copy {}
+
+// SAFETY: integers: every bit pattern is a value.
+unsafe impl Record for u32 {}
+// SAFETY: as above.
+unsafe impl Record for u64 {}
+
+/// Reads a [`Record`] from the start of `bytes`, or `None` when `bytes` is
+/// too short. Any alignment.
+pub fn read_record<T: Record>(bytes: &[u8]) -> Option<T> {
     if bytes.len() < std::mem::size_of::<T>() {
         return None;
     }
     // SAFETY: the length was checked above, read_unaligned copes with any
-    // alignment, and T is a repr(C) struct of integers (see doc comment), for
-    // which every bit pattern is valid.
+    // alignment, and `T: Record` promises that every bit pattern is a valid
+    // `T`.
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
+
+/// The memory a libbpf-rs skeleton keeps its `OpenObject` in, owned by the
+/// collector that owns the skeleton and freed after it.
+///
+/// A skeleton borrows that memory for its whole life, which the collector
+/// cannot express as a lifetime (it owns both), so the skeleton is typed
+/// `'static` and this storage is declared as the collector's *last* field:
+/// fields drop in declaration order, so the skeleton (which drops the
+/// object inside) is gone before the memory is freed.
+pub struct ObjectStorage(NonNull<MaybeUninit<OpenObject>>);
+
+impl ObjectStorage {
+    pub fn new() -> ObjectStorage {
+        ObjectStorage(NonNull::from(Box::leak(Box::new(MaybeUninit::uninit()))))
+    }
+
+    /// The memory, to open a skeleton in.
+    ///
+    /// # Safety
+    ///
+    /// Call it once, and drop whatever borrows the result (the skeleton,
+    /// its maps, programs, links and ring buffers) before this storage.
+    pub unsafe fn get(&mut self) -> &'static mut MaybeUninit<OpenObject> {
+        // SAFETY: the pointer comes from a live Box, freed only in Drop; the
+        // caller promises a single borrow that ends before that.
+        unsafe { self.0.as_mut() }
+    }
+}
+
+impl Default for ObjectStorage {
+    fn default() -> ObjectStorage {
+        ObjectStorage::new()
+    }
+}
+
+impl Drop for ObjectStorage {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from Box::leak in new() and is freed once,
+        // here; by the contract of get() nothing borrows it any more. The
+        // MaybeUninit is dropped without dropping its content: the skeleton
+        // already did.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
+// SAFETY: the storage is only memory; whoever uses it from another thread
+// goes through the skeleton, which is Send itself.
+unsafe impl Send for ObjectStorage {}
 
 /// Waits up to `timeout` for the ring to signal data, then runs the
 /// callbacks of every record queued. A signal interrupting the wait (that
@@ -171,6 +313,19 @@ mod tests {
             ..a
         };
         assert_eq!((max + b).runs, u64::MAX, "saturates");
+    }
+
+    #[test]
+    fn records_are_read_at_any_alignment_and_checked_for_length() {
+        let bytes: Vec<u8> = (0u8..13).collect();
+        // From an odd offset: unaligned for u64.
+        let v: u64 = read_record(&bytes[1..]).expect("long enough");
+        assert_eq!(v, u64::from_ne_bytes([1, 2, 3, 4, 5, 6, 7, 8]));
+        assert_eq!(read_record::<u64>(&bytes[6..]), None, "7 bytes");
+        assert_eq!(
+            read_record::<u32>(&bytes[9..]),
+            Some(u32::from_ne_bytes([9, 10, 11, 12]))
+        );
     }
 
     #[test]

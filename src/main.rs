@@ -14,12 +14,17 @@ use clap::{Args, Parser, Subcommand};
 use netlens::conn::collector::Config;
 use netlens::conn::run::{self, Live, Options};
 use netlens::conn::table::Filter;
+use netlens::cost::probes::SyscallHookWanted;
 use netlens::model::cost::Sampler;
+use netlens::model::Readiness;
 use netlens::output::prometheus::cost::{CostMetrics, CostMetricsSink};
 use netlens::output::prometheus::{self, conns::ConnMetrics, conns::ConnSink};
 use netlens::output::pyroscope::{self, PyroscopeSink};
 use netlens::output::{self, Sink};
 use netlens::sys::{caps, check, kernel};
+
+#[path = "cli/agent.rs"]
+mod agent;
 
 /// Exit status when the needed capabilities are missing.
 const EXIT_PRIVILEGES: u8 = 3;
@@ -56,21 +61,37 @@ enum Command {
     /// system calls, NET_TX/NET_RX softirqs, network hard IRQs, NAPI threads
     /// and io_uring workers, with NET_RX broken down by stack sampling.
     Cost(CostArgs),
+    /// Run both roles in one process, as a host's agent (a systemd unit, a
+    /// Kubernetes DaemonSet): one /metrics endpoint for both, /healthz, and
+    /// optionally the web UI with both views.
+    Agent(Box<agent::AgentArgs>),
     /// Report kernel version, BTF, capabilities and tracepoints, and which
     /// netlens features work here. Exits non-zero if `conns` or `cost`
     /// cannot run.
-    Check,
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Check for `netlens cost --syscall-hook` with this value.
+    #[arg(long, value_enum, default_value = "raw")]
+    syscall_hook: SyscallHookWanted,
 }
 
 #[derive(Args)]
 struct ConnsArgs {
-    /// Seconds between two metrics prints (decimals allowed).
+    /// Seconds between two metrics prints (0.1 to 86400, decimals allowed).
     #[arg(short = 't', long = "interval", default_value = "30", value_parser = parse_interval)]
     interval: Duration,
-    /// Show active connections as a table (a parseable line per connection
-    /// when stdout is not a terminal). Press Enter to refresh at once.
+    /// Show active connections as a table: a full-screen view on a terminal
+    /// (keys in the README; Enter refreshes at once), a parseable line per
+    /// connection when stdout is not a terminal.
     #[arg(short = 'd', long = "table", conflicts_with = "json")]
     table: bool,
+    /// With -d on a terminal: redraw the plain table instead of the
+    /// full-screen view.
+    #[arg(long, requires = "table")]
+    no_tui: bool,
     /// Print counters as deltas since the previous print.
     #[arg(short = 'i', long)]
     incremental: bool,
@@ -90,22 +111,25 @@ struct ConnsArgs {
     /// (as in `ls -L -i /proc/PID/ns/net`; repeatable).
     #[arg(long = "netns", value_name = "INODE")]
     netns: Vec<u32>,
-    /// Capacity of the connection map: connections beyond it are counted
-    /// as lost, never silently dropped. Each entry takes about 200 bytes of kernel memory.
+    /// Capacity of the connection map (16 to 16777216): connections beyond
+    /// it are counted as lost, never silently dropped. Each entry takes about
+    /// 200 bytes of kernel memory.
     #[arg(short = 'm', long = "map-size", default_value_t = 65536,
           value_parser = clap::value_parser!(u32).range(16..=16_777_216))]
     map_size: u32,
     /// Directory of the log file.
-    #[arg(long, default_value = "log")]
+    #[arg(long, default_value = "log", conflicts_with = "no_log_file")]
     log_dir: PathBuf,
     /// Do not write a log file.
     #[arg(long)]
     no_log_file: bool,
-    /// Rotate the log file when it reaches this many MiB.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Rotate the log file when it reaches this many MiB (1 to 1048576).
+    #[arg(long, default_value_t = 64, conflicts_with = "no_log_file",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_LOG_MIB))]
     log_max_mib: u64,
-    /// Rotated log files to keep.
-    #[arg(long, default_value_t = 5)]
+    /// Rotated log files to keep (0 to 10000).
+    #[arg(long, default_value_t = 5, conflicts_with = "no_log_file",
+          value_parser = parse_log_keep)]
     log_keep: usize,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics, aggregated per
     /// process, direction, remote address and service port. Without a value:
@@ -115,13 +139,22 @@ struct ConnsArgs {
           default_missing_value = "127.0.0.1:9474",
           value_parser = prometheus::parse_listen_addr)]
     prometheus: Option<SocketAddr>,
-    /// Most label sets of the Prometheus connection metrics; connections of
-    /// further ones are added to an overflow series (labels "other") and
-    /// counted in netlens_prometheus_series_overflow_total.
+    /// Most label sets of the Prometheus connection metrics (1 to 10000000);
+    /// connections of further ones are added to an overflow series (labels
+    /// "other") and counted in netlens_prometheus_series_overflow_total.
     #[arg(long, value_name = "N", default_value_t = prometheus::conns::DEFAULT_MAX_SERIES,
           requires = "prometheus",
           value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     max_series: u32,
+    /// Serve a web UI at http://ADDR:PORT/: the open connections (sortable,
+    /// filterable, with per-second rates), top talkers, recent events and
+    /// losses, refreshed every second (JSON at /api/connections and
+    /// /api/events). Without a value: 127.0.0.1:9475. A bare PORT listens
+    /// on 127.0.0.1.
+    #[arg(long, value_name = "ADDR:PORT", num_args = 0..=1,
+          default_missing_value = "127.0.0.1:9475",
+          value_parser = output::web::parse_listen_addr)]
+    web: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -135,7 +168,8 @@ struct CostArgs {
     #[arg(short = 'f', long = "frequency", value_name = "auto|tick|HZ", default_value = "auto",
           value_parser = Sampler::parse)]
     frequency: Sampler,
-    /// Milliseconds between two reports (table refresh, log line).
+    /// Milliseconds between two reports (table refresh, log line; 50 to
+    /// 3600000).
     #[arg(long = "user-period", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
     user_period: u64,
@@ -157,7 +191,8 @@ struct CostArgs {
         value_delimiter = ','
     )]
     user_pids: Vec<u32>,
-    /// Stop after this many seconds (decimals allowed); default: until Ctrl-C.
+    /// Stop after this many seconds (0.1 to 86400, decimals allowed);
+    /// default: until Ctrl-C.
     #[arg(long, value_parser = parse_interval)]
     duration: Option<Duration>,
     /// How netlens measures its own BPF run time: `sampled` turns the
@@ -166,6 +201,14 @@ struct CostArgs {
     /// run); `off` does not measure.
     #[arg(long, value_enum, default_value = "sampled")]
     bpf_stats: netlens::cost::selfstats::StatsMode,
+    /// How TX/RX system calls are timed: `raw` (raw_syscalls: one program
+    /// on every system call, returning at once for non-network calls) or
+    /// `per-call` (the network calls' own tracepoints: no program on other
+    /// calls, but each network call costs more; measured dearer on busy
+    /// servers, see the README). `per-call` falls back to `raw` where the
+    /// kernel lacks or refuses those tracepoints.
+    #[arg(long, value_enum, default_value = "raw")]
+    syscall_hook: SyscallHookWanted,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics: per-CPU
     /// netlens_cost_*_seconds_total counters by entry and NET_RX category.
     /// Without a value: 127.0.0.1:9474. A bare PORT listens on 127.0.0.1.
@@ -174,12 +217,25 @@ struct CostArgs {
           value_parser = prometheus::parse_listen_addr)]
     prometheus: Option<SocketAddr>,
     /// Push each period's NET_RX stacks (folded, that period's samples only)
-    /// to the Grafana Pyroscope backend at URL, e.g. http://127.0.0.1:4040
-    /// (POST /ingest). Plain http only (no TLS). Failed pushes are counted
-    /// and never slow the measurement.
-    #[arg(long, value_name = "URL", value_parser = pyroscope::Endpoint::parse,
-          conflicts_with = "address")]
-    pyroscope: Option<pyroscope::Endpoint>,
+    /// to the Grafana Pyroscope backend at URL (POST /ingest), e.g.
+    /// http://127.0.0.1:4040 or https://profiles.example (port 4040 for
+    /// http, 443 for https by default). Failed pushes are counted and never
+    /// slow the measurement.
+    #[arg(long, value_name = "URL", conflicts_with = "address")]
+    pyroscope: Option<String>,
+    /// User of HTTP basic auth for the pushes (Grafana Cloud: the instance
+    /// ID); the password comes from --pyroscope-password-file or the
+    /// environment variable NETLENS_PYROSCOPE_PASSWORD.
+    #[arg(long, value_name = "USER")]
+    pyroscope_user: Option<String>,
+    /// File holding the password of --pyroscope-user (one line; Grafana
+    /// Cloud: an access token). Takes precedence over
+    /// NETLENS_PYROSCOPE_PASSWORD.
+    #[arg(long, value_name = "FILE")]
+    pyroscope_password_file: Option<PathBuf>,
+    /// Tenant of a multi-tenant Pyroscope, sent as the X-Scope-OrgID header.
+    #[arg(long, value_name = "ID")]
+    pyroscope_tenant: Option<String>,
     /// Application name of the pushes, in Pyroscope's name{label=value}
     /// syntax [default: netlens.net_rx{host=HOSTNAME}].
     #[arg(long, value_name = "NAME")]
@@ -188,25 +244,40 @@ struct CostArgs {
     /// (pushes to http://ADDRESS:PORT).
     #[arg(short = 'a', long, value_name = "ADDRESS")]
     address: Option<String>,
-    /// With -a: port of the Pyroscope backend.
+    /// With -a: port of the Pyroscope backend (1 to 65535).
     #[arg(short = 'p', long, value_name = "PORT", default_value_t = pyroscope::DEFAULT_PORT,
           requires = "address", value_parser = clap::value_parser!(u16).range(1..))]
     port: u16,
-    /// Serve a web UI at http://ADDR:PORT/: the per-CPU table and stacked
-    /// charts of the last periods (JSON at /api/report and /api/history).
+    /// Serve a web UI at http://ADDR:PORT/: the per-CPU table, stacked
+    /// charts of the last periods and a flame graph of their NET_RX stacks
+    /// (JSON at /api/report and /api/history).
     /// Without a value: 127.0.0.1:9475. A bare PORT listens on 127.0.0.1.
     #[arg(long, value_name = "ADDR:PORT", num_args = 0..=1,
           default_missing_value = "127.0.0.1:9475",
           value_parser = output::web::parse_listen_addr)]
     web: Option<SocketAddr>,
+    /// On a terminal: redraw the plain table instead of the full-screen
+    /// view.
+    #[arg(long)]
+    no_tui: bool,
+}
+
+/// Largest `--log-max-mib`: 1 TiB, far from overflowing a byte count.
+const MAX_LOG_MIB: u64 = 1 << 20;
+
+fn parse_log_keep(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= 10_000 => Ok(n),
+        _ => Err(format!("`{s}` is not a number from 0 to 10000")),
+    }
 }
 
 /// At exit, how long the queued Pyroscope pushes may take to finish.
 const PUSH_DRAIN: Duration = Duration::from_secs(5);
 
-/// How often the Prometheus metrics of active connections are refreshed,
-/// whatever the print interval.
-const PROMETHEUS_REFRESH: Duration = Duration::from_secs(1);
+/// How often the Prometheus metrics and the web UI of active connections
+/// are refreshed, whatever the print interval.
+const LIVE_REFRESH: Duration = Duration::from_secs(1);
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
@@ -238,7 +309,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Conns(args) => conns(args),
         Command::Cost(args) => cost_cmd(args),
-        Command::Check => check_cmd(),
+        Command::Check(args) => check_cmd(args),
+        Command::Agent(args) => agent::agent_cmd(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -328,20 +400,28 @@ fn no_btf_error(version: kernel::KernelVersion) -> anyhow::Error {
 fn conns(args: ConnsArgs) -> Result<(), Failure> {
     preflight(Needs::Conns)?;
     // Bound before anything else is set up, so a taken port fails at once.
-    let exporter = args
-        .prometheus
-        .map(|addr| start_exporter(addr, args.max_series))
-        .transpose()?;
-    let mut sink = build_sink(&args)?;
+    let ready = Readiness::new();
+    let (_servers, mut live_sinks) =
+        serve_conns(args.prometheus, args.web, args.max_series, &ready)?;
+    for warning in absent_filter_targets(&args.pids, &args.netns) {
+        eprintln!("netlens: warning: {warning}");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
-    let refresh = if args.table && std::io::stdin().is_terminal() {
-        Some(enter_key_channel())
-    } else {
-        None
+    let (mut sink, screen) = build_sink(&args, &stop)?;
+    if live_sinks.is_none() {
+        // `netlens conns | head`: with no reader left and nothing served,
+        // there is nobody to trace for.
+        sink.stop_when_all_closed(Arc::clone(&stop));
+    }
+    let (screen_status, screen_refresh) = screen.unzip();
+    let refresh = match screen_refresh {
+        Some(r) => Some(r),
+        None if args.table && std::io::stdin().is_terminal() => Some(enter_key_channel()),
+        None => None,
     };
     let opts = Options {
         collector: Config {
@@ -350,37 +430,83 @@ fn conns(args: ConnsArgs) -> Result<(), Failure> {
         },
         interval: args.interval,
         incremental: args.incremental,
-        filter: Filter {
-            pids: args.pids,
-            ports: args.ports,
-            netns: args.netns,
-        },
+        filter: Filter::new(args.pids, args.ports, args.netns),
+        ready,
     };
-    let (_server, mut exporter_sink) = exporter.unzip();
-    let live = exporter_sink.as_mut().map(|s| Live {
+    let live = live_sinks.as_mut().map(|s| Live {
         sink: s,
-        every: PROMETHEUS_REFRESH,
+        every: LIVE_REFRESH,
     });
-    let losses = run::run(
+    let result = run::run(
         &opts,
-        sink.as_mut(),
+        &mut sink,
         live,
         &stop,
         refresh.as_ref(),
-        &mut |line| eprintln!("{line}"),
-    )?;
-    sink.flush()?;
+        &mut |line| status_line(screen_status.as_ref(), line),
+    );
+    let flushed = sink.flush();
+    let output_lost = sink.losses();
+    // Leaves the full-screen view before anything else is printed.
+    drop(sink);
+    let losses = result?;
+    flushed?;
+    if opts.filter.is_set() && !opts.filter.matched_any() {
+        eprintln!(
+            "netlens: warning: no connection matched {} during this run",
+            opts.filter.describe()
+        );
+    }
     eprintln!(
-        "netlens: stopped; lost: {} events, {} connections not tracked (map full), {} existing \
-         connections not seeded (map full), {} existing connections not seeded (network \
-         namespaces netlens could not enter, without CAP_SYS_ADMIN), {} BPF program runs skipped",
+        "netlens: stopped; {}",
+        conns_losses_line(&losses, output_lost)
+    );
+    Ok(())
+}
+
+/// What `conns` lost, for its exit line.
+fn conns_losses_line(losses: &netlens::model::Losses, outputs: Option<String>) -> String {
+    format!(
+        "lost: {} events, {} connections not tracked (map full), {} existing connections not \
+         seeded (map full), {} existing connections not seeded (network namespaces netlens \
+         could not enter, without CAP_SYS_ADMIN), {} BPF program runs skipped{}",
         losses.events_lost,
         losses.map_full,
         losses.seed_map_full,
         losses.seed_unreached,
-        losses.runs_missed
-    );
-    Ok(())
+        losses.runs_missed,
+        output_losses(outputs)
+    )
+}
+
+/// The exit line's part about outputs that could not write everything.
+fn output_losses(summary: Option<String>) -> String {
+    summary.map_or(String::new(), |s| format!("; outputs: {s}"))
+}
+
+/// `--pid` and `--netns` values that name nothing on the host now: they are
+/// kept (a process or namespace may appear later), but said.
+fn absent_filter_targets(pids: &[u32], netns: &[u32]) -> Vec<String> {
+    let mut warnings: Vec<String> = pids
+        .iter()
+        .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        .map(|pid| {
+            format!("--pid {pid}: there is no process with PID {pid} now; only a process started later with that PID will match")
+        })
+        .collect();
+    if !netns.is_empty() {
+        let known: Vec<u32> = netlens::sys::procfs::network_namespaces()
+            .iter()
+            .map(|n| n.inode)
+            .collect();
+        warnings.extend(netns.iter().filter(|n| !known.contains(n)).map(|n| {
+            format!(
+                "--netns {n}: no process or /run/netns file is in a network namespace with inode \
+                 {n} now (see `ls -L -i /proc/PID/ns/net`)"
+            )
+        }));
+    }
+    warnings
 }
 
 /// Exit status for input that is well-formed but wrong (as clap's own).
@@ -402,21 +528,46 @@ fn check_writable(path: &std::path::Path, what: &str) -> Result<(), Failure> {
         .map_err(Failure::from)
 }
 
-fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
-    preflight(Needs::Cost {
-        sampling: args.frequency.is_on(),
-    })?;
-    let sampler_auto = args.frequency == Sampler::Auto;
-    args.frequency = args
-        .frequency
-        .resolve(netlens::cost::collector::pmu_can_sample_cycles());
-    args.user_pids.sort_unstable();
-    args.user_pids.dedup();
+/// `cost`'s exit line: what was measured and what was lost.
+fn cost_stopped_line(
+    r: &netlens::model::cost::CostReport,
+    pushes: Option<pyroscope::PushSummary>,
+    outputs: Option<String>,
+) -> String {
+    let network: u64 = r
+        .entries
+        .iter()
+        .filter(|e| e.entry.is_network())
+        .map(|e| e.time.total_sum())
+        .sum();
+    format!(
+        "stopped after {:.1} s; the kernel spent {:.3} CPU-seconds in networking; lost: \
+         {} NET_RX samples, {} unreadable stacks, {} BPF program runs skipped{}{}",
+        r.elapsed_ns as f64 / 1e9,
+        network as f64 / 1e9,
+        r.sampling.lost_total,
+        r.sampling.stack_errors_total,
+        r.self_cost.bpf_runs_missed_total,
+        match pushes {
+            Some(summary) => format!("; Pyroscope: {summary}"),
+            None => String::new(),
+        },
+        output_losses(outputs)
+    )
+}
+
+/// Resolves `-f` for this machine (`auto`: cycles with a PMU, else the
+/// tick) and checks that the kernel grants it: exit 3 when perf events are
+/// refused, 2 above the kernel's maximum rate. Returns the sampler and
+/// whether `auto` chose it.
+fn resolve_sampler(asked: Sampler) -> Result<(Sampler, bool), Failure> {
+    let sampler_auto = asked == Sampler::Auto;
+    let frequency = asked.resolve(netlens::cost::collector::pmu_can_sample_cycles());
     // -f auto opened its event already (or chose the tick, which needs none).
     let permitted = if sampler_auto {
         Ok(())
     } else {
-        netlens::cost::collector::try_sampling_event(args.frequency)
+        netlens::cost::collector::try_sampling_event(frequency)
     };
     if let Err(e) = permitted {
         if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) {
@@ -431,12 +582,12 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
                      Debian's and Ubuntu's kernels) perf events need CAP_SYS_ADMIN, CAP_PERFMON \
                      is not enough. Run as root, lower the sysctl to 2, or sample with -f tick \
                      (no perf event)",
-                    args.frequency.hz()
+                    frequency.hz()
                 ),
             });
         }
     }
-    if let Sampler::Hz(hz) | Sampler::Cycles(hz) = args.frequency {
+    if let Sampler::Hz(hz) | Sampler::Cycles(hz) = frequency {
         if let Some(max) = netlens::cost::run::max_sample_rate() {
             if hz > max {
                 return Err(usage_error(format!(
@@ -445,8 +596,21 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
                 )));
             }
         }
-    } else if args.frequency == Sampler::Off && (args.folded.is_some() || args.flamegraph.is_some())
-    {
+    }
+    Ok((frequency, sampler_auto))
+}
+
+fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
+    // Before anything is loaded: bad pyroscope options exit 2 at once.
+    let push_target = pyroscope_target(&args)?;
+    preflight(Needs::Cost {
+        sampling: args.frequency.is_on(),
+    })?;
+    let (frequency, sampler_auto) = resolve_sampler(args.frequency)?;
+    args.frequency = frequency;
+    args.user_pids.sort_unstable();
+    args.user_pids.dedup();
+    if args.frequency == Sampler::Off && (args.folded.is_some() || args.flamegraph.is_some()) {
         return Err(usage_error(
             "--folded and --flamegraph need stack sampling: use -f with a non-zero frequency \
              or -f tick"
@@ -469,28 +633,11 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
         }
     }
     // Bound before anything else is set up, so a taken port fails at once.
-    let mut sinks = output::cost::CostFanout::default();
-    let _servers = serve_cost(args.prometheus, args.web, &mut sinks)?;
-    let endpoint = match (&args.pyroscope, &args.address) {
-        (Some(e), _) => Some(e.clone()),
-        (None, Some(host)) => {
-            Some(pyroscope::Endpoint::from_host_port(host, args.port).map_err(usage_error)?)
-        }
-        (None, None) => None,
-    };
-    if endpoint.is_some() && args.frequency == Sampler::Off {
-        return Err(usage_error(
-            "--pyroscope (or -a) needs stack sampling: use -f with a non-zero frequency or -f tick"
-                .into(),
-        ));
-    }
-    if args.pyroscope_app.is_some() && endpoint.is_none() {
-        return Err(usage_error(
-            "--pyroscope-app needs --pyroscope URL (or -a ADDRESS)".into(),
-        ));
-    }
+    let mut sinks = output::Fanout::of_reports();
+    let ready = Readiness::new();
+    let _servers = serve_cost(args.prometheus, args.web, &mut sinks, &ready)?;
     let mut pusher = None;
-    if let Some(endpoint) = endpoint {
+    if let Some((endpoint, access)) = push_target {
         let app = args
             .pyroscope_app
             .clone()
@@ -499,9 +646,9 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
             "netlens: pyroscope: pushing NET_RX stacks as {app} to {}/ingest every period",
             endpoint.url()
         );
-        let (sink, worker) = PyroscopeSink::start(endpoint, app)?;
+        let (sink, worker) = PyroscopeSink::start(endpoint, app, access)?;
         pusher = Some((sink.counters(), worker));
-        sinks.push(sink);
+        sinks.push_as("Pyroscope", sink);
     }
     for (path, what) in [
         (&args.folded, "folded stacks"),
@@ -511,16 +658,38 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
             check_writable(p, what)?;
         }
     }
-    let stdout = std::io::stdout();
-    let redraw = stdout.is_terminal();
-    sinks.push(output::cost::CostTableSink::new(stdout, redraw));
     if let Some(path) = &args.log_file {
-        sinks.push(output::cost::CostLogSink::open(path)?);
+        let mut log = output::cost::CostLogSink::open(path)?;
+        if let Some((counters, _)) = &pusher {
+            log = log.with_pushes(Arc::clone(counters));
+        }
+        sinks.push_as("log file", log);
     }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing signal handlers")?;
+    }
+    let stdout = std::io::stdout();
+    let redraw = stdout.is_terminal();
+    let mut screen_status = None;
+    if let Some((tui, status)) = (redraw && !args.no_tui)
+        .then(|| start_screen(|| output::tui::CostTui::start(Arc::clone(&stop))))
+        .flatten()
+    {
+        sinks.push_as("terminal", tui);
+        let shown = status.clone();
+        sinks.say_with(move |line| shown.line(line));
+        screen_status = Some(status);
+    } else {
+        let mut table = output::cost::CostTableSink::new(stdout, redraw);
+        if let Some((counters, _)) = &pusher {
+            table = table.with_pushes(Arc::clone(counters));
+        }
+        sinks.push_as("stdout", table);
+    }
+    if args.prometheus.is_none() && args.web.is_none() && pusher.is_none() {
+        sinks.stop_when_all_closed(Arc::clone(&stop));
     }
     let opts = netlens::cost::run::Options {
         sampler: args.frequency,
@@ -528,13 +697,18 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
         period: Duration::from_millis(args.user_period),
         pids: args.user_pids.clone(),
         bpf_stats: args.bpf_stats,
-        period_stacks: pusher.is_some(),
-        push_counters: pusher.as_ref().map(|(c, _)| Arc::clone(c)),
+        syscall_hook: args.syscall_hook,
+        // The web UI draws a flame graph of the last periods' stacks.
+        period_stacks: pusher.is_some() || args.web.is_some(),
         duration: args.duration,
+        ready,
     };
-    let finished =
-        netlens::cost::run::run(&opts, &mut sinks, &stop, &mut |line| eprintln!("{line}"));
-    // The pushing thread ends once the sink is gone and its queue is done.
+    let finished = netlens::cost::run::run(&opts, &mut sinks, &stop, &mut |line| {
+        status_line(screen_status.as_ref(), line)
+    });
+    let output_lost = sinks.losses();
+    // The pushing thread ends once the sink is gone and its queue is done;
+    // the full-screen view is left before anything else is printed.
     drop(sinks);
     let pushes = pusher.map(|(_, worker)| worker.finish(PUSH_DRAIN));
     let finished = finished?;
@@ -543,7 +717,7 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
         if folded.is_empty() && (args.folded.is_some() || args.flamegraph.is_some()) {
             eprintln!(
                 "netlens: no NET_RX stack was sampled (no network receive work while running): \
-                 the folded stacks and flame graph files are left empty"
+                 the folded stacks file is left empty and the flame graph says so"
             );
         }
         if let Some(path) = &args.folded {
@@ -551,63 +725,117 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
                 .write_file(path)
                 .with_context(|| format!("writing folded stacks to {}", path.display()))?;
         }
-        if let (Some(path), false) = (&args.flamegraph, folded.is_empty()) {
-            netlens::cost::folded::write_flamegraph(folded.lines(), path, "NET_RX (netlens cost)")
-                .with_context(|| format!("writing the flame graph to {}", path.display()))?;
+        if let Some(path) = &args.flamegraph {
+            let lines = folded.lines();
+            let titles = output::flamegraph::Titles {
+                title: "NET_RX (netlens cost)",
+                subtitle: None,
+            };
+            output::flamegraph::write_file(
+                &lines,
+                titles,
+                "No stack was sampled: there was no network receive work while netlens ran.",
+                path,
+            )?;
         }
     }
-    let r = &finished.last;
-    let network: u64 = r
-        .entries
-        .iter()
-        .filter(|e| e.entry.is_network())
-        .map(|e| e.time.total_sum())
-        .sum();
     eprintln!(
-        "netlens: stopped after {:.1} s; the kernel spent {:.3} CPU-seconds in networking; lost: \
-         {} NET_RX samples, {} unreadable stacks, {} BPF program runs skipped{}",
-        r.elapsed_ns as f64 / 1e9,
-        network as f64 / 1e9,
-        r.sampling.lost_total,
-        r.sampling.stack_errors_total,
-        r.self_cost.bpf_runs_missed_total,
-        match pushes {
-            Some((pushed, failed)) => format!("; Pyroscope: {pushed} pushes, {failed} failed"),
-            None => String::new(),
-        }
+        "netlens: {}",
+        cost_stopped_line(&finished.last, pushes, output_lost)
     );
     Ok(())
 }
 
-/// The endpoints of `netlens cost`: `-P` and `--web`, one server when they
-/// share an address. Their sinks join `sinks`; the servers stop when dropped.
-fn serve_cost(
-    prom: Option<SocketAddr>,
-    web: Option<SocketAddr>,
-    sinks: &mut output::cost::CostFanout,
-) -> Result<Vec<prometheus::Server>> {
-    use output::web::{WebSink, WebUi, HISTORY, PURPOSE, PURPOSE_BOTH};
-    let mut servers = Vec::new();
-    if let Some(addr) = prom.filter(|&p| Some(p) != web) {
-        let metrics = CostMetrics::new();
-        servers.push(serve_prometheus(addr, metrics.clone())?);
-        sinks.push(CostMetricsSink::new(metrics));
-    }
-    if let Some(addr) = web {
-        let ui = WebUi::new(HISTORY);
-        let mut routes = prometheus::Routes::new();
-        ui.routes(&mut routes);
-        let mut purpose = PURPOSE;
-        if prom == Some(addr) {
-            let metrics = CostMetrics::new();
-            let registry = prometheus::Registry::new();
-            registry.register(metrics.clone());
-            routes.metrics(registry);
-            sinks.push(CostMetricsSink::new(metrics));
-            purpose = PURPOSE_BOTH;
+/// The Pyroscope backend and what the pushes carry, from the options
+/// (None without --pyroscope or -a). Errors are usage errors and never
+/// contain the password.
+fn pyroscope_target(
+    args: &CostArgs,
+) -> Result<Option<(pyroscope::Endpoint, pyroscope::Access)>, Failure> {
+    let endpoint = match (&args.pyroscope, &args.address) {
+        // Parsed here rather than by clap, whose error would repeat the
+        // URL, credentials and all.
+        (Some(url), _) => Some(
+            pyroscope::Endpoint::parse(url).map_err(|e| usage_error(format!("--pyroscope {e}")))?,
+        ),
+        (None, Some(host)) => {
+            Some(pyroscope::Endpoint::from_host_port(host, args.port).map_err(usage_error)?)
         }
+        (None, None) => None,
+    };
+    let Some(endpoint) = endpoint else {
+        for (given, option) in [
+            (args.pyroscope_app.is_some(), "--pyroscope-app"),
+            (args.pyroscope_user.is_some(), "--pyroscope-user"),
+            (
+                args.pyroscope_password_file.is_some(),
+                "--pyroscope-password-file",
+            ),
+            (args.pyroscope_tenant.is_some(), "--pyroscope-tenant"),
+        ] {
+            if given {
+                return Err(usage_error(format!(
+                    "{option} needs --pyroscope URL (or -a ADDRESS)"
+                )));
+            }
+        }
+        return Ok(None);
+    };
+    if args.frequency == Sampler::Off {
+        return Err(usage_error(
+            "--pyroscope (or -a) needs stack sampling: use -f with a non-zero frequency or -f tick"
+                .into(),
+        ));
+    }
+    let options = pyroscope::AccessOptions {
+        user: args.pyroscope_user.as_deref(),
+        password_file: args.pyroscope_password_file.as_deref(),
+        tenant: args.pyroscope_tenant.as_deref(),
+    };
+    let access = pyroscope::env_password()
+        .and_then(|env| pyroscope::Access::from_options(&options, env))
+        .map_err(usage_error)?;
+    Ok(Some((endpoint, access)))
+}
+
+/// The HTTP endpoints of every command: `registry`'s metrics at `prom`
+/// (`/metrics`), the web UI `site` at `web`, one server when they share an
+/// address, `/healthz` on each. Bound now, so a taken port fails at once;
+/// the servers stop when dropped.
+fn serve_endpoints(
+    prom: Option<SocketAddr>,
+    web: Option<(SocketAddr, output::web::Site)>,
+    registry: &prometheus::Registry,
+    ready: &Readiness,
+) -> Result<Vec<prometheus::Server>> {
+    let web_addr = web.as_ref().map(|(addr, _)| *addr);
+    let mut servers = Vec::new();
+    if let Some(addr) = prom.filter(|&p| Some(p) != web_addr) {
+        let mut routes = prometheus::Routes::new();
+        routes.metrics(registry.clone()).health(ready);
+        let server =
+            prometheus::Server::start_routes(addr, routes, prometheus::server::PROMETHEUS)?;
+        eprintln!(
+            "netlens: prometheus: serving http://{}/metrics",
+            server.addr()
+        );
+        servers.push(server);
+    }
+    if let Some((addr, site)) = web {
+        let shared = prom == Some(addr);
+        let mut routes = prometheus::Routes::new();
+        site.add_to(&mut routes);
+        routes.health(ready);
+        if shared {
+            routes.metrics(registry.clone());
+        }
+        let purpose = if shared {
+            output::web::PURPOSE_BOTH
+        } else {
+            output::web::PURPOSE
+        };
         let server = prometheus::Server::start_routes(addr, routes, purpose)?;
-        if prom == Some(addr) {
+        if shared {
             eprintln!(
                 "netlens: prometheus: serving http://{}/metrics",
                 server.addr()
@@ -615,32 +843,62 @@ fn serve_cost(
         }
         eprintln!("netlens: web: serving http://{}/", server.addr());
         servers.push(server);
-        sinks.push(WebSink::new(ui));
     }
     Ok(servers)
 }
 
-/// Serves `producer`'s metrics at `addr`; the server stops when dropped.
-fn serve_prometheus(
-    addr: SocketAddr,
-    producer: Arc<dyn prometheus::Producer>,
-) -> Result<prometheus::Server> {
+/// The endpoints of `netlens cost`: `-P` and `--web`. Their sinks join
+/// `sinks`; the servers stop when dropped.
+fn serve_cost(
+    prom: Option<SocketAddr>,
+    web: Option<SocketAddr>,
+    sinks: &mut output::Fanout,
+    ready: &Readiness,
+) -> Result<Vec<prometheus::Server>> {
+    use output::web::{CostUi, CostWebSink, Site, HISTORY};
     let registry = prometheus::Registry::new();
-    registry.register(producer);
-    let server = prometheus::Server::start(addr, registry)?;
-    eprintln!(
-        "netlens: prometheus: serving http://{}/metrics",
-        server.addr()
-    );
-    Ok(server)
+    let metrics = prom.map(|_| CostMetrics::new());
+    if let Some(m) = &metrics {
+        registry.register(m.clone());
+    }
+    let ui = web.map(|_| CostUi::new(HISTORY));
+    let site = ui.as_ref().map(|ui| Site::new().with_cost(Arc::clone(ui)));
+    let servers = serve_endpoints(prom, web.zip(site), &registry, ready)?;
+    if let Some(m) = metrics {
+        sinks.push_as("Prometheus", CostMetricsSink::new(m));
+    }
+    if let Some(ui) = ui {
+        sinks.push_as("web UI", CostWebSink::new(ui));
+    }
+    Ok(servers)
 }
 
-/// Serves the connection metrics at `addr`; returns the server (stopped on
-/// drop) and the sink that feeds it.
-fn start_exporter(addr: SocketAddr, max_series: u32) -> Result<(prometheus::Server, ConnSink)> {
-    let metrics = ConnMetrics::new(max_series);
-    let server = serve_prometheus(addr, metrics.clone())?;
-    Ok((server, ConnSink::new(metrics)))
+/// The endpoints of `netlens conns`: `-P` and `--web`. Returns the servers
+/// (stopped when dropped) and the live sinks that feed them (None without
+/// either).
+fn serve_conns(
+    prom: Option<SocketAddr>,
+    web: Option<SocketAddr>,
+    max_series: u32,
+    ready: &Readiness,
+) -> Result<(Vec<prometheus::Server>, Option<output::Fanout>)> {
+    use output::web::{ConnsUi, ConnsWebSink, Site};
+    let registry = prometheus::Registry::new();
+    let metrics = prom.map(|_| ConnMetrics::new(max_series));
+    if let Some(m) = &metrics {
+        registry.register(m.clone());
+    }
+    let ui = web.map(|_| ConnsUi::new());
+    let site = ui.as_ref().map(|ui| Site::new().with_conns(Arc::clone(ui)));
+    let servers = serve_endpoints(prom, web.zip(site), &registry, ready)?;
+    let mut live = output::Fanout::new();
+    if let Some(m) = metrics {
+        live.push_as("Prometheus", ConnSink::new(m));
+    }
+    if let Some(ui) = ui {
+        live.push_as("web UI", ConnsWebSink::new(ui));
+    }
+    Ok((servers, (!live.is_empty()).then_some(live)))
 }
 
 /// Each line typed on the terminal requests a refresh of the table.
@@ -656,32 +914,73 @@ fn enter_key_channel() -> mpsc::Receiver<()> {
     rx
 }
 
-fn build_sink(args: &ConnsArgs) -> Result<Box<dyn Sink + Send>> {
-    let stdout = std::io::stdout();
-    let mut sinks = output::Fanout::new();
-    if args.json {
-        sinks.push(output::json::JsonSink::new(stdout));
-    } else if args.table {
-        if stdout.is_terminal() {
-            sinks.push(output::table::TableSink::new(stdout));
-        } else {
-            sinks.push(output::table::LinesSink::new(stdout));
-        }
-    } else {
-        sinks.push(output::text::TextSink::new(stdout));
+/// A status line of a run loop: shown in the full-screen view when there
+/// is one (which also writes it to stderr, now or at exit), else on stderr.
+fn status_line(screen: Option<&output::tui::StatusLines>, line: &str) {
+    match screen {
+        Some(s) => s.line(line),
+        None => eprintln!("{line}"),
     }
-    if !args.no_log_file {
-        let file = output::logfile::RotatingFile::create(
+}
+
+/// The full-screen view, or `None` (with a warning) when the terminal
+/// refuses it: the caller then uses the plain table.
+fn start_screen<T>(start: impl FnOnce() -> Result<T>) -> Option<T> {
+    match start() {
+        Ok(screen) => Some(screen),
+        Err(e) => {
+            eprintln!("netlens: warning: {e:#}; showing the plain table instead");
+            None
+        }
+    }
+}
+
+/// The outputs of `conns`, and with the full-screen view its status lines
+/// and refresh requests.
+type ConnsSinks = (
+    output::Fanout,
+    Option<(output::tui::StatusLines, mpsc::Receiver<()>)>,
+);
+
+fn build_sink(args: &ConnsArgs, stop: &Arc<AtomicBool>) -> Result<ConnsSinks> {
+    let log_file = if args.no_log_file {
+        None
+    } else {
+        Some(output::logfile::RotatingFile::create(
             &args.log_dir,
             args.log_max_mib * 1024 * 1024,
             args.log_keep,
-        )?;
-        sinks.push(output::text::TextSink::new(file));
+        )?)
+    };
+    let stdout = std::io::stdout();
+    let mut sinks = output::Fanout::new();
+    let mut screen = None;
+    if args.json {
+        sinks.push_as("stdout", output::json::JsonSink::new(stdout));
+    } else if args.table {
+        if !stdout.is_terminal() {
+            sinks.push_as("stdout", output::table::LinesSink::new(stdout));
+        } else if let Some((tui, status, refresh)) = (!args.no_tui)
+            .then(|| start_screen(|| output::tui::ConnsTui::start(Arc::clone(stop))))
+            .flatten()
+        {
+            sinks.push_as("terminal", tui);
+            let shown = status.clone();
+            sinks.say_with(move |line| shown.line(line));
+            screen = Some((status, refresh));
+        } else {
+            sinks.push_as("stdout", output::table::TableSink::new(stdout));
+        }
+    } else {
+        sinks.push_as("stdout", output::text::TextSink::new(stdout));
     }
-    Ok(Box::new(sinks))
+    if let Some(file) = log_file {
+        sinks.push_as("log file", output::text::TextSink::new(file));
+    }
+    Ok((sinks, screen))
 }
 
-fn check_cmd() -> Result<(), Failure> {
+fn check_cmd(args: CheckArgs) -> Result<(), Failure> {
     use check::LoadTest;
     let version = kernel::running()?;
     let eff = caps::effective()?;
@@ -693,8 +992,9 @@ fn check_cmd() -> Result<(), Failure> {
         kallsyms_hidden: !netlens::cost::kallsyms::addresses_visible(),
         perf_refused: probe.perf_refused(),
     };
-    let offered = |tp: &check::Tracepoint| probe.has_tracepoint(tp.hook, tp.category, tp.name);
-    let features = check::report(&host, &offered);
+    let offered =
+        |tp: &netlens::bpfio::Tracepoint| probe.has_tracepoint(tp.hook, tp.category, tp.name);
+    let features = check::report_for(&host, args.syscall_hook, &offered);
     print!("{}", check::format_features(&features));
     // The report is what the kernel advertises; loading and attaching the
     // real programs, as the commands do, is the proof. Each is tried only
@@ -713,6 +1013,7 @@ fn check_cmd() -> Result<(), Failure> {
                     interval: Duration::from_secs(1),
                     incremental: false,
                     filter: Filter::default(),
+                    ready: Readiness::new(),
                 };
                 let mut null = output::Fanout::new();
                 run::run(&opts, &mut null, None, &stop, None, &mut |_| {}).map(drop)
@@ -736,11 +1037,12 @@ fn check_cmd() -> Result<(), Failure> {
                     period: Duration::from_secs(1),
                     pids: Vec::new(),
                     bpf_stats: netlens::cost::selfstats::StatsMode::Sampled,
+                    syscall_hook: args.syscall_hook,
                     period_stacks: false,
-                    push_counters: None,
                     duration: None,
+                    ready: Readiness::new(),
                 };
-                let mut null = output::cost::CostFanout::default();
+                let mut null = output::Fanout::of_reports();
                 netlens::cost::run::run(&opts, &mut null, &stop, &mut |_| {}).map(drop)
             },
         )
@@ -751,6 +1053,8 @@ fn check_cmd() -> Result<(), Failure> {
         "{}",
         check::format_verdict(&features, &conns_test, &cost_test)
     );
+    // The load tests are done: leave no mount of ours behind.
+    probe.unmount_what_it_mounted();
     let mut missing: Vec<String> = Vec::new();
     let conns_missing = caps::missing_for_conns(eff, version);
     if !conns_missing.is_empty() {
@@ -840,6 +1144,92 @@ mod tests {
     }
 
     #[test]
+    fn absent_pids_and_namespaces_are_named() {
+        let own_pid = std::process::id();
+        let own_ns = netlens::sys::procfs::process_netns_inode().expect("own netns");
+        assert!(absent_filter_targets(&[own_pid], &[own_ns]).is_empty());
+        // PID_MAX_LIMIT is 2^22: no process has a larger PID; no namespace
+        // has inode 1.
+        let w = absent_filter_targets(&[own_pid, 1 << 23], &[own_ns, 1]);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("--pid 8388608: there is no process"),
+            "{w:?}"
+        );
+        assert!(w[1].starts_with("--netns 1: no process"), "{w:?}");
+    }
+
+    #[test]
+    fn log_options() {
+        let a = conns_args(&["--log-max-mib", "1048576", "--log-keep", "0"]).expect("bounds");
+        assert_eq!(a.log_max_mib * 1024 * 1024, 1 << 40);
+        assert_eq!(a.log_keep, 0);
+        for bad in [
+            // Would overflow a byte count (and once rotated on every write).
+            &["--log-max-mib", "17592186044416"][..],
+            &["--log-max-mib", "1048577"],
+            &["--log-max-mib", "0"],
+            &["--log-keep", "10001"],
+            &["--log-keep", "-1"],
+            // Options of a log file that is not written.
+            &["--no-log-file", "--log-dir", "/tmp"],
+            &["--no-log-file", "--log-keep", "3"],
+            &["--no-log-file", "--log-max-mib", "3"],
+        ] {
+            let err = conns_args(bad).err().expect("refused");
+            assert_eq!(err.exit_code(), 2, "{bad:?}: {err}");
+        }
+        conns_args(&["--no-log-file"]).expect("alone");
+    }
+
+    #[test]
+    fn numeric_ranges_are_in_the_help() {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        let conns = cmd
+            .find_subcommand_mut("conns")
+            .expect("conns")
+            .render_help();
+        for range in [
+            "16 to 16777216",
+            "1 to 1048576",
+            "0 to 10000",
+            "1 to 10000000",
+            "0.1 to 86400",
+        ] {
+            assert!(
+                conns.to_string().contains(range),
+                "conns --help lacks {range}"
+            );
+        }
+        let cost = cmd.find_subcommand_mut("cost").expect("cost").render_help();
+        for range in ["50 to", "0.1 to 86400", "1 to 65535"] {
+            assert!(
+                cost.to_string().contains(range),
+                "cost --help lacks {range}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_tui_flag() {
+        let a = conns_args(&["-d", "--no-tui"]).expect("-d --no-tui");
+        assert!(a.table && a.no_tui);
+        assert!(!conns_args(&["-d"]).expect("-d").no_tui);
+        // Without -d there is no view to turn off.
+        let err = conns_args(&["--no-tui"]).err().expect("refused");
+        assert_eq!(err.exit_code(), 2, "{err}");
+        let cost = |args: &[&str]| {
+            let full = ["netlens", "cost"].iter().chain(args);
+            match Cli::try_parse_from(full).map(|c| c.command) {
+                Ok(Command::Cost(a)) => a.no_tui,
+                _ => unreachable!("parsed cost"),
+            }
+        };
+        assert!(cost(&["--no-tui"]));
+        assert!(!cost(&[]));
+    }
+
+    #[test]
     fn web_flag() {
         let cost = |args: &[&str]| {
             let full = ["netlens", "cost"].iter().chain(args);
@@ -860,5 +1250,17 @@ mod tests {
             Ok(Some("0.0.0.0:8080".parse().unwrap()))
         );
         assert_eq!(cost(&["--web", "nope:1"]), Err(2));
+        let conns = |args: &[&str]| conns_args(args).map(|a| a.web).map_err(|e| e.exit_code());
+        assert_eq!(conns(&[]), Ok(None));
+        assert_eq!(conns(&["--web"]), Ok(Some(output::web::DEFAULT_ADDR)));
+        assert_eq!(
+            conns(&["--web", "-t", "2"]),
+            Ok(Some(output::web::DEFAULT_ADDR))
+        );
+        assert_eq!(
+            conns(&["--web", "[::1]:0"]),
+            Ok(Some("[::1]:0".parse().unwrap()))
+        );
+        assert_eq!(conns(&["--web", "nope:1"]), Err(2));
     }
 }

@@ -5,6 +5,11 @@
 //! these types, never BPF structures.
 
 pub mod cost;
+pub mod readiness;
+pub mod sink;
+
+pub use readiness::Readiness;
+pub use sink::Sink;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -169,8 +174,11 @@ impl Metrics {
 pub enum FailReason {
     /// The peer answered with a reset (ECONNREFUSED).
     Refused,
-    /// No answer (ETIMEDOUT), or an ICMP error turned into a timeout.
+    /// No answer in time (ETIMEDOUT).
     TimedOut,
+    /// No route, or an ICMP host/network unreachable during the handshake
+    /// (EHOSTUNREACH, ENETUNREACH).
+    Unreachable,
     /// Reset or another error while the handshake was running.
     Reset,
     /// The socket was closed by its owner before the handshake finished.
@@ -184,7 +192,8 @@ impl FailReason {
         match errno {
             0 => FailReason::Aborted,
             libc::ECONNREFUSED => FailReason::Refused,
-            libc::ETIMEDOUT | libc::EHOSTUNREACH | libc::ENETUNREACH => FailReason::TimedOut,
+            libc::ETIMEDOUT => FailReason::TimedOut,
+            libc::EHOSTUNREACH | libc::ENETUNREACH => FailReason::Unreachable,
             libc::ECONNRESET | libc::EPIPE => FailReason::Reset,
             other => FailReason::Other(other),
         }
@@ -196,6 +205,7 @@ impl fmt::Display for FailReason {
         match self {
             FailReason::Refused => f.write_str("refused"),
             FailReason::TimedOut => f.write_str("timed_out"),
+            FailReason::Unreachable => f.write_str("unreachable"),
             FailReason::Reset => f.write_str("reset"),
             FailReason::Aborted => f.write_str("aborted"),
             FailReason::Other(e) => write!(f, "errno_{e}"),
@@ -343,6 +353,10 @@ mod tests {
             FailReason::from_errno(libc::ETIMEDOUT),
             FailReason::TimedOut
         );
+        for unreachable in [libc::EHOSTUNREACH, libc::ENETUNREACH] {
+            assert_eq!(FailReason::from_errno(unreachable), FailReason::Unreachable);
+        }
+        assert_eq!(FailReason::Unreachable.to_string(), "unreachable");
         assert_eq!(FailReason::from_errno(0), FailReason::Aborted);
         assert_eq!(FailReason::from_errno(5).to_string(), "errno_5");
     }

@@ -1,5 +1,7 @@
 /* Layouts shared by cost.bpf.c and Rust (libbpf-cargo generates the Rust
- * types from BTF, so nothing here is mirrored by hand). */
+ * types from BTF, so nothing here is mirrored by hand). User space reads
+ * these structs back from raw bytes (bpfio::Record): keep their fields
+ * integers, integer arrays and structs of those, never pointers or bools. */
 #ifndef NETLENS_COST_H
 #define NETLENS_COST_H
 

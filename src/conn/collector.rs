@@ -7,7 +7,6 @@
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::Read;
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, RawFd};
 use std::ptr::{self, NonNull};
 use std::rc::Rc;
@@ -16,18 +15,20 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, RingBuffer, RingBufferBuilder};
 
 use super::decode::{
     read_record, CONN_ESTABLISHED, LOSS_EVENTS, LOSS_MAP_FULL, LOSS_MAX, LOSS_SEED_MAP_FULL,
 };
+use super::probes::TRACEPOINTS;
 use super::refresh::{LateOwners, Pass};
 use super::skel::{types, ConnsSkel, ConnsSkelBuilder};
 use super::table::clock_ns;
 pub use crate::bpfio::AttachFailure;
-use crate::bpfio::{prog_stats, skip_missing_tracepoints};
+use crate::bpfio::{
+    attach_tracepoints, load_error, prog_stats, skip_missing_tracepoints, ObjectStorage, Role,
+};
 use crate::model::Losses;
-use crate::sys::check;
 use crate::sys::kernel::Probe;
 
 /// Size of the event ring buffer. At the ~20,000 connections/s this machine
@@ -62,6 +63,9 @@ pub struct Collector {
     pass_bytes: Vec<u8>,
     late_owners: LateOwners,
     pub attach_failures: Vec<AttachFailure>,
+    /// The memory the skeleton's object lives in: the last field, so it is
+    /// freed after everything that borrows it (see ObjectStorage).
+    _storage: ObjectStorage,
 }
 
 /// The BPF array conn_slots, mapped read-only into this process.
@@ -154,10 +158,12 @@ impl Drop for SlotArray {
 impl Collector {
     /// Opens, configures, loads and attaches the connection tracer.
     pub fn start(cfg: &Config) -> Result<Collector> {
-        // The skeleton borrows its object for as long as it lives; one tracer
-        // lives for the whole process, so leaking this one allocation is fine.
-        let object: &'static mut MaybeUninit<OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
+        // Declared before everything that borrows it, so that on an early
+        // return it is dropped after them.
+        let mut storage = ObjectStorage::new();
+        // SAFETY: the only call; the skeleton and all that borrows from it
+        // end up in the returned Collector, before its `storage` field.
+        let object = unsafe { storage.get() };
         let mut open = ConnsSkelBuilder::default()
             .open(object)
             .context("opening the BPF object")?;
@@ -187,36 +193,14 @@ impl Collector {
         open.progs.refresh_conns.set_autoattach(false);
         let mut attach_failures = skip_missing_tracepoints(
             open.open_object_mut(),
-            &check::TRACEPOINTS,
+            &TRACEPOINTS,
             &Probe::new(),
-            "netlens conns",
+            ROLE.command,
         )?;
-        let mut skel = open.load().map_err(|e| load_error(&e))?;
+        let mut skel = open.load().map_err(|e| load_error(&e, ROLE))?;
 
-        let skipped: Vec<&str> = attach_failures.iter().map(|f| f.program).collect();
-        let mut links = Vec::new();
-        for tp in check::TRACEPOINTS
-            .iter()
-            .filter(|tp| !skipped.contains(&tp.program))
-        {
-            let name = tp.program;
-            let prog = skel
-                .object_mut()
-                .progs_mut()
-                .find(|p| p.name() == name)
-                .with_context(|| format!("program {name} missing from the BPF object"))?;
-            match prog.attach() {
-                Ok(link) => links.push(link),
-                Err(e) if tp.required => {
-                    bail!("attaching {name} failed: {e}; netlens cannot trace connections on this kernel (run `netlens check`)")
-                }
-                Err(e) => attach_failures.push(AttachFailure {
-                    program: name,
-                    what_is_lost: tp.without,
-                    error: e.to_string(),
-                }),
-            }
-        }
+        let links =
+            attach_tracepoints(skel.object_mut(), &TRACEPOINTS, &mut attach_failures, ROLE)?;
 
         let pending: Rc<RefCell<Vec<types::conn_event>>> = Rc::default();
         let sink = Rc::clone(&pending);
@@ -257,6 +241,7 @@ impl Collector {
             pass_bytes: Vec::new(),
             late_owners: LateOwners::default(),
             attach_failures,
+            _storage: storage,
         })
     }
 
@@ -403,13 +388,12 @@ fn read_iterator(link_fd: RawFd, what: &str, buf: &mut Vec<u8>) -> Result<()> {
     Ok(())
 }
 
-fn load_error(e: &libbpf_rs::Error) -> anyhow::Error {
-    anyhow::anyhow!(
-        "loading the BPF programs failed: {e}. netlens needs a kernel with BTF \
-         (/sys/kernel/btf/vmlinux), tp_btf tracepoints and BPF ring buffers (Linux 5.9 or \
-         later); run `netlens check` for details, and `netlens -v conns` for the verifier log"
-    )
-}
+/// `netlens conns`, in the loader's messages.
+const ROLE: Role = Role {
+    command: "netlens conns",
+    purpose: "trace connections",
+    subcommand: "conns",
+};
 
 #[cfg(test)]
 mod tests {

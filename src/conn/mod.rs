@@ -2,6 +2,7 @@
 
 pub mod collector;
 pub mod decode;
+pub mod probes;
 pub mod refresh;
 pub mod run;
 pub mod seed;

@@ -12,8 +12,8 @@ use super::collector::{Collector, Config};
 use super::skel::types;
 use super::table::{Clock, ConnTable, Filter};
 use super::{decode, seed};
-use crate::model::{ConnInfo, ConnRow, IdMap, Losses, Snapshot};
-use crate::output::Sink;
+use crate::model::Sink;
+use crate::model::{ConnInfo, ConnRow, IdMap, Losses, Readiness, Snapshot};
 
 /// How often events are drained and output is flushed: a reader sees every
 /// event within this time (plus formatting), well under a second.
@@ -24,6 +24,9 @@ pub struct Options {
     pub interval: Duration,
     pub incremental: bool,
     pub filter: Filter,
+    /// Set once the programs are attached and existing connections seeded
+    /// (what the endpoints answer at `/healthz`).
+    pub ready: Readiness,
 }
 
 /// An output fed apart from the printed ones, more often and always with
@@ -63,6 +66,8 @@ pub fn run(
     for warning in report.warnings() {
         status(&format!("warning: {warning}"));
     }
+    // Before the line, so that whoever reads it finds /healthz ready.
+    opts.ready.set_ready();
     status(&format!(
         "netlens: ready: tracing TCP connections; {}",
         report.summary()

@@ -347,8 +347,8 @@ mod tests {
         Unreached {
             inode,
             path: PathBuf::from(format!("/run/netns/t{inode}")),
-            error: "setns(CLONE_NEWNET) into /run/netns/t failed (errno 1): Operation not \
-                    permitted (os error 1)"
+            error: "setns(CLONE_NEWNET) into /run/netns/t failed: Operation not permitted \
+                    (os error 1)"
                 .into(),
             lacks_sys_admin: true,
             connections,
@@ -380,7 +380,7 @@ mod tests {
         assert_eq!(
             warnings[0],
             "network namespace 11 (/run/netns/t11) not entered: setns(CLONE_NEWNET) into \
-             /run/netns/t failed (errno 1): Operation not permitted (os error 1); its 2 existing \
+             /run/netns/t failed: Operation not permitted (os error 1); its 2 existing \
              connections are not seeded and are not reported, not even when they close; netlens \
              lacks CAP_SYS_ADMIN, which entering a network namespace other than its own needs"
         );

@@ -5,6 +5,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::decode::{self, CONN_ACTIVE, CONN_ESTABLISHED, CONN_OWNED, CONN_PASSIVE, CONN_SEEDED};
@@ -63,21 +64,67 @@ pub struct SeedOwner {
 }
 
 /// Which connections the user wants to see. Empty lists match everything.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Filter {
     pub pids: Vec<u32>,
     /// Matches the local or the remote port.
     pub ports: Vec<u16>,
     pub netns: Vec<u32>,
+    /// Whether any connection passed so far, so that a filter matching
+    /// nothing is reported instead of passing silently.
+    matched: AtomicBool,
+}
+
+impl Clone for Filter {
+    fn clone(&self) -> Filter {
+        Filter {
+            pids: self.pids.clone(),
+            ports: self.ports.clone(),
+            netns: self.netns.clone(),
+            matched: AtomicBool::new(self.matched.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 impl Filter {
+    pub fn new(pids: Vec<u32>, ports: Vec<u16>, netns: Vec<u32>) -> Filter {
+        Filter {
+            pids,
+            ports,
+            netns,
+            matched: AtomicBool::new(false),
+        }
+    }
+
     pub fn matches(&self, c: &ConnInfo) -> bool {
-        (self.pids.is_empty() || self.pids.contains(&c.pid))
+        let yes = (self.pids.is_empty() || self.pids.contains(&c.pid))
             && (self.ports.is_empty()
                 || self.ports.contains(&c.tuple.local_port)
                 || self.ports.contains(&c.tuple.remote_port))
-            && (self.netns.is_empty() || self.netns.contains(&c.netns))
+            && (self.netns.is_empty() || self.netns.contains(&c.netns));
+        if yes && !self.matched.load(Ordering::Relaxed) {
+            self.matched.store(true, Ordering::Relaxed);
+        }
+        yes
+    }
+
+    /// Whether the user gave any filter at all.
+    pub fn is_set(&self) -> bool {
+        !(self.pids.is_empty() && self.ports.is_empty() && self.netns.is_empty())
+    }
+
+    /// Whether any connection or event passed the filter so far.
+    pub fn matched_any(&self) -> bool {
+        self.matched.load(Ordering::Relaxed)
+    }
+
+    /// The filter as command-line options, for messages: `--pid 7 --port 80`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        parts.extend(self.pids.iter().map(|p| format!("--pid {p}")));
+        parts.extend(self.ports.iter().map(|p| format!("--port {p}")));
+        parts.extend(self.netns.iter().map(|n| format!("--netns {n}")));
+        parts.join(" ")
     }
 }
 
@@ -376,10 +423,7 @@ mod tests {
         assert_eq!(rows[1].metrics.bytes_sent, 100);
 
         entries[0].counters.bytes_sent = 160;
-        let only_pid_10 = Filter {
-            pids: vec![10],
-            ..Filter::default()
-        };
+        let only_pid_10 = Filter::new(vec![10], vec![], vec![]);
         let rows = t.rows(&entries, &clock, &only_pid_10, true);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].metrics.bytes_sent, 60);
@@ -434,16 +478,18 @@ mod tests {
         let clock = Clock::new(0);
         let mut t = ConnTable::new();
         let info = t.conn_info(1, &value(1, ESTABLISHED, 5, 40000, 0), &clock);
-        let by_remote = Filter {
-            ports: vec![80],
-            ..Filter::default()
-        };
+        let by_remote = Filter::new(vec![], vec![80], vec![]);
+        assert!(by_remote.is_set() && !by_remote.matched_any());
         assert!(by_remote.matches(&info));
-        let other_ns = Filter {
-            netns: vec![1],
-            ..Filter::default()
-        };
+        assert!(by_remote.matched_any());
+        let other_ns = Filter::new(vec![], vec![], vec![1]);
         assert!(!other_ns.matches(&info));
+        assert!(!other_ns.matched_any(), "a miss is not a match");
+        assert!(!Filter::default().is_set());
+        assert_eq!(
+            Filter::new(vec![7], vec![80, 443], vec![9]).describe(),
+            "--pid 7 --port 80 --port 443 --netns 9"
+        );
     }
 
     #[test]

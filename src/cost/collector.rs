@@ -11,14 +11,18 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{libbpf_sys, Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder};
+use libbpf_rs::{libbpf_sys, Link, MapCore, MapFlags, RingBuffer, RingBufferBuilder};
 
+use super::probes::{SyscallHook, SyscallHookWanted, COST_TRACEPOINTS};
 use super::skel::{types, CostSkel, CostSkelBuilder};
 pub use crate::bpfio::AttachFailure;
 pub use crate::bpfio::ProgStats;
-use crate::bpfio::{prog_stats, read_record, skip_missing_tracepoints};
+use crate::bpfio::Tracepoint;
+use crate::bpfio::{
+    attach_tracepoints, load_error, prog_stats, read_record, skip_missing_tracepoints,
+    ObjectStorage, Role,
+};
 use crate::model::cost::Sampler;
-use crate::sys::check::{self, SyscallHook};
 use crate::sys::kernel::Probe;
 
 /// Per-CPU totals as the BPF side keeps them (cumulative since load).
@@ -33,6 +37,8 @@ pub struct Config {
     pub sampler: Sampler,
     /// Processes whose own TX/RX system call time is kept (-u).
     pub pids: Vec<u32>,
+    /// How TX/RX system calls are to be hooked (`--syscall-hook`).
+    pub syscall_hook: SyscallHookWanted,
 }
 
 /// One sampled NET_RX stack: CPU and kernel instruction addresses, leaf first.
@@ -74,13 +80,19 @@ pub struct Collector {
     pub attach_failures: Vec<AttachFailure>,
     /// How TX/RX system calls are hooked on this kernel.
     pub syscall_hook: SyscallHook,
+    /// The memory the skeleton's object lives in: the last field, so it is
+    /// freed after everything that borrows it (see ObjectStorage).
+    _storage: ObjectStorage,
 }
 
 impl Collector {
     pub fn start(cfg: &Config) -> Result<Collector> {
-        // One collector lives for the whole process: leaking its object is fine.
-        let object: &'static mut std::mem::MaybeUninit<OpenObject> =
-            Box::leak(Box::new(std::mem::MaybeUninit::uninit()));
+        // Declared before everything that borrows it, so that on an early
+        // return it is dropped after them.
+        let mut storage = ObjectStorage::new();
+        // SAFETY: the only call; the skeleton and all that borrows from it
+        // end up in the returned Collector, before its `storage` field.
+        let object = unsafe { storage.get() };
         let mut open = CostSkelBuilder::default()
             .open(object)
             .context("opening the BPF object")?;
@@ -105,10 +117,10 @@ impl Collector {
         if cfg.sampler == Sampler::Tick {
             rodata.tick_handlers = tick_handler_addresses()?;
         }
-        // System calls: the per-call tracepoints where the kernel has them,
-        // else raw_syscalls; the other way's programs are not loaded.
+        // System calls: raw_syscalls, or the per-call tracepoints where asked
+        // for and the kernel has them; the other way's programs are not loaded.
         let probe = Probe::new();
-        let syscall_hook = SyscallHook::choose(&|tp: &check::Tracepoint| {
+        let syscall_hook = SyscallHook::choose(cfg.syscall_hook, &|tp: &Tracepoint| {
             probe.has_tracepoint(tp.hook, tp.category, tp.name)
         });
         for tp in syscall_hook.unused() {
@@ -119,15 +131,15 @@ impl Collector {
                 .set_autoload(false);
         }
         let mut attach_failures = Vec::new();
-        for table in [&check::COST_TRACEPOINTS[..], syscall_hook.tracepoints()] {
+        for table in [&COST_TRACEPOINTS[..], syscall_hook.tracepoints()] {
             attach_failures.extend(skip_missing_tracepoints(
                 open.open_object_mut(),
                 table,
                 &probe,
-                "netlens cost",
+                ROLE.command,
             )?);
         }
-        let mut skel = open.load().map_err(|e| load_error(&e))?;
+        let mut skel = open.load().map_err(|e| load_error(&e, ROLE))?;
 
         for pid in &cfg.pids {
             let zero = [0u8; std::mem::size_of::<types::pid_cost>()];
@@ -137,36 +149,16 @@ impl Collector {
                 .context("registering a -u process")?;
         }
 
-        let skipped: Vec<&str> = attach_failures.iter().map(|f| f.program).collect();
-        let mut links = Vec::new();
         // The sampling program (on_sample) is attached per CPU below. The
         // context switch program is attached before any system call program
         // (a span must never meet a context switch unseen), the system call
         // exits before their enters (every span opened is closed).
-        for tp in check::COST_TRACEPOINTS
-            .iter()
-            .chain(syscall_hook.tracepoints())
-            .filter(|tp| !skipped.contains(&tp.program))
-        {
-            let name = tp.program;
-            let prog = skel
-                .object_mut()
-                .progs_mut()
-                .find(|p| p.name() == name)
-                .with_context(|| format!("program {name} missing from the BPF object"))?;
-            match prog.attach() {
-                Ok(link) => links.push(link),
-                Err(e) if tp.required => bail!(
-                    "attaching {name} failed: {e}; netlens cannot measure network CPU cost on \
-                     this kernel (run `netlens check`)"
-                ),
-                Err(e) => attach_failures.push(AttachFailure {
-                    program: name,
-                    what_is_lost: tp.without,
-                    error: e.to_string(),
-                }),
-            }
-        }
+        let links = attach_tracepoints(
+            skel.object_mut(),
+            COST_TRACEPOINTS.iter().chain(syscall_hook.tracepoints()),
+            &mut attach_failures,
+            ROLE,
+        )?;
 
         let pending: Rc<RefCell<SampleQueue>> = Rc::default();
         let sink = Rc::clone(&pending);
@@ -195,6 +187,7 @@ impl Collector {
             sampler: cfg.sampler,
             attach_failures,
             syscall_hook,
+            _storage: storage,
         };
         collector.refresh_net_irqs()?;
         Ok(collector)
@@ -517,14 +510,12 @@ fn enable_run_time_stats() -> Option<OwnedFd> {
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn load_error(e: &libbpf_rs::Error) -> anyhow::Error {
-    anyhow::anyhow!(
-        "loading the BPF programs failed: {e}. `netlens cost` needs a kernel with BTF \
-         (/sys/kernel/btf/vmlinux), tp_btf tracepoints, task storage and BPF ring buffers \
-         (Linux 5.11 or later); run `netlens check` for details, and `netlens -v cost` for \
-         the verifier log"
-    )
-}
+/// `netlens cost`, in the loader's messages.
+const ROLE: Role = Role {
+    command: "netlens cost",
+    purpose: "measure network CPU cost",
+    subcommand: "cost",
+};
 
 #[cfg(test)]
 mod tests {

@@ -107,48 +107,6 @@ fn push_frame(key: &mut String, frame: &str) {
     }));
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum FlamegraphError {
-    #[error("no stack samples to draw")]
-    NoSamples,
-    #[error("cannot write flame graph {}: {source}", path.display())]
-    Write {
-        path: std::path::PathBuf,
-        source: io::Error,
-    },
-}
-
-/// Draws folded stack lines as a flame graph SVG at `path`. With no lines
-/// nothing is written: an empty graph would only hold an error banner.
-pub fn write_flamegraph<I, S>(
-    folded_lines: I,
-    path: &Path,
-    title: &str,
-) -> Result<(), FlamegraphError>
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<str>,
-{
-    let lines: Vec<S> = folded_lines.into_iter().collect();
-    if lines.is_empty() {
-        return Err(FlamegraphError::NoSamples);
-    }
-    let mut options = inferno::flamegraph::Options::default();
-    options.title = title.to_owned();
-    options.count_name = "samples".to_owned();
-    // Same input, same colors: graphs of two runs can be compared side by side.
-    options.hash = true;
-    let write_error = |source| FlamegraphError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    let file = File::create(path).map_err(write_error)?;
-    let mut out = BufWriter::new(file);
-    inferno::flamegraph::from_lines(&mut options, lines.iter().map(|l| l.as_ref()), &mut out)
-        .map_err(write_error)?;
-    out.flush().map_err(write_error)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,18 +155,6 @@ mod tests {
             "net_rx_action;__napi_poll;veth_poll 2\nnet_rx_action;tcp_v4_rcv;sock_def_readable 7\n"
         );
 
-        let svg_path = dir.join("netrx.svg");
-        write_flamegraph(folded.lines(), &svg_path, "NET_RX").unwrap();
-        let svg = std::fs::read_to_string(&svg_path).unwrap();
-        assert!(svg.starts_with("<?xml"));
-        assert!(svg.contains("sock_def_readable"));
-        assert!(svg.contains("NET_RX"));
-
-        let empty: [&str; 0] = [];
-        assert!(matches!(
-            write_flamegraph(empty, &dir.join("empty.svg"), "NET_RX"),
-            Err(FlamegraphError::NoSamples)
-        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -10,6 +10,7 @@ pub mod collector;
 pub mod folded;
 pub mod irqs;
 pub mod kallsyms;
+pub mod probes;
 pub mod run;
 pub mod selfstats;
 pub mod skel;

@@ -11,10 +11,12 @@ use anyhow::{Context, Result};
 use super::account::{self, CpuTotals};
 use super::classify::{category_times, Category};
 use super::collector::{Collector, Config, RawCpuCost};
+use super::probes::SyscallHookWanted;
 use super::selfstats::{BpfStatsSampler, StatsMode};
 use super::stacks::StackBook;
 use crate::model::cost::{CategoryRow, CostReport, PerCpu, PidCpu, Sampler, Sampling, SelfCost};
-use crate::output::cost::CostSink;
+use crate::model::Readiness;
+use crate::model::Sink;
 use crate::sys::procfs;
 
 /// How often samples are drained (the ring is sized for half a second).
@@ -34,15 +36,18 @@ pub struct Options {
     pub period: Duration,
     /// Processes whose CPU time is shown beside the kernel cost.
     pub pids: Vec<u32>,
+    /// How TX/RX system calls are hooked (`--syscall-hook`).
+    pub syscall_hook: SyscallHookWanted,
     /// How netlens's own BPF run time is measured.
     pub bpf_stats: StatsMode,
     /// Fill [`CostReport::net_rx_stacks`] (an output pushes them).
     pub period_stacks: bool,
-    /// Read into [`CostReport::pyroscope`] (set with `--pyroscope`).
-    pub push_counters: Option<Arc<crate::model::cost::PushCounters>>,
     /// Stop after measuring this long, counted from the moment the
     /// programs are attached (a slow start does not shorten it).
     pub duration: Option<Duration>,
+    /// Set once the programs are attached and sampling (what the endpoints
+    /// answer at `/healthz`).
+    pub ready: Readiness,
 }
 
 /// What a finished run leaves behind.
@@ -67,7 +72,7 @@ struct TrackedPid {
 /// `status` receives human-readable progress lines (stderr in the binary).
 pub fn run(
     opts: &Options,
-    sink: &mut dyn CostSink,
+    sink: &mut dyn Sink,
     stop: &Arc<AtomicBool>,
     status: &mut dyn FnMut(&str),
 ) -> Result<Finished> {
@@ -75,6 +80,7 @@ pub fn run(
     let mut collector = Collector::start(&Config {
         sampler: opts.sampler,
         pids: opts.pids.clone(),
+        syscall_hook: opts.syscall_hook,
     })?;
     // Kernel symbols are read once netlens's own programs are loaded, so
     // that samples inside them resolve to their bpf_prog_* names.
@@ -105,10 +111,13 @@ pub fn run(
         bpf_stats.begin(collector.prog_stats());
     }
     let mut prev_stat = procfs::proc_stat_cpus().unwrap_or_default();
+    let first_stat = prev_stat.clone();
     let started = Instant::now();
     let mut last_report = started;
     let mut last_irq_refresh = started;
     let mut warned_throttle = false;
+    // Before the line, so that whoever reads it finds /healthz ready.
+    opts.ready.set_ready();
     status(&format!(
         "netlens: ready: measuring network CPU cost on {} CPUs{}; {}; {} network device IRQs",
         cpus.len(),
@@ -180,6 +189,7 @@ pub fn run(
         };
         let stat = procfs::proc_stat_cpus().unwrap_or_default();
         let proc_stat = account::cpu_stat_period(&cpus, &prev_stat, &stat, ns_per_tick);
+        let proc_stat_total = account::cpu_stat_period(&cpus, &first_stat, &stat, ns_per_tick);
         prev_stat = stat;
         let prog_stats = collector.prog_stats();
         // What the programs ran for: every span they closed, every sample.
@@ -238,11 +248,11 @@ pub fn run(
             entries,
             categories,
             proc_stat,
+            proc_stat_total,
             pids: pid_rows(&mut pids, &collector.pid_costs()?, ns_per_tick),
             self_cost,
             sampling,
             net_rx_stacks,
-            pyroscope: opts.push_counters.as_ref().map(|c| c.totals()),
         };
         sink.report(&report)?;
         if stopping {
@@ -328,6 +338,9 @@ fn sampling(
         samples_period,
         net_rx_samples_period: sum(now, |c| c.net_rx_samples)
             .saturating_sub(sum(prev, |c| c.net_rx_samples)),
+        samples_total: sum(now, |c| c.samples).saturating_sub(sum(first, |c| c.samples)),
+        net_rx_samples_total: sum(now, |c| c.net_rx_samples)
+            .saturating_sub(sum(first, |c| c.net_rx_samples)),
         lost_total: sum(now, |c| c.samples_lost).saturating_sub(sum(first, |c| c.samples_lost)),
         stack_errors_total: 0,
         effective_hz,

@@ -2,7 +2,7 @@
 //!
 //! Two ways to hook them (see cost.bpf.c): the per-call tracepoints
 //! `syscalls:sys_enter_<event>` / `sys_exit_<event>` of exactly these calls
-//! (one BPF program pair per call, see `check::COST_SYSCALL_TRACEPOINTS`),
+//! (one BPF program pair per call, see `probes::COST_SYSCALL_TRACEPOINTS`),
 //! or, where the kernel has none, `raw_syscalls:sys_enter/sys_exit` with a
 //! table indexed by system call number, filled from here before load, so
 //! that the numbers come from libc for the target architecture and nothing
@@ -95,8 +95,8 @@ pub fn table() -> impl Iterator<Item = (usize, syscall_kind)> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::probes::{COST_RAW_SYSCALL_TRACEPOINTS, COST_SYSCALL_TRACEPOINTS};
     use super::*;
-    use crate::sys::check::{COST_RAW_SYSCALL_TRACEPOINTS, COST_SYSCALL_TRACEPOINTS};
 
     #[test]
     fn numbers_are_distinct_and_fit_the_bpf_table() {

@@ -279,6 +279,9 @@ pub struct Sampling {
     /// Samples taken on all CPUs in this period, and of them inside NET_RX.
     pub samples_period: u64,
     pub net_rx_samples_period: u64,
+    /// The same since start.
+    pub samples_total: u64,
+    pub net_rx_samples_total: u64,
     /// NET_RX samples lost since start (ring buffer full).
     pub lost_total: u64,
     /// NET_RX samples whose stack could not be read, since start.
@@ -289,34 +292,6 @@ pub struct Sampling {
     pub max_sample_rate: Option<u64>,
     /// The kernel lowered its sampling limit below the frequency asked for.
     pub throttled: bool,
-}
-
-/// Pushes of the NET_RX stacks to a Pyroscope backend (`--pyroscope`),
-/// since start. Counted by the pushing thread, read into each report (so a
-/// report shows the pushes finished before it, not its own).
-#[derive(Debug, Default)]
-pub struct PushCounters {
-    pub pushed: std::sync::atomic::AtomicU64,
-    /// Not delivered: the queue was full, or the backend failed or was
-    /// unreachable.
-    pub failed: std::sync::atomic::AtomicU64,
-}
-
-/// [`PushCounters`] as read for one report.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PushTotals {
-    pub pushed: u64,
-    pub failed: u64,
-}
-
-impl PushCounters {
-    pub fn totals(&self) -> PushTotals {
-        use std::sync::atomic::Ordering::Relaxed;
-        PushTotals {
-            pushed: self.pushed.load(Relaxed),
-            failed: self.failed.load(Relaxed),
-        }
-    }
 }
 
 /// One period of `netlens cost`.
@@ -336,6 +311,8 @@ pub struct CostReport {
     pub categories: Vec<CategoryRow>,
     /// Per CPU, same order as `cpus` (empty when /proc/stat is unreadable).
     pub proc_stat: Vec<CpuStat>,
+    /// The same since start.
+    pub proc_stat_total: Vec<CpuStat>,
     pub pids: Vec<PidCpu>,
     pub self_cost: SelfCost,
     pub sampling: Sampling,
@@ -343,8 +320,6 @@ pub struct CostReport {
     /// (`net_rx_action;...;leaf`, samples), sorted; filled only when an
     /// output needs them (`--pyroscope`).
     pub net_rx_stacks: Vec<(String, u64)>,
-    /// Pyroscope pushes since start (None without `--pyroscope`).
-    pub pyroscope: Option<PushTotals>,
 }
 
 impl CostReport {

@@ -5,46 +5,14 @@ use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
-use super::fmt_time;
+use super::pyroscope::{PushCounters, PushTotals};
+use super::{fmt_time, Sink};
 use crate::model::cost::{CostReport, CpuStat, Entry, PerCpu, Sampler};
-
-/// An output of `netlens cost`.
-pub trait CostSink {
-    fn report(&mut self, report: &CostReport) -> Result<()>;
-}
-
-impl<S: CostSink + ?Sized> CostSink for Box<S> {
-    fn report(&mut self, report: &CostReport) -> Result<()> {
-        (**self).report(report)
-    }
-}
-
-/// Sends every report to several sinks; a failing sink does not starve the
-/// others, the first error is returned afterwards.
-#[derive(Default)]
-pub struct CostFanout(pub Vec<Box<dyn CostSink + Send>>);
-
-impl CostFanout {
-    pub fn push(&mut self, sink: impl CostSink + Send + 'static) {
-        self.0.push(Box::new(sink));
-    }
-}
-
-impl CostSink for CostFanout {
-    fn report(&mut self, report: &CostReport) -> Result<()> {
-        let mut first_err = None;
-        for sink in &mut self.0 {
-            if let Err(e) = sink.report(report) {
-                first_err.get_or_insert(e);
-            }
-        }
-        first_err.map_or(Ok(()), Err)
-    }
-}
 
 /// The per-CPU table: on a terminal it is redrawn in place, otherwise each
 /// period is appended (separated by a blank line).
@@ -52,6 +20,8 @@ pub struct CostTableSink<W: Write> {
     out: W,
     redraw: bool,
     buf: String,
+    /// The Pyroscope output's counters, shown in the losses line.
+    pushes: Option<Arc<PushCounters>>,
 }
 
 impl<W: Write> CostTableSink<W> {
@@ -60,15 +30,22 @@ impl<W: Write> CostTableSink<W> {
             out,
             redraw,
             buf: String::new(),
+            pushes: None,
         }
+    }
+
+    /// Shows the failed pushes of `--pyroscope` with the other losses.
+    pub fn with_pushes(mut self, pushes: Arc<PushCounters>) -> CostTableSink<W> {
+        self.pushes = Some(pushes);
+        self
     }
 }
 
 /// Reports shorter than this (the partial one at exit) are not drawn:
 /// percentages of a few milliseconds are noise.
-const MIN_TABLE_PERIOD_NS: u64 = 50_000_000;
+pub(crate) const MIN_TABLE_PERIOD_NS: u64 = 50_000_000;
 
-impl<W: Write> CostSink for CostTableSink<W> {
+impl<W: Write> Sink for CostTableSink<W> {
     fn report(&mut self, report: &CostReport) -> Result<()> {
         if report.period_ns < MIN_TABLE_PERIOD_NS {
             return Ok(());
@@ -78,7 +55,8 @@ impl<W: Write> CostSink for CostTableSink<W> {
             // Home the cursor and clear the screen, then draw.
             self.buf.push_str("\x1b[H\x1b[2J");
         }
-        render_table(report, &mut self.buf);
+        let pushes = self.pushes.as_ref().map(|c| c.totals());
+        render_table_with_pushes(report, pushes, &mut self.buf);
         if !self.redraw {
             self.buf.push('\n');
         }
@@ -92,7 +70,7 @@ impl<W: Write> CostSink for CostTableSink<W> {
 const LABEL_WIDTH: usize = 27;
 
 /// A percentage of `period_ns`, right-aligned in 8 columns.
-fn pct(ns: u64, period_ns: u64) -> String {
+pub(crate) fn pct(ns: u64, period_ns: u64) -> String {
     if period_ns == 0 {
         return format!("{:>8}", "-");
     }
@@ -112,6 +90,12 @@ fn row(out: &mut String, label: &str, time: &PerCpu, period_ns: u64) {
 /// The whole table as text (one line per entry point, NET_RX category,
 /// /proc/stat field, process), columns per CPU, all CPUs, cumulative seconds.
 pub fn render_table(r: &CostReport, out: &mut String) {
+    render_table_with_pushes(r, None, out);
+}
+
+/// [`render_table`], with the Pyroscope pushes so far (`--pyroscope`) in its
+/// losses line.
+pub fn render_table_with_pushes(r: &CostReport, pushes: Option<PushTotals>, out: &mut String) {
     let _ = writeln!(
         out,
         "netlens cost  {}  period {:.2} s  elapsed {:.1} s  {}",
@@ -195,7 +179,7 @@ pub fn render_table(r: &CostReport, out: &mut String) {
         pct(s.process_ns_period, r.period_ns).trim()
     );
     let (sm, missed) = (&r.sampling, s.bpf_runs_missed_total);
-    let push_failed = r.pyroscope.map_or(0, |p| p.failed);
+    let push_failed = pushes.map_or(0, |p| p.failed);
     if sm.lost_total > 0 || sm.stack_errors_total > 0 || missed > 0 || push_failed > 0 {
         let _ = write!(
             out,
@@ -210,7 +194,7 @@ pub fn render_table(r: &CostReport, out: &mut String) {
     }
 }
 
-fn sampling_note(r: &CostReport) -> String {
+pub(crate) fn sampling_note(r: &CostReport) -> String {
     let s = &r.sampling;
     let asked = match s.sampler {
         Sampler::Off | Sampler::Auto => return "sampling off".to_string(),
@@ -242,6 +226,8 @@ fn sampling_note(r: &CostReport) -> String {
 pub struct CostLogSink {
     file: File,
     line: Vec<u8>,
+    /// The Pyroscope output's counters, logged with each period.
+    pushes: Option<Arc<PushCounters>>,
 }
 
 impl CostLogSink {
@@ -254,14 +240,22 @@ impl CostLogSink {
         Ok(CostLogSink {
             file,
             line: Vec::new(),
+            pushes: None,
         })
+    }
+
+    /// Logs the pushes of `--pyroscope` with each period.
+    pub fn with_pushes(mut self, pushes: Arc<PushCounters>) -> CostLogSink {
+        self.pushes = Some(pushes);
+        self
     }
 }
 
-impl CostSink for CostLogSink {
+impl Sink for CostLogSink {
     fn report(&mut self, report: &CostReport) -> Result<()> {
         self.line.clear();
-        serde_json::to_writer(&mut self.line, &report_json(report))?;
+        let pushes = self.pushes.as_ref().map(|c| c.totals());
+        serde_json::to_writer(&mut self.line, &report_json_with_pushes(report, pushes))?;
         self.line.push(b'\n');
         // One write per period: a reader never sees half an object.
         self.file
@@ -279,6 +273,11 @@ fn per_cpu_json(time: &PerCpu) -> Map<String, Value> {
 
 /// The JSON object of one period (schema in the README).
 pub fn report_json(r: &CostReport) -> Value {
+    report_json_with_pushes(r, None)
+}
+
+/// [`report_json`], with the Pyroscope pushes so far (`--pyroscope`).
+pub fn report_json_with_pushes(r: &CostReport, pushes: Option<PushTotals>) -> Value {
     let mut entries = Map::new();
     for e in &r.entries {
         let mut m = per_cpu_json(&e.time);
@@ -340,7 +339,7 @@ pub fn report_json(r: &CostReport) -> Value {
             "effective_hz": (sm.effective_hz * 10.0).round() / 10.0,
             "max_sample_rate": sm.max_sample_rate, "throttled": sm.throttled,
         },
-        "pyroscope": r.pyroscope.map(|p| json!({
+        "pyroscope": pushes.map(|p| json!({
             "pushed_total": p.pushed, "failed_total": p.failed,
         })),
     })
@@ -469,18 +468,19 @@ mod tests {
                  runs skipped (already running on that CPU)"
             )
         );
-        r.pyroscope = Some(crate::model::cost::PushTotals {
+        let pushes = PushTotals {
             pushed: 4,
             failed: 2,
-        });
+        };
+        let mut with_pushes = String::new();
+        render_table_with_pushes(&r, Some(pushes), &mut with_pushes);
         assert_eq!(
-            lost_line(&r).as_deref(),
+            with_pushes.lines().find(|l| l.starts_with("lost:")),
             Some(
                 "lost: 0 NET_RX samples (ring buffer full), 0 stacks unreadable, 12 BPF program \
                  runs skipped (already running on that CPU), 2 Pyroscope pushes failed"
             )
         );
-        r.pyroscope = None;
         r.self_cost.bpf_runs_missed_total = 0;
         r.sampling.lost_total = 3;
         assert_eq!(
@@ -511,11 +511,11 @@ mod tests {
         assert_eq!(v["self"]["bpf_ns"], json!(5_000_000));
         assert_eq!(v["self"]["bpf_runs_missed_total"], json!(9));
         assert_eq!(v["pyroscope"], Value::Null);
-        r.pyroscope = Some(crate::model::cost::PushTotals {
+        let pushes = PushTotals {
             pushed: 5,
             failed: 1,
-        });
-        let v = report_json(&r);
+        };
+        let v = report_json_with_pushes(&r, Some(pushes));
         assert_eq!(
             v["pyroscope"],
             json!({"pushed_total": 5, "failed_total": 1})

@@ -10,7 +10,7 @@
 //! between two files.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -131,9 +131,14 @@ impl Write for RotatingFile {
         if self.written > 0 && self.written.saturating_add(len) > self.max_bytes {
             self.rotate()?;
         }
-        self.file
-            .write_all(buf)
-            .map_err(|e| with_path(e, "writing log file", &self.path))?;
+        if let Err(e) = self.file.write_all(buf) {
+            // A full disk can take part of the batch: cut it off again, so
+            // the file never ends in half a line (the caller counts the
+            // whole batch as dropped).
+            let _ = self.file.set_len(self.written);
+            let _ = self.file.seek(SeekFrom::Start(self.written));
+            return Err(with_path(e, "writing log file", &self.path));
+        }
         self.written += len;
         Ok(buf.len())
     }

@@ -1,87 +1,120 @@
-//! Presentation: everything that turns [`ConnEvent`]s and [`Snapshot`]s into
-//! output. Each output format implements [`Sink`]; [`Fanout`] feeds several at
-//! once (for example the log file and stdout).
+//! Presentation: everything that turns the model ([`ConnEvent`]s,
+//! [`Snapshot`]s, cost reports) into output. Each output implements the
+//! model's [`Sink`]; [`Fanout`] feeds several at once (for example the log
+//! file and stdout), each under a guard.
 //!
 //! Every sink buffers in memory and writes whole batches of complete lines, so
 //! a busy host never costs one write syscall per line, and a rotating log file
 //! never splits a line between two files.
 
 pub mod cost;
+pub mod flamegraph;
+pub mod guard;
 pub mod json;
 pub mod logfile;
 pub mod prometheus;
 pub mod pyroscope;
 pub mod table;
 pub mod text;
+pub mod tui;
 pub mod web;
 
 use std::borrow::Cow;
 use std::io::Write;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context;
 
+use crate::model::cost::CostReport;
+pub use crate::model::Sink;
 use crate::model::{ConnEvent, ConnInfo, Losses, Snapshot, UnixNanos};
 
-/// One output of `netlens conns`.
-pub trait Sink {
-    /// One lifecycle event (connect, accept, close, connect_failed).
-    fn event(&mut self, ev: &ConnEvent) -> anyhow::Result<()>;
-    /// The periodic view of active connections (every interval, or on Enter in table mode).
-    fn snapshot(&mut self, snap: &Snapshot) -> anyhow::Result<()>;
-    /// Called after each batch (about every 100 ms) and at exit: push buffered output out.
-    fn flush(&mut self) -> anyhow::Result<()>;
+/// Forwards everything to several sinks, in order, each under a
+/// [`guard::Guard`]: a failing sink is warned about once and counted, and
+/// never stops the others or the tracing; only an error marked
+/// [`guard::Fatal`] (the full-screen view died) is passed on.
+pub struct Fanout {
+    sinks: Vec<Box<dyn Sink + Send>>,
+    guards: guard::Guards,
+    /// What a dropped record is, in the exit line: "lines", "reports".
+    unit: &'static str,
 }
 
-impl<S: Sink + ?Sized> Sink for Box<S> {
-    fn event(&mut self, ev: &ConnEvent) -> anyhow::Result<()> {
-        (**self).event(ev)
-    }
-
-    fn snapshot(&mut self, snap: &Snapshot) -> anyhow::Result<()> {
-        (**self).snapshot(snap)
-    }
-
-    fn flush(&mut self) -> anyhow::Result<()> {
-        (**self).flush()
+impl Default for Fanout {
+    fn default() -> Fanout {
+        Fanout::new()
     }
 }
-
-/// Forwards everything to several sinks, in order.
-///
-/// A failing sink does not starve the others: every sink gets every call,
-/// and the first error is returned afterwards.
-#[derive(Default)]
-pub struct Fanout(pub Vec<Box<dyn Sink + Send>>);
 
 impl Fanout {
+    /// The outputs of `conns`, whose losses are counted in lines.
     pub fn new() -> Fanout {
-        Fanout(Vec::new())
+        Fanout {
+            sinks: Vec::new(),
+            guards: guard::Guards::default(),
+            unit: "lines",
+        }
+    }
+
+    /// The outputs of `cost`, whose losses are counted in reports.
+    pub fn of_reports() -> Fanout {
+        Fanout {
+            unit: "reports",
+            ..Fanout::new()
+        }
     }
 
     pub fn push(&mut self, sink: impl Sink + Send + 'static) {
-        self.0.push(Box::new(sink));
+        self.push_as(sink.name(), sink);
+    }
+
+    /// Adds `sink`, named `name` in messages ("stdout", "log file").
+    pub fn push_as(&mut self, name: &'static str, sink: impl Sink + Send + 'static) {
+        self.guards.push(name, self.unit);
+        self.sinks.push(Box::new(sink));
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.sinks.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.sinks.is_empty()
     }
 
+    /// Sets `stop` once the readers of every output are gone (for example
+    /// `netlens conns | head`), for a caller that has nothing else to serve.
+    pub fn stop_when_all_closed(&mut self, stop: Arc<AtomicBool>) {
+        self.guards.stop_when_all_closed(stop);
+    }
+
+    /// What the outputs dropped, for the exit line: `None` if nothing.
+    pub fn losses(&self) -> Option<String> {
+        self.guards.summary()
+    }
+
+    /// Sends the warnings about failing outputs to `say` instead of stderr
+    /// (the full-screen view shows them), each as one line starting with
+    /// `netlens: `.
+    pub fn say_with(&mut self, mut say: impl FnMut(&str) + Send + 'static) {
+        self.guards
+            .say_with(move |line| say(&format!("netlens: {line}")));
+    }
+
+    /// Calls every sink; the first [`guard::Fatal`] error, if any, after all.
     fn each(
         &mut self,
         mut call: impl FnMut(&mut dyn Sink) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        let mut first_err = None;
-        for sink in &mut self.0 {
-            if let Err(e) = call(sink.as_mut()) {
-                first_err.get_or_insert(e);
+        let mut fatal = None;
+        for (i, sink) in self.sinks.iter_mut().enumerate() {
+            if let Err(e) = self.guards.call(i, || call(sink.as_mut())) {
+                fatal.get_or_insert(e);
             }
         }
-        first_err.map_or(Ok(()), Err)
+        fatal.map_or(Ok(()), Err)
     }
 }
 
@@ -92,6 +125,10 @@ impl Sink for Fanout {
 
     fn snapshot(&mut self, snap: &Snapshot) -> anyhow::Result<()> {
         self.each(|s| s.snapshot(snap))
+    }
+
+    fn report(&mut self, report: &CostReport) -> anyhow::Result<()> {
+        self.each(|s| s.report(report))
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
@@ -214,6 +251,10 @@ const SPILL_BYTES: usize = 1 << 20;
 pub(crate) struct LineBuf<W: Write> {
     out: W,
     buf: Vec<u8>,
+    /// Lines in `buf`: what a failed write drops.
+    lines: u64,
+    /// The last write failed.
+    failing: bool,
 }
 
 impl<W: Write> LineBuf<W> {
@@ -221,6 +262,8 @@ impl<W: Write> LineBuf<W> {
         LineBuf {
             out,
             buf: Vec::with_capacity(16 * 1024),
+            lines: 0,
+            failing: false,
         }
     }
 
@@ -238,6 +281,7 @@ impl<W: Write> LineBuf<W> {
 
     pub(crate) fn end_line(&mut self) -> anyhow::Result<()> {
         self.buf.push(b'\n');
+        self.lines += 1;
         if self.buf.len() >= SPILL_BYTES {
             self.write_out()?;
         }
@@ -246,13 +290,21 @@ impl<W: Write> LineBuf<W> {
 
     fn write_out(&mut self) -> anyhow::Result<()> {
         if self.buf.is_empty() {
-            return Ok(());
+            // Nothing written proves nothing: a failing writer stays failing
+            // (so an empty batch is never taken for a recovery).
+            return match self.failing {
+                true => Err(anyhow::anyhow!("nothing written since the failure"))
+                    .context(guard::Dropped(0)),
+                false => Ok(()),
+            };
         }
         let res = self.out.write_all(&self.buf);
         // Dropped even on error: retrying would duplicate whatever part was
         // already written.
         self.buf.clear();
-        res.context("writing output")
+        let lines = std::mem::take(&mut self.lines);
+        self.failing = res.is_err();
+        res.context("writing output").context(guard::Dropped(lines))
     }
 
     /// Writes everything buffered, then flushes the writer.
@@ -557,6 +609,52 @@ mod tests {
         assert_eq!(lb.get_ref().writes.len(), 1);
     }
 
+    /// Fails its writes while `full` is set.
+    struct FullDisk {
+        full: bool,
+        written: Vec<u8>,
+    }
+
+    impl Write for FullDisk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.full {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn line_buf_counts_a_failed_batch_and_an_empty_one_is_no_recovery() {
+        let mut lb = LineBuf::new(FullDisk {
+            full: true,
+            written: Vec::new(),
+        });
+        let mut guard = guard::Guard::new("log file", "lines");
+        lb.line("one").expect("line");
+        lb.line("two").expect("line");
+        assert!(guard.call(|| lb.flush()).is_some(), "the failure is said");
+        // An empty batch while failing: no recovery said, nothing counted.
+        assert_eq!(guard.call(|| lb.flush()), None);
+        lb.out.full = false;
+        assert_eq!(guard.call(|| lb.flush()), None, "still nothing written");
+        lb.line("three").expect("line");
+        let back = guard.call(|| lb.flush()).expect("recovery said");
+        assert!(
+            back.starts_with("log file writes again; 2 lines were dropped"),
+            "{back}"
+        );
+        assert_eq!(lb.get_ref().written, b"three\n");
+        assert!(guard
+            .summary()
+            .is_some_and(|s| s.starts_with("log file: 2 lines dropped")));
+    }
+
     #[test]
     fn line_buf_spills_at_line_boundaries() {
         let mut lb = LineBuf::new(test_util::CountingWriter::default());
@@ -610,16 +708,22 @@ mod tests {
     fn fanout_forwards_to_all_even_after_an_error() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut fan = Fanout::new();
-        fan.push(Recorder {
-            name: "a",
-            log: log.clone(),
-            fail: true,
-        });
-        fan.push(Recorder {
-            name: "b",
-            log: log.clone(),
-            fail: false,
-        });
+        fan.push_as(
+            "a",
+            Recorder {
+                name: "a",
+                log: log.clone(),
+                fail: true,
+            },
+        );
+        fan.push_as(
+            "b",
+            Recorder {
+                name: "b",
+                log: log.clone(),
+                fail: false,
+            },
+        );
         assert_eq!(fan.len(), 2);
         let ev = ConnEvent {
             kind: EventKind::Accept,
@@ -636,10 +740,14 @@ mod tests {
             incremental: false,
             losses: Losses::default(),
         };
-        let err = fan.event(&ev).expect_err("a fails");
-        assert_eq!(err.to_string(), "a failed");
-        assert!(fan.snapshot(&snap).is_err());
-        assert!(fan.flush().is_err());
+        let said = Arc::new(Mutex::new(Vec::<String>::new()));
+        let said_log = Arc::clone(&said);
+        fan.guards
+            .say_with(move |l| said_log.lock().expect("said").push(l.to_owned()));
+        fan.event(&ev)
+            .expect("a failing sink is not the fan-out's failure");
+        fan.snapshot(&snap).expect("nor here");
+        fan.flush().expect("nor here");
         let got = log.lock().map(|l| l.clone()).unwrap_or_default();
         assert_eq!(
             got,
@@ -651,6 +759,14 @@ mod tests {
                 "a flush",
                 "b flush"
             ]
+        );
+        // Said once, counted three times.
+        let said = said.lock().map(|l| l.clone()).unwrap_or_default();
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(said[0].starts_with("warning: a: a failed;"), "{said:?}");
+        assert_eq!(
+            fan.losses().as_deref(),
+            Some("a: 3 lines dropped (a failed)")
         );
     }
 

@@ -5,6 +5,12 @@ use std::fmt::Write as _;
 
 use super::caps;
 use super::kernel::{Hook, KernelVersion, VMLINUX_BTF};
+use crate::bpfio::Tracepoint;
+use crate::conn::probes::TRACEPOINTS;
+use crate::cost::probes::{
+    SyscallHook, SyscallHookWanted, COST_RAW_SYSCALL_TRACEPOINTS, COST_SYSCALL_TRACEPOINTS,
+    COST_TRACEPOINTS,
+};
 
 /// One line of the check report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,255 +44,6 @@ pub const KERNEL_FACILITIES: [(u32, u32, &str, &str); 8] = [
     (5, 11, "bpf_sock_from_file", "conns"),
     (5, 12, "BPF atomic exchange and fetch-and-add", "conns"),
     (5, 12, "task storage in tracing programs", "cost"),
-];
-
-/// A tracepoint `conns` attaches to, the BPF program attached there, and
-/// what is lost without it. The collector attaches from this table too, so
-/// `check` and a running `conns` tell the same story.
-pub struct Tracepoint {
-    pub category: &'static str,
-    pub name: &'static str,
-    /// The program in src/bpf/conns.bpf.c (or cost.bpf.c).
-    pub program: &'static str,
-    /// How the program attaches (its section in the .bpf.c file).
-    pub hook: Hook,
-    pub required: bool,
-    /// What it gives when present.
-    pub gives: &'static str,
-    /// What netlens loses when it is absent.
-    pub without: &'static str,
-}
-
-pub const TRACEPOINTS: [Tracepoint; 3] = [
-    Tracepoint {
-        category: "sock",
-        name: "inet_sock_set_state",
-        program: "on_set_state",
-        hook: Hook::TpBtf,
-        required: true,
-        gives: "connection open, state changes and close",
-        without: "connections cannot be tracked at all",
-    },
-    Tracepoint {
-        category: "syscalls",
-        name: "sys_exit_accept",
-        program: "on_accept_exit_tp",
-        hook: Hook::Tracefs,
-        required: false,
-        gives: "owner of inbound connections accepted with accept()",
-        without: "inbound connections accepted with accept() get their owner \
-                  from /proc at the next refresh, and none if they close before",
-    },
-    Tracepoint {
-        category: "syscalls",
-        name: "sys_exit_accept4",
-        program: "on_accept4_exit",
-        hook: Hook::Tracefs,
-        required: false,
-        gives: "owner of inbound connections accepted with accept4()",
-        without: "inbound connections accepted with accept4() get their owner \
-                  from /proc at the next refresh, and none if they close before",
-    },
-];
-
-/// The exit programs of all the calls, then their enter programs.
-macro_rules! syscall_tracepoints {
-    ($($event:literal),*) => {
-        [
-            $(Tracepoint {
-                category: "syscalls",
-                name: concat!("sys_exit_", $event),
-                program: concat!("on_exit_", $event),
-                hook: Hook::Tracefs,
-                required: true,
-                gives: concat!("end of ", $event),
-                without: "no system call time",
-            },)*
-            $(Tracepoint {
-                category: "syscalls",
-                name: concat!("sys_enter_", $event),
-                program: concat!("on_enter_", $event),
-                hook: Hook::Tracefs,
-                required: true,
-                gives: concat!("start of ", $event),
-                without: "no system call time",
-            },)*
-        ]
-    };
-}
-
-/// The per-call system call tracepoints `cost` uses where the kernel has
-/// them all (see [`SyscallHook`]): an exit and an enter program for each
-/// call of `cost::syscalls::all()`, exits first, so that whatever an enter
-/// program opens, an exit program attached before it closes.
-pub const COST_SYSCALL_TRACEPOINTS: [Tracepoint; 30] = syscall_tracepoints!(
-    "sendto",
-    "sendmsg",
-    "sendmmsg",
-    "recvfrom",
-    "recvmsg",
-    "recvmmsg",
-    "write",
-    "writev",
-    "pwritev2",
-    "sendfile64",
-    "read",
-    "readv",
-    "preadv2",
-    "splice",
-    "io_uring_enter"
-);
-
-/// The fallback for system calls where a per-call tracepoint is missing:
-/// programs that run on every system call of the host (exit first, as
-/// above).
-pub const COST_RAW_SYSCALL_TRACEPOINTS: [Tracepoint; 2] = [
-    Tracepoint {
-        category: "raw_syscalls",
-        name: "sys_exit",
-        program: "on_sys_exit",
-        hook: Hook::TpBtf,
-        required: true,
-        gives: "end of TX/RX system calls (its program runs on every system call of the host)",
-        without: "no system call time",
-    },
-    Tracepoint {
-        category: "raw_syscalls",
-        name: "sys_enter",
-        program: "on_sys_enter",
-        hook: Hook::TpBtf,
-        required: true,
-        gives: "start of TX/RX system calls (its program runs on every system call of the host)",
-        without: "no system call time",
-    },
-];
-
-/// How `cost` hooks TX/RX system calls on this kernel.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SyscallHook {
-    /// The per-call tracepoints, [`COST_SYSCALL_TRACEPOINTS`]: programs run
-    /// on those calls only.
-    PerCall,
-    /// `raw_syscalls:sys_enter/sys_exit`, [`COST_RAW_SYSCALL_TRACEPOINTS`],
-    /// because these per-call tracepoints are missing, or could not be
-    /// checked (`known`: false).
-    Raw {
-        missing: Vec<&'static str>,
-        known: bool,
-    },
-}
-
-impl SyscallHook {
-    /// The per-call tracepoints when the kernel offers every one of them
-    /// (asked through `offered`, the kernel probe), else raw_syscalls. Never
-    /// by kernel version: CONFIG_FTRACE_SYSCALLS decides.
-    pub fn choose(offered: &dyn Fn(&Tracepoint) -> Option<bool>) -> SyscallHook {
-        let mut missing = Vec::new();
-        let mut known = true;
-        for tp in &COST_SYSCALL_TRACEPOINTS {
-            match offered(tp) {
-                Some(true) => {}
-                Some(false) => missing.push(tp.name),
-                None => {
-                    known = false;
-                    missing.push(tp.name);
-                }
-            }
-        }
-        if missing.is_empty() {
-            SyscallHook::PerCall
-        } else {
-            SyscallHook::Raw { missing, known }
-        }
-    }
-
-    /// The tracepoints `cost` attaches for system calls, exits first.
-    pub fn tracepoints(&self) -> &'static [Tracepoint] {
-        match self {
-            SyscallHook::PerCall => &COST_SYSCALL_TRACEPOINTS,
-            SyscallHook::Raw { .. } => &COST_RAW_SYSCALL_TRACEPOINTS,
-        }
-    }
-
-    /// The other way's tracepoints, whose programs are not loaded.
-    pub fn unused(&self) -> &'static [Tracepoint] {
-        match self {
-            SyscallHook::PerCall => &COST_RAW_SYSCALL_TRACEPOINTS,
-            SyscallHook::Raw { .. } => &COST_SYSCALL_TRACEPOINTS,
-        }
-    }
-
-    /// One phrase for status lines: what times system calls.
-    pub fn describe(&self) -> &'static str {
-        match self {
-            SyscallHook::PerCall => "system calls timed by their own tracepoints",
-            SyscallHook::Raw { .. } => {
-                "system calls timed by raw_syscalls (the per-call system call tracepoints are \
-                 missing, or refused to this process: `netlens check` says which; a BPF program \
-                 runs on every system call)"
-            }
-        }
-    }
-}
-
-/// The other tracepoints `cost` attaches to (`required`: required by cost),
-/// before those of its [`SyscallHook`]. The cost collector attaches from
-/// this table.
-pub const COST_TRACEPOINTS: [Tracepoint; 6] = [
-    Tracepoint {
-        category: "sched",
-        name: "sched_switch",
-        program: "on_sched_switch",
-        hook: Hook::TpBtf,
-        required: true,
-        gives: "pausing spans across context switches; NAPI thread time",
-        without: "time off the CPU would be counted",
-    },
-    Tracepoint {
-        category: "irq",
-        name: "softirq_entry",
-        program: "on_softirq_entry",
-        hook: Hook::TpBtf,
-        required: true,
-        gives: "start of NET_TX/NET_RX softirqs",
-        without: "no softirq time",
-    },
-    Tracepoint {
-        category: "irq",
-        name: "softirq_exit",
-        program: "on_softirq_exit",
-        hook: Hook::TpBtf,
-        required: true,
-        gives: "end of NET_TX/NET_RX softirqs",
-        without: "no softirq time",
-    },
-    Tracepoint {
-        category: "irq",
-        name: "irq_handler_entry",
-        program: "on_irq_entry",
-        hook: Hook::TpBtf,
-        required: true,
-        gives: "start of hard IRQ handlers",
-        without: "no hard IRQ time, and it would be counted in what it interrupted",
-    },
-    Tracepoint {
-        category: "irq",
-        name: "irq_handler_exit",
-        program: "on_irq_exit",
-        hook: Hook::TpBtf,
-        required: true,
-        gives: "end of hard IRQ handlers",
-        without: "no hard IRQ time, and it would be counted in what it interrupted",
-    },
-    Tracepoint {
-        category: "io_uring",
-        name: "io_uring_complete",
-        program: "on_io_uring_complete",
-        hook: Hook::TpBtf,
-        required: false,
-        gives: "io_uring socket operations (io-wq workers, io_uring_enter)",
-        without: "no io_uring worker time, and no io_uring_enter time for socket operations",
-    },
 ];
 
 fn kernel_feature(kernel: KernelVersion) -> Feature {
@@ -426,22 +183,53 @@ fn tracepoint_feature(host: &Host, tp: &Tracepoint, offered: Option<bool>, cost:
 /// The name of the line of the per-call system call tracepoints.
 pub const SYSCALL_LINE: &str = "tracepoints syscalls/sys_*_<call>";
 
-/// The lines of `cost`'s system call hook: the per-call tracepoints, and
-/// the raw_syscalls ones when cost falls back to them (only then are they
-/// asked for, and required).
+/// The per-call system calls, as `check` names them.
+fn per_call_names() -> String {
+    let half = COST_SYSCALL_TRACEPOINTS.len() / 2;
+    COST_SYSCALL_TRACEPOINTS[..half]
+        .iter()
+        .map(|tp| tp.name.trim_start_matches("sys_exit_"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The lines of `cost`'s system call hook. By default (raw_syscalls): the
+/// raw_syscalls tracepoints, required, and the per-call ones only when all
+/// are offered, as an option. With `--syscall-hook per-call`: the per-call
+/// tracepoints, and the raw_syscalls ones when cost falls back to them
+/// (only then are they asked for, and required).
 fn syscall_features(
     host: &Host,
-    hook: &SyscallHook,
+    wanted: SyscallHookWanted,
     offered: &dyn Fn(&Tracepoint) -> Option<bool>,
 ) -> Vec<Feature> {
     let name = SYSCALL_LINE.to_string();
-    let (missing, known) = match hook {
-        SyscallHook::PerCall => {
-            let half = COST_SYSCALL_TRACEPOINTS.len() / 2;
-            let calls: Vec<&str> = COST_SYSCALL_TRACEPOINTS[..half]
+    let per_call = SyscallHook::choose(SyscallHookWanted::PerCall, offered);
+    if wanted == SyscallHookWanted::Raw {
+        let mut features = Vec::new();
+        if per_call == SyscallHook::PerCall {
+            features.push(Feature {
+                name,
+                available: true,
+                required: false,
+                required_by_cost: false,
+                detail: format!(
+                    "not used by default; `cost --syscall-hook per-call` would time TX/RX system \
+                     calls on their own tracepoints ({}): no program on any other system call, \
+                     but more per network call",
+                    per_call_names()
+                ),
+            });
+        }
+        features.extend(
+            COST_RAW_SYSCALL_TRACEPOINTS
                 .iter()
-                .map(|tp| tp.name.trim_start_matches("sys_exit_"))
-                .collect();
+                .map(|tp| tracepoint_feature(host, tp, offered(tp), true)),
+        );
+        return features;
+    }
+    let (missing, known) = match &per_call {
+        SyscallHook::PerCall => {
             return vec![Feature {
                 name,
                 available: true,
@@ -450,7 +238,7 @@ fn syscall_features(
                 detail: format!(
                     "cost: TX/RX system calls, each timed on its own tracepoints ({}): no \
                      program runs on any other system call",
-                    calls.join(", ")
+                    per_call_names()
                 ),
             }];
         }
@@ -496,10 +284,19 @@ fn syscall_features(
     features
 }
 
-/// What the host offers `netlens conns` and `netlens cost`: kernel version,
-/// BTF, capabilities, and each tracepoint as answered by `offered` (the
-/// kernel probe).
+/// [`report_for`] `cost`'s default system call hook.
 pub fn report(host: &Host, offered: &dyn Fn(&Tracepoint) -> Option<bool>) -> Vec<Feature> {
+    report_for(host, SyscallHookWanted::default(), offered)
+}
+
+/// What the host offers `netlens conns` and `netlens cost` (with the system
+/// call hook `wanted`): kernel version, BTF, capabilities, and each
+/// tracepoint as answered by `offered` (the kernel probe).
+pub fn report_for(
+    host: &Host,
+    wanted: SyscallHookWanted,
+    offered: &dyn Fn(&Tracepoint) -> Option<bool>,
+) -> Vec<Feature> {
     let mut features = vec![kernel_feature(host.kernel), btf_feature(host.btf)];
     features.extend(caps_features(host));
     features.extend(
@@ -507,11 +304,7 @@ pub fn report(host: &Host, offered: &dyn Fn(&Tracepoint) -> Option<bool>) -> Vec
             .iter()
             .map(|tp| tracepoint_feature(host, tp, offered(tp), false)),
     );
-    features.extend(syscall_features(
-        host,
-        &SyscallHook::choose(offered),
-        offered,
-    ));
+    features.extend(syscall_features(host, wanted, offered));
     for tp in &COST_TRACEPOINTS {
         let name = format!("tracepoint {}/{}", tp.category, tp.name);
         // Shared with conns: one line telling both.
@@ -647,11 +440,12 @@ mod tests {
     #[test]
     fn healthy_host_is_all_ok() {
         let features = report(&host(NEW, true, ALL_CAPS), &all_tracepoints);
-        // No tracepoint serves both commands today: a line each, and one
-        // for all the per-call system call tracepoints.
+        // No tracepoint serves both commands today: a line each, the two
+        // raw_syscalls ones cost uses by default, and one for all the
+        // per-call system call tracepoints (an option).
         assert_eq!(
             features.len(),
-            5 + TRACEPOINTS.len() + 1 + COST_TRACEPOINTS.len()
+            5 + TRACEPOINTS.len() + 1 + 2 + COST_TRACEPOINTS.len()
         );
         assert!(features.iter().all(|f| f.available));
         assert!(conns_can_run(&features));
@@ -663,21 +457,45 @@ mod tests {
             text.contains("cost: io_uring socket operations (io-wq workers, io_uring_enter)"),
             "{text}"
         );
-        // The per-call system call tracepoints, and not the fallback.
+        // raw_syscalls by default, required; the per-call tracepoints
+        // offered as an option.
+        for name in ["sys_enter", "sys_exit"] {
+            let raw = find(&features, &format!("tracepoint raw_syscalls/{name}"));
+            assert!(raw.available && raw.required_by_cost && !raw.required);
+        }
         let line = find(&features, SYSCALL_LINE);
         assert!(line.available && !line.required && !line.required_by_cost);
         assert!(
             line.detail.contains("(sendto, sendmsg, sendmmsg, recvfrom")
-                && line
-                    .detail
-                    .contains("no program runs on any other system call"),
+                && line.detail.contains("--syscall-hook per-call"),
             "{}",
             line.detail
         );
-        assert!(!text.contains("raw_syscalls"), "{text}");
         assert!(
             text.ends_with("netlens conns: can run, with every feature\nnetlens cost: can run\n")
         );
+
+        // Asked for per-call hooks: those, and not the raw_syscalls lines.
+        let features = report_for(
+            &host(NEW, true, ALL_CAPS),
+            SyscallHookWanted::PerCall,
+            &all_tracepoints,
+        );
+        assert_eq!(
+            features.len(),
+            5 + TRACEPOINTS.len() + 1 + COST_TRACEPOINTS.len()
+        );
+        let line = find(&features, SYSCALL_LINE);
+        assert!(line.available && !line.required && !line.required_by_cost);
+        assert!(
+            line.detail
+                .contains("no program runs on any other system call"),
+            "{}",
+            line.detail
+        );
+        let text = format_report(&features);
+        assert!(!text.contains("raw_syscalls"), "{text}");
+        assert!(!text.contains("warn"), "{text}");
     }
 
     #[test]
@@ -781,11 +599,16 @@ mod tests {
             .iter()
             .map(|tp| format!("syscalls/{}", tp.name))
             .collect();
-        // The per-call system call tracepoints; raw_syscalls are not asked
-        // about when they are all there.
+        // The per-call system call tracepoints (an option), then the
+        // raw_syscalls ones cost uses by default.
         let conns = TRACEPOINTS.len();
         let end = conns + per_call.len();
         assert_eq!(asked[conns..end], per_call);
+        assert_eq!(
+            asked[end..end + 2],
+            ["raw_syscalls/sys_exit", "raw_syscalls/sys_enter"]
+        );
+        let end = end + 2;
         assert!(per_call.contains(&"syscalls/sys_enter_sendto".to_string()));
         assert!(per_call.contains(&"syscalls/sys_exit_io_uring_enter".to_string()));
         let others: Vec<&str> = asked[..conns]
@@ -816,42 +639,16 @@ mod tests {
     }
 
     #[test]
-    fn the_per_call_system_call_tracepoints_are_chosen_when_all_are_there() {
-        assert_eq!(SyscallHook::choose(&all_tracepoints), SyscallHook::PerCall);
-        let hook = SyscallHook::choose(&no_syscalls_category);
-        let SyscallHook::Raw { missing, known } = &hook else {
-            panic!("{hook:?}")
-        };
-        assert!(known);
-        assert_eq!(missing.len(), COST_SYSCALL_TRACEPOINTS.len());
-        // One missing is enough to fall back: raw_syscalls covers them all.
-        let no_splice = |tp: &Tracepoint| Some(tp.name != "sys_enter_splice");
-        assert_eq!(
-            SyscallHook::choose(&no_splice),
-            SyscallHook::Raw {
-                missing: vec!["sys_enter_splice"],
-                known: true
-            }
-        );
-        let unknown = |tp: &Tracepoint| (tp.category != "syscalls").then_some(true);
-        assert!(matches!(
-            SyscallHook::choose(&unknown),
-            SyscallHook::Raw { known: false, .. }
-        ));
-        // What is attached, exits before enters; and what is not loaded.
-        assert_eq!(SyscallHook::PerCall.tracepoints().len(), 30);
-        assert_eq!(hook.tracepoints()[0].program, "on_sys_exit");
-        assert_eq!(hook.tracepoints()[1].program, "on_sys_enter");
-        assert_eq!(hook.unused().len(), 30);
-        assert_eq!(SyscallHook::PerCall.unused()[0].name, "sys_exit");
-        assert!(SyscallHook::PerCall
-            .describe()
-            .contains("their own tracepoints"));
-        assert!(hook.describe().contains("raw_syscalls"));
-    }
-
-    #[test]
     fn without_per_call_tracepoints_cost_falls_back_to_raw_syscalls() {
+        // By default nothing is lost: no per-call line, no warning.
+        let features = report(&host(NEW, true, ALL_CAPS), &no_syscalls_category);
+        assert!(cost_can_run(&features));
+        assert!(!features.iter().any(|f| f.name == SYSCALL_LINE));
+        assert!(find(&features, "tracepoint raw_syscalls/sys_enter").required_by_cost);
+
+        let report = |host: &Host, offered: &dyn Fn(&Tracepoint) -> Option<bool>| {
+            report_for(host, SyscallHookWanted::PerCall, offered)
+        };
         let features = report(&host(NEW, true, ALL_CAPS), &no_syscalls_category);
         assert!(cost_can_run(&features));
         let line = find(&features, SYSCALL_LINE);
@@ -993,6 +790,15 @@ mod tests {
         let accept = find(&features, "tracepoint syscalls/sys_exit_accept4");
         assert!(!accept.available);
         assert!(accept.detail.starts_with("refused: "), "{}", accept.detail);
+        // By default, raw_syscalls (tp_btf, not refused): no per-call line.
+        assert!(!features.iter().any(|f| f.name == SYSCALL_LINE));
+        let text = format_report(&features);
+        assert!(!text.contains("missing:"), "{text}");
+        assert!(
+            conns_can_run(&features) && cost_can_run(&features),
+            "{text}"
+        );
+        let features = report_for(&h, SyscallHookWanted::PerCall, &refused);
         let calls = find(&features, SYSCALL_LINE);
         assert!(calls.detail.starts_with("refused: "), "{}", calls.detail);
         assert!(

@@ -116,11 +116,12 @@ fn find_tracefs<'a>(candidates: impl IntoIterator<Item = &'a Path>) -> Option<Pa
 
 /// The root of the tracing filesystem: [`TRACEFS`] if tracefs is mounted
 /// there, else [`DEBUGFS_TRACING`] if debugfs exposes it, else this mounts
-/// tracefs at [`TRACEFS`] (needs CAP_SYS_ADMIN) and returns that.
-pub fn tracefs_root() -> Result<PathBuf> {
+/// tracefs at [`TRACEFS`] (needs CAP_SYS_ADMIN) and returns that. The flag
+/// says whether this call mounted it.
+pub fn tracefs_root() -> Result<(PathBuf, bool)> {
     let candidates = [Path::new(TRACEFS), Path::new(DEBUGFS_TRACING)];
     if let Some(root) = find_tracefs(candidates) {
-        return Ok(root);
+        return Ok((root, false));
     }
     let how = format!("mount it by hand with `mount -t tracefs tracefs {TRACEFS}`");
     // SAFETY: all three strings are NUL-terminated literals, and tracefs
@@ -139,9 +140,19 @@ pub fn tracefs_root() -> Result<PathBuf> {
         bail!("tracefs is not mounted and mounting it at {TRACEFS} failed ({err}); {how}");
     }
     match find_tracefs([Path::new(TRACEFS)]) {
-        Some(root) => Ok(root),
-        None => bail!("mounted tracefs at {TRACEFS} but it has no events/ directory; {how}"),
+        Some(root) => Ok((root, true)),
+        None => {
+            unmount_tracefs();
+            bail!("mounted tracefs at {TRACEFS} but it has no events/ directory; {how}")
+        }
     }
+}
+
+/// Undoes the mount [`tracefs_root`] made (lazily, if something still has
+/// it open).
+fn unmount_tracefs() {
+    // SAFETY: a NUL-terminated literal path; umount2 only reads it.
+    unsafe { libc::umount2(c"/sys/kernel/tracing".as_ptr(), libc::MNT_DETACH) };
 }
 
 /// True if the tracepoint `category:name` exists under the tracefs `root`
@@ -179,6 +190,8 @@ pub const NO_SYSCALL_TRACEPOINTS_ENV: &str = "NETLENS_TEST_NO_SYSCALL_TRACEPOINT
 pub struct Probe {
     btf: Option<libbpf_rs::Btf<'static>>,
     tracefs: Option<PathBuf>,
+    /// Tracefs was not mounted, and this probe mounted it.
+    mounted_tracefs: bool,
     /// [`NO_SYSCALL_TRACEPOINTS_ENV`] is set.
     no_syscall_tracepoints: bool,
     /// The kernel refuses this process perf events, through which
@@ -195,10 +208,16 @@ impl Probe {
         } else {
             None
         };
-        let tracefs = tracefs_root().ok().filter(|root| {
+        let (tracefs, mounted_tracefs) = match tracefs_root() {
             // Without privileges the directory exists but cannot be listed.
-            std::fs::read_dir(root.join("events")).is_ok()
-        });
+            Ok((root, mounted)) => (
+                std::fs::read_dir(root.join("events"))
+                    .is_ok()
+                    .then_some(root),
+                mounted,
+            ),
+            Err(_) => (None, false),
+        };
         let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok());
@@ -207,8 +226,18 @@ impl Probe {
         Probe {
             btf,
             tracefs,
+            mounted_tracefs,
             no_syscall_tracepoints: std::env::var_os(NO_SYSCALL_TRACEPOINTS_ENV).is_some(),
             perf_refused: paranoid.is_some_and(|p| p > 2) && !sys_admin,
+        }
+    }
+
+    /// Unmounts tracefs if this probe mounted it: for `netlens check`, which
+    /// must leave the system as it found it. (The commands keep the mount:
+    /// their tracepoint programs are attached through it.)
+    pub fn unmount_what_it_mounted(&self) {
+        if self.mounted_tracefs {
+            unmount_tracefs();
         }
     }
 

@@ -10,23 +10,14 @@ use super::exposition::{Exposition, Kind, Labels};
 use super::server::Producer;
 use super::{BPF_RUNS_MISSED_HELP, BPF_RUNS_MISSED_TOTAL};
 use crate::model::cost::{CostReport, CpuStat, Sampler};
-use crate::output::cost::CostSink;
+use crate::output::Sink;
 
 const NS: f64 = 1e9;
 
-/// What the endpoint serves: the latest report and the few totals the
-/// reports only carry per period.
+/// What the endpoint serves: the latest report, whose totals are the
+/// counters (the model carries them; nothing is added up here).
 #[derive(Default)]
-struct State {
-    last: Option<CostReport>,
-    /// /proc/stat per CPU column, nanoseconds since start.
-    proc_stat_total: Vec<[u64; 8]>,
-    samples_total: u64,
-    net_rx_samples_total: u64,
-}
-
-#[derive(Default)]
-pub struct CostMetrics(Mutex<State>);
+pub struct CostMetrics(Mutex<Option<CostReport>>);
 
 impl CostMetrics {
     pub fn new() -> Arc<CostMetrics> {
@@ -34,23 +25,19 @@ impl CostMetrics {
     }
 
     fn update(&self, r: &CostReport) {
-        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        s.proc_stat_total.resize(r.proc_stat.len(), [0; 8]);
-        for (total, period) in s.proc_stat_total.iter_mut().zip(&r.proc_stat) {
-            for (t, p) in total.iter_mut().zip(period.values()) {
-                *t += p;
-            }
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match last.as_mut() {
+            // Into the previous report's buffers: no allocation per period.
+            Some(l) => l.clone_from(r),
+            None => *last = Some(r.clone()),
         }
-        s.samples_total += r.sampling.samples_period;
-        s.net_rx_samples_total += r.sampling.net_rx_samples_period;
-        s.last = Some(r.clone());
     }
 }
 
 impl Producer for CostMetrics {
     fn render(&self, out: &mut Exposition) {
-        let s = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(r) = &s.last else {
+        let last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(r) = last.as_ref() else {
             return; // before the first period: nothing measured yet
         };
         let cpu_labels: Vec<Labels> = r
@@ -87,9 +74,9 @@ impl Producer for CostMetrics {
             Kind::Counter,
             "Context: /proc/stat time per CPU and mode since netlens started.",
         );
-        for (labels, total) in cpu_labels.iter().zip(&s.proc_stat_total) {
-            for (mode, ns) in CpuStat::FIELDS.iter().zip(total) {
-                f.sample_f64(&labels.and("mode", mode), *ns as f64 / NS);
+        for (labels, total) in cpu_labels.iter().zip(&r.proc_stat_total) {
+            for (mode, ns) in CpuStat::FIELDS.iter().zip(total.values()) {
+                f.sample_f64(&labels.and("mode", mode), ns as f64 / NS);
             }
         }
 
@@ -147,8 +134,8 @@ impl Producer for CostMetrics {
             Kind::Counter,
             "Stack samples taken on all CPUs (kind=all), and of them while NET_RX ran (kind=net_rx).",
         );
-        f.sample(&none.and("kind", "all"), s.samples_total);
-        f.sample(&none.and("kind", "net_rx"), s.net_rx_samples_total);
+        f.sample(&none.and("kind", "all"), r.sampling.samples_total);
+        f.sample(&none.and("kind", "net_rx"), r.sampling.net_rx_samples_total);
         out.family(
             "netlens_cost_samples_lost_total",
             Kind::Counter,
@@ -203,7 +190,7 @@ impl CostMetricsSink {
     }
 }
 
-impl CostSink for CostMetricsSink {
+impl Sink for CostMetricsSink {
     fn report(&mut self, report: &CostReport) -> anyhow::Result<()> {
         self.0.update(report);
         Ok(())
@@ -241,6 +228,13 @@ mod tests {
             proc_stat: vec![
                 CpuStat {
                     user: period,
+                    ..Default::default()
+                },
+                CpuStat::default(),
+            ],
+            proc_stat_total: vec![
+                CpuStat {
+                    user: 2_000_000_000,
                     ..Default::default()
                 },
                 CpuStat::default(),
@@ -293,7 +287,7 @@ mod tests {
             "netlens_cost_cpu_seconds_total{cpu=\"0\",entry=\"net_rx_softirq\"} 1.5",
             "netlens_cost_cpu_seconds_total{cpu=\"3\",entry=\"tx_syscall\"} 0.25",
             "netlens_cost_net_rx_cpu_seconds_total{cpu=\"0\",category=\"gro\"} 0.5",
-            // /proc/stat is accumulated over the two reports.
+            // The totals of the latest report, not a sum of the periods.
             "netlens_cost_proc_stat_cpu_seconds_total{cpu=\"0\",mode=\"user\"} 2",
             "netlens_cost_process_cpu_seconds_total{pid=\"7\",comm=\"a \\\"b\\\"\",mode=\"user\"} 2",
             "netlens_cost_process_network_seconds_total{pid=\"7\",comm=\"a \\\"b\\\"\",kind=\"interrupt\"} 0.1",

@@ -7,9 +7,9 @@
 //! - [`server`]: the HTTP endpoint and the [`Registry`] of producers it serves
 //!   (its [`Routes`] also carry the web UI of `netlens cost`, see
 //!   [`output::web`](crate::output::web));
-//! - [`conns`]: the producer of `netlens conns`, fed as a [`Sink`](crate::output::Sink);
+//! - [`conns`]: the producer of `netlens conns`, fed as a [`Sink`](crate::model::Sink);
 //! - [`cost`]: the producer of `netlens cost`, fed as a
-//!   [`CostSink`](crate::output::cost::CostSink).
+//!   [`Sink`](crate::model::Sink).
 //!
 //! # Adding a producer (e.g. `netlens cost`)
 //!

@@ -161,6 +161,9 @@ struct RrArgs {
     /// Request and response size.
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024))]
     size: u64,
+    /// Stop after this many transactions (or at --secs, whichever is first).
+    #[arg(long, value_name = "N")]
+    max: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -1183,16 +1186,21 @@ fn client_exchange(mut s: TcpStream, send: u64, pause_after_send: bool) -> ConnR
     r
 }
 
-/// Waits (up to 10 s) until the peer has acknowledged everything written.
+/// Waits (up to 10 s) until every byte written was sent and acknowledged.
 fn wait_all_acked(s: &TcpStream) -> io::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let info = TcpInfo::of(s.as_raw_fd())?;
-        let unacked = TCP_INFO_FIELDS
-            .iter()
-            .find(|f| f.0 == "unacked")
-            .and_then(|&(_, off, width)| info.field(off, width));
-        if unacked == Some(0) {
+        let field = |name: &str| {
+            TCP_INFO_FIELDS
+                .iter()
+                .find(|f| f.0 == name)
+                .and_then(|&(_, off, width)| info.field(off, width))
+        };
+        // Nothing in flight is not enough: data still queued behind the
+        // window has not been sent yet (seen under load: more segments went
+        // out after "sent").
+        if field("unacked") == Some(0) && field("notsent_bytes") == Some(0) {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -1362,7 +1370,7 @@ fn rr(a: &RrArgs, timeout: Duration) -> Result<u8> {
     let start = Instant::now();
     let mut transactions = 0u64;
     let mut err = None;
-    while start.elapsed() < a.secs {
+    while start.elapsed() < a.secs && a.max.is_none_or(|m| transactions < m) {
         if let Err(e) = s.write_all(&req) {
             err = Some(format!("write: {e}"));
             break;

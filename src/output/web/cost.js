@@ -1,58 +1,8 @@
-<!DOCTYPE html>
-<!-- The web UI of `netlens cost --web`: self-contained (no external assets),
-     it polls api/history (JSON log objects, schema in the README). -->
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>netlens cost</title>
-<style>
-  body { font: 14px/1.4 system-ui, sans-serif; margin: 1em 2em; color: #1a1a1a; background: #fff; }
-  h1 { font-size: 1.3em; margin: 0 0 .2em; }
-  h2 { font-size: 1.05em; margin: 1.4em 0 .3em; }
-  #status { color: #444; }
-  #status.down { color: #b00020; font-weight: bold; }
-  .controls { margin: .6em 0; }
-  table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
-  th, td { padding: 2px 8px; text-align: right; white-space: nowrap; }
-  th:first-child, td:first-child { text-align: left; }
-  thead th { border-bottom: 1px solid #888; position: sticky; top: 0; background: #fff; }
-  tr.sub td:first-child { padding-left: 2em; color: #333; }
-  tr.total td { font-weight: bold; border-top: 1px solid #bbb; }
-  tr.ctx td { color: #555; }
-  tr.stat td { color: #555; }
-  tr.sep td { border-top: 1px solid #888; }
-  tbody tr:hover { background: #f0f4ff; }
-  .chart { margin-bottom: .5em; }
-  .chart svg { display: block; max-width: 100%; }
-  .legend { display: flex; flex-wrap: wrap; gap: .2em 1.2em; font-size: 13px; }
-  .legend span::before { content: ""; display: inline-block; width: .9em; height: .9em;
-    margin-right: .35em; vertical-align: -.1em; background: var(--c); border: 1px solid #0003; }
-  .note { color: #555; font-style: italic; }
-  .scroll { overflow-x: auto; }
-</style>
-</head>
-<body>
-<h1>netlens cost</h1>
-<div id="status">waiting for the first period...</div>
-<div class="controls">
-  <label>Charts for <select id="cpu"><option value="all">all CPUs</option></select></label>
-  <label><input type="checkbox" id="pause"> pause</label>
-</div>
+// The CPU cost view (`netlens cost --web`): api/history (JSON log objects,
+// schema in the README) and the flame graph of api/flamegraph.svg.
 
-<h2>CPU time, % of each CPU in the last period</h2>
-<div class="scroll"><table id="table"><thead></thead><tbody></tbody></table></div>
-
-<h2>Total CPU (/proc/stat)</h2>
-<div class="chart" id="chart-stat"></div>
-<h2>Kernel networking, by entry point</h2>
-<div class="chart" id="chart-net"></div>
-<h2>NET_RX softirq, by category (stack sampling)</h2>
-<div class="chart" id="chart-rx"></div>
-
-<script>
-"use strict";
-const HISTORY = 120;
+const COST_HISTORY = 120;  // periods kept by the server (HISTORY)
+const FLAME_REFRESH_MS = 5000;
 const ENTRIES = {
   tx_syscall: "TX syscalls", rx_syscall: "RX syscalls", net_tx_softirq: "NET_TX softirq",
   net_rx_softirq: "NET_RX softirq", net_irq: "net hard IRQs", napi_thread: "NAPI threads",
@@ -69,18 +19,14 @@ const PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7
 const STAT_COLORS = { user: "#0072B2", nice: "#56B4E9", system: "#D55E00", iowait: "#CC79A7",
   irq: "#E69F00", softirq: "#009E73", steal: "#332288", idle: "#E4E4E4" };
 
-let history = [];
-let cpuChoice = "all";
+const cost = { history: [], cpu: "all", flameAt: 0 };
 
-const $ = (id) => document.getElementById(id);
-const esc = (s) => String(s).replace(/[&<>"']/g, (c) => "&#" + c.charCodeAt(0) + ";");
-const sum = (a) => a.reduce((x, y) => x + y, 0);
 const pct = (ns, period) => period > 0 ? (ns * 100 / period).toFixed(2) + "%" : "-";
 
-function isNetwork(name) { return !CONTEXT.includes(name); }
-
 // Network entry names in the table's order (JSON objects keep none).
-function networkEntries(r) { return Object.keys(ENTRIES).filter((k) => isNetwork(k) && r.entries[k]); }
+function networkEntries(r) {
+  return Object.keys(ENTRIES).filter((k) => !CONTEXT.includes(k) && r.entries[k]);
+}
 
 // Sum of the per-CPU period_ns of several rows.
 function addRows(rows, n) {
@@ -89,7 +35,7 @@ function addRows(rows, n) {
   return out;
 }
 
-function statusLine(r) {
+function costStatusLine(r) {
   const s = r.sampling;
   let note = "sampling off";
   if (s.frequency > 0 || s.on_tick) {
@@ -98,18 +44,18 @@ function statusLine(r) {
       (s.throttled ? " THROTTLED by the kernel" : "");
   }
   const lost = s.lost_total + s.stack_errors_total + r.self.bpf_runs_missed_total;
-  return `${r.timestamp} · period ${(r.period_ns / 1e9).toFixed(2)} s · elapsed ` +
-    `${(r.elapsed_ns / 1e9).toFixed(1)} s · ${note}` +
-    (lost > 0 ? ` · lost: ${s.lost_total} samples, ${s.stack_errors_total} stacks, ` +
+  return `${r.timestamp} \u00b7 period ${(r.period_ns / 1e9).toFixed(2)} s \u00b7 elapsed ` +
+    `${(r.elapsed_ns / 1e9).toFixed(1)} s \u00b7 ${note}` +
+    (lost > 0 ? ` \u00b7 lost: ${s.lost_total} samples, ${s.stack_errors_total} stacks, ` +
       `${r.self.bpf_runs_missed_total} BPF runs` : "");
 }
 
 // The table of the terminal: one row per entry, NET_RX category seen,
 // network total, context entries, /proc/stat mode; a column per CPU, all
 // CPUs, cumulative seconds.
-function renderTable(r) {
+function renderCostTable(r) {
   const n = r.cpus.length;
-  $("table").tHead.innerHTML = "<tr><th>% of CPU</th>" +
+  $("cost-table").tHead.innerHTML = "<tr><th>% of CPU</th>" +
     r.cpus.map((c) => `<th>CPU${c}</th>`).join("") + "<th>all</th><th>total s</th></tr>";
   const rows = [];
   const row = (cls, label, period, total) => {
@@ -151,33 +97,49 @@ function renderTable(r) {
     (r.self.bpf_estimated ? "~" : "") + pct(r.self.bpf_ns, r.period_ns);
   rows.push(`<tr class="sep"><td colspan="${n + 3}">netlens itself: BPF programs ${bpf}, ` +
     `process ${pct(r.self.process_ns, r.period_ns)} of one CPU</td></tr>`);
-  $("table").tBodies[0].innerHTML = rows.join("");
+  $("cost-table").tBodies[0].innerHTML = rows.join("");
 }
 
 // % of the chosen CPU (or of all CPUs together) that `perCpu` is in report r.
 function share(r, perCpu) {
   if (!perCpu || perCpu.length === 0 || r.period_ns === 0) return 0;
-  if (cpuChoice === "all") return sum(perCpu) * 100 / (r.period_ns * perCpu.length);
-  const i = r.cpus.indexOf(Number(cpuChoice));
+  if (cost.cpu === "all") return sum(perCpu) * 100 / (r.period_ns * perCpu.length);
+  const i = r.cpus.indexOf(Number(cost.cpu));
   return i < 0 ? 0 : perCpu[i] * 100 / r.period_ns;
 }
 
-// A stacked bar per period, the latest on the right. series: [{name, color,
-// values}] with one value (in %) per period of `history`.
+// Tick spacing of the time axis: the smallest of 1-2-5 steps that leaves
+// at least `minGap` pixels between labels.
+function timeStep(windowS, plotW, minGap) {
+  for (const m of [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600]) {
+    if (m * plotW / windowS >= minGap) return m;
+  }
+  return 3600;
+}
+
+// A stacked bar per period on a time axis: the right edge is the end of
+// the latest period ("now"), the left edge COST_HISTORY periods earlier;
+// a bar covers its period's own time span. series: [{name, color, values}]
+// with one value (in %) per period of the history.
 function stackedChart(el, series, fixedMax, empty) {
-  const W = 900, H = 220, L = 48, T = 8, B = 20;
+  const h = cost.history;
   const shown = series.filter((s) => s.values.some((v) => v > 0));
-  if (history.length === 0 || shown.length === 0) {
+  if (h.length === 0 || shown.length === 0) {
     el.innerHTML = `<p class="note">${esc(empty)}</p>`;
     return;
   }
-  const totals = history.map((_, i) => sum(shown.map((s) => s.values[i])));
+  const W = Math.max(300, Math.round(el.clientWidth || 600)), H = 200, L = 48, T = 8, B = 20;
+  const last = h[h.length - 1];
+  const windowNs = COST_HISTORY * last.period_ns;
+  const plotW = W - L;
+  // x of the time `agoNs` before the end of the latest period.
+  const x = (agoNs) => W - agoNs * plotW / windowNs;
+  const totals = h.map((_, i) => sum(shown.map((s) => s.values[i])));
   let max = fixedMax || Math.max(...totals);
   if (!fixedMax) {   // a round top: 1, 2 or 5 times a power of ten
     const p = Math.pow(10, Math.floor(Math.log10(max)));
     max = [1, 2, 5, 10].map((m) => m * p).find((m) => m >= max);
   }
-  const slot = (W - L) / HISTORY, bw = Math.max(1, slot * 0.85);
   const y = (v) => T + (H - T - B) * (1 - v / max);
   const parts = [];
   for (const f of [0, 0.5, 1]) {
@@ -185,43 +147,52 @@ function stackedChart(el, series, fixedMax, empty) {
       `<text x="${L - 4}" y="${y(max * f) + 4}" text-anchor="end" font-size="11">` +
       `${+(max * f).toFixed(3)}%</text>`);
   }
-  const x0 = W - history.length * slot;
-  history.forEach((r, i) => {
+  h.forEach((r, i) => {
+    const right = x(last.timestamp_ns - r.timestamp_ns);
+    const left = Math.max(L, right - r.period_ns * plotW / windowNs);
+    if (right <= L) return;
+    const bw = Math.max(1, (right - left) * 0.85);
     let acc = 0;
-    const x = (x0 + i * slot).toFixed(1);
     for (const s of shown) {
       const v = s.values[i];
       if (v <= 0) continue;
-      const top = y(acc + v), h = y(acc) - top;
+      const top = y(acc + v), hh = y(acc) - top;
       acc += v;
-      parts.push(`<rect x="${x}" y="${top.toFixed(1)}" width="${bw.toFixed(1)}" ` +
-        `height="${h.toFixed(1)}" fill="${s.color}"><title>${esc(r.timestamp)} ` +
+      parts.push(`<rect x="${left.toFixed(1)}" y="${top.toFixed(1)}" width="${bw.toFixed(1)}" ` +
+        `height="${hh.toFixed(1)}" fill="${s.color}"><title>${esc(r.timestamp)} ` +
         `${esc(s.name)}: ${v.toFixed(2)}%</title></rect>`);
     }
   });
-  const secs = history.length * history[history.length - 1].period_ns / 1e9;
-  parts.push(`<text x="${L}" y="${H - 4}" font-size="11">${secs.toFixed(0)} s ago</text>` +
-    `<text x="${W}" y="${H - 4}" font-size="11" text-anchor="end">now</text>`);
+  const windowS = windowNs / 1e9;
+  const step = timeStep(windowS, plotW, 60);
+  for (let ago = 0; ago <= windowS + 1e-9; ago += step) {
+    const tx = x(ago * 1e9);
+    const anchor = ago === 0 ? "end" : tx - L < 30 ? "start" : "middle";
+    parts.push(`<line x1="${tx}" x2="${tx}" y1="${H - B}" y2="${H - B + 4}" stroke="#888"/>` +
+      `<text class="tick" data-ago-s="${ago}" x="${tx.toFixed(1)}" y="${H - 4}" font-size="11" ` +
+      `text-anchor="${anchor}">${ago === 0 ? "now" : ago + " s ago"}</text>`);
+  }
   const legend = shown.map((s) => `<span style="--c:${s.color}">${esc(s.name)}</span>`).join("");
   el.innerHTML = `<svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" ` +
-    `aria-label="stacked bars, % of CPU per period">${parts.join("")}</svg>` +
-    `<div class="legend">${legend}</div>`;
+    `data-window-s="${windowS}" aria-label="stacked bars, % of CPU per period">` +
+    `${parts.join("")}</svg><div class="legend">${legend}</div>`;
 }
 
 function renderCharts() {
-  const last = history[history.length - 1];
+  const h = cost.history;
+  const last = h[h.length - 1];
   stackedChart($("chart-stat"), STAT.map((f) => ({
     name: f, color: STAT_COLORS[f],
-    values: history.map((r) => share(r, r.proc_stat_ns[f])),
+    values: h.map((r) => share(r, r.proc_stat_ns[f])),
   })), 100, "/proc/stat is not readable");
   stackedChart($("chart-net"), networkEntries(last).map((name, i) => ({
     name: ENTRIES[name] || name, color: PALETTE[i % PALETTE.length],
-    values: history.map((r) => share(r, r.entries[name] && r.entries[name].period_ns)),
+    values: h.map((r) => share(r, r.entries[name] && r.entries[name].period_ns)),
   })), 0, "no kernel networking time yet");
   const sampling = last.sampling.frequency > 0 || last.sampling.on_tick;
   stackedChart($("chart-rx"), Object.keys(last.net_rx_categories).map((cat, i) => ({
     name: last.net_rx_categories[cat].label || cat, color: PALETTE[i % PALETTE.length],
-    values: history.map((r) => share(r, r.net_rx_categories[cat] &&
+    values: h.map((r) => share(r, r.net_rx_categories[cat] &&
       r.net_rx_categories[cat].period_ns)),
   })), 0, sampling ? "no NET_RX time sampled yet" : "sampling is off (-f 0): no NET_RX breakdown");
 }
@@ -231,43 +202,48 @@ function updateCpuChoices(r) {
   if (sel.options.length === r.cpus.length + 1) return;
   sel.innerHTML = `<option value="all">all CPUs</option>` +
     r.cpus.map((c) => `<option value="${c}">CPU${c}</option>`).join("");
-  sel.value = cpuChoice;
+  sel.value = cost.cpu;
 }
 
-function render() {
-  if (history.length === 0) return;
-  const r = history[history.length - 1];
+// The flame graph is reloaded every few seconds only: a reload resets the
+// zoom the user chose in it. Never while its view is hidden: the graph
+// sizes itself to its frame when it loads, and a hidden frame has no width.
+function refreshFlame() {
+  const now = Date.now();
+  if ($("view-cost").hidden) return;
+  if (now - cost.flameAt < FLAME_REFRESH_MS) return;
+  cost.flameAt = now;
+  $("flame").src = "api/flamegraph.svg?t=" + now;
+}
+
+function renderCost() {
+  const h = cost.history;
+  if (h.length === 0) return;
+  const r = h[h.length - 1];
+  $("cost-status").textContent = costStatusLine(r);
   updateCpuChoices(r);
-  renderTable(r);
+  renderCostTable(r);
   renderCharts();
+  refreshFlame();
 }
 
-async function poll() {
-  let wait = 500;
-  try {
-    const since = history.length ? "?since=" + history[history.length - 1].timestamp_ns : "";
-    const resp = await fetch("api/history" + since, { cache: "no-store" });
-    if (!resp.ok) throw new Error("HTTP " + resp.status);
-    const fresh = await resp.json();
-    history = history.concat(fresh).slice(-HISTORY);
-    if (history.length) {
-      const r = history[history.length - 1];
-      $("status").textContent = statusLine(r);
-      $("status").className = "";
-      wait = Math.max(250, r.period_ns / 1e6);
-      if (fresh.length && !$("pause").checked) render();
-    }
-  } catch (e) {
-    $("status").textContent = "netlens is not answering (" + e.message + "); retrying...";
-    $("status").className = "down";
-    wait = 2000;
-  }
-  setTimeout(poll, wait);
+async function pollCost() {
+  const h = cost.history;
+  const since = h.length ? "?since=" + h[h.length - 1].timestamp_ns : "";
+  const fresh = await getJson("api/history" + since) || [];
+  cost.history = h.concat(fresh).slice(-COST_HISTORY);
+  if (fresh.length && !paused()) renderCost();
+  const last = cost.history[cost.history.length - 1];
+  return last ? Math.max(250, last.period_ns / 1e6) : 500;
 }
 
-$("cpu").addEventListener("change", (ev) => { cpuChoice = ev.target.value; render(); });
-$("pause").addEventListener("change", () => { if (!$("pause").checked) render(); });
-poll();
-</script>
-</body>
-</html>
+function setupCost() {
+  $("cpu").addEventListener("change", (ev) => { cost.cpu = ev.target.value; renderCost(); });
+  // The flame graph's own height, once it is drawn (the same origin lets
+  // the page read it).
+  $("flame").addEventListener("load", () => {
+    const svg = $("flame").contentDocument && $("flame").contentDocument.documentElement;
+    const height = svg && Number(svg.getAttribute("height"));
+    if (height > 0) $("flame").style.height = height + "px";
+  });
+}
