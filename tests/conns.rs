@@ -665,6 +665,8 @@ fn loopback_only_with_flag_and_port_filter() {
     let port = srv_addr.port().to_string();
     let without = Netlens::start(&["-t", "0.5"]);
     let with = Netlens::start(&["-t", "0.5", "-f", "--port", &port]);
+    // PID_MAX_LIMIT is 2^22: this PID cannot exist.
+    let nothing = Netlens::start(&["-t", "0.5", "-f", "--port", &port, "--pid", "8388608"]);
     for _ in 0..2 {
         let out = peer(
             None,
@@ -678,7 +680,9 @@ fn loopback_only_with_flag_and_port_filter() {
     assert_eq!(of_type(&evs, "connect").len(), 2);
     assert_eq!(of_type(&evs, "accept").len(), 2);
     // Nothing from other tests' connections got through the port filter.
-    let all = with.stop().events;
+    let with = with.stop();
+    assert!(!with.stderr.contains("matched"), "{}", with.stderr);
+    let all = with.events;
     for v in all.iter().filter(|v| v.get("local_port").is_some()) {
         assert!(
             v["local_port"] == srv_addr.port() || v["remote_port"] == srv_addr.port(),
@@ -689,6 +693,26 @@ fn loopback_only_with_flag_and_port_filter() {
     assert!(
         touching(&out.events, srv_addr).is_empty(),
         "loopback connection reported without -f"
+    );
+    // A filter that matches nothing is said, at start and at exit.
+    let out = nothing.stop();
+    assert!(
+        touching(&out.events, srv_addr).is_empty(),
+        "{:?}",
+        out.events
+    );
+    assert!(
+        out.stderr
+            .contains("warning: --pid 8388608: there is no process with PID 8388608 now"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "warning: no connection matched --pid 8388608 --port {port} during this run"
+        )),
+        "{}",
+        out.stderr
     );
 }
 
@@ -1023,6 +1047,33 @@ fn check_reports_this_kernel() {
     );
 }
 
+/// Where tracefs is not mounted, `check` mounts it for its load test and
+/// unmounts it again (in a mount namespace of the test's own).
+#[test]
+fn check_leaves_no_tracefs_mount() {
+    if !require_root() {
+        return;
+    }
+    let script = format!(
+        "umount -l /sys/kernel/tracing 2>/dev/null; umount -l /sys/kernel/debug 2>/dev/null; \
+         before=$(grep -c ' /sys/kernel/tracing ' /proc/self/mounts); \
+         {} check > /dev/null; echo \"check=$? before=$before \
+         after=$(grep -c ' /sys/kernel/tracing ' /proc/self/mounts)\"",
+        env!("CARGO_BIN_EXE_netlens")
+    );
+    let out = run(
+        "unshare",
+        &["--mount", "--propagation", "private", "sh", "-c", &script],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        "check=0 before=0 after=0",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The text outputs on real traffic: `-d` with stdout not a terminal gives
 /// key=value lines per connection and a summary; the log file (logging
 /// format) records the events with the final counters.
@@ -1306,4 +1357,235 @@ fn connection_accepted_by_io_uring_gets_its_owner_from_the_walk() {
         .filter(|v| nl_tuple(v).0 == srv_addr)
         .collect();
     assert_eq!(accepts.len(), 1, "{accepts:?}");
+}
+
+/// A tmpfs of `size` mounted on a fresh directory; unmounted on Drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = temp_path("smalldisk");
+        std::fs::create_dir_all(&dir).expect("mount point");
+        run_ok(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                dir.to_str().unwrap(),
+            ],
+        );
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A log file on a full disk is warned about once and counted; stdout and
+/// the tracing go on, and the file never ends in half a line.
+#[test]
+fn full_log_disk_never_stops_tracing() {
+    if !require_root() {
+        return;
+    }
+    // The log gets 16 KiB; the ballast takes the rest until the test frees
+    // it to see the log resume.
+    let disk = SmallDisk::mount("32k");
+    let ballast = disk.0.join("ballast");
+    std::fs::write(&ballast, vec![0u8; 16 * 1024]).expect("ballast file");
+    let (srv, srv_addr) = server(None, &["--listen", "127.0.0.1:0", "--max-conns", "400"]);
+    // Only this test's connections: other tests' could fill the disk before
+    // the first line, and then there would be nothing to check.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_netlens"));
+    cmd.args(["conns", "--json", "-f", "-t", "0.5", "--port"])
+        .arg(srv_addr.port().to_string())
+        .arg("--log-dir")
+        .arg(&disk.0);
+    let nl = Netlens::start_cmd(cmd);
+    // About 150 bytes of log per event, 4 events per connection: 16 KiB is
+    // full after some 30 connections, whatever the batches.
+    let churn = peer(
+        None,
+        &[
+            "churn",
+            "--to",
+            &srv_addr.to_string(),
+            "--secs",
+            "120",
+            "--max",
+            "150",
+        ],
+    )
+    .finish();
+    assert_eq!(churn[0]["conns"], 150, "{churn:?}");
+    // Every churned connection written out (both ends close), so that the
+    // next connection's lines come in a batch of their own, which fits. An
+    // emulated CPU in the kernel matrix needs far longer than this host.
+    let deadline = std::time::Instant::now() + 6 * WAIT;
+    while of_type(&touching(&nl.events(), srv_addr), "close").len() < 300 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the churned connections' closes did not all come; stderr:\n{}",
+            nl.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        nl.wait_stderr("warning: log file: ", WAIT),
+        "no warning about the full disk; stderr:\n{}",
+        nl.stderr()
+    );
+    // Space again: the batches that come now are written whole. (Without
+    // freeing some, whether the next batch fits in what the dropped one
+    // left is luck: on an emulated kernel the last written batch left too
+    // little.)
+    std::fs::remove_file(&ballast).expect("removing the ballast");
+    // Still tracing after the disk filled: a new connection is reported.
+    let out = peer(
+        None,
+        &["connect", "--to", &srv_addr.to_string(), "--send", "10"],
+    )
+    .finish_output();
+    assert!(out.status.success(), "{out:?}");
+    let conn = &out.events[0];
+    let local: SocketAddr = conn["local"].as_str().unwrap().parse().unwrap();
+    let closes = wait_count(&nl, "close", local, 1);
+    assert!(!closes.is_empty());
+    drop(srv);
+    let out = nl.stop();
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches("warning: log file: ").count(),
+        1,
+        "warned once: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("No space left on device"),
+        "{}",
+        out.stderr
+    );
+    let dropped: u64 = out
+        .stderr
+        .split("outputs: log file: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no dropped count on the exit line: {}", out.stderr));
+    assert!(dropped > 0);
+    let log = std::fs::read_dir(&disk.0)
+        .expect("log dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .expect("a log file");
+    let text = std::fs::read(&log).expect("log file");
+    assert!(
+        !text.is_empty() && text.ends_with(b"\n"),
+        "half a line at the end of {} bytes: {:?}; stderr: {}",
+        text.len(),
+        String::from_utf8_lossy(&text[text.len().saturating_sub(200)..]),
+        out.stderr
+    );
+    // Logging resumed once there was space: the last connection is there.
+    assert!(
+        String::from_utf8_lossy(&text).contains(&format!("{local}")),
+        "{}",
+        String::from_utf8_lossy(&text)
+    );
+}
+
+/// A closed stdout pipe: with -P the tracing and serving go on; without any
+/// other output netlens stops by itself, as `netlens conns | head` expects.
+#[test]
+fn closed_stdout_pipe() {
+    if !require_root() {
+        return;
+    }
+    let closed_pipe = || {
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for the two descriptors pipe() writes.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both descriptors were just created and are owned here.
+        let (read, write) = unsafe {
+            use std::os::fd::FromRawFd;
+            (
+                std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+                std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+            )
+        };
+        drop(read);
+        std::process::Stdio::from(write)
+    };
+    let (srv, srv_addr) = server(None, &["--listen", "127.0.0.1:0", "--max-conns", "4"]);
+    let start = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_netlens"));
+        cmd.args([
+            "conns",
+            "--json",
+            "--no-log-file",
+            "-f",
+            "-t",
+            "0.5",
+            "--port",
+        ])
+        .arg(srv_addr.port().to_string())
+        .args(extra);
+        Netlens::start_cmd_with_stdout(cmd, closed_pipe())
+    };
+    let mut serving = start(&["-P", "127.0.0.1:0"]);
+    let mut alone = start(&[]);
+    let out = peer(
+        None,
+        &["connect", "--to", &srv_addr.to_string(), "--send", "10"],
+    )
+    .finish_output();
+    assert!(out.status.success(), "{out:?}");
+    for nl in [&serving, &alone] {
+        assert!(
+            nl.wait_stderr("warning: stdout: its reader is gone", WAIT),
+            "{}",
+            nl.stderr()
+        );
+    }
+    assert!(
+        alone.wait_stderr("every output is closed: stopping", WAIT),
+        "{}",
+        alone.stderr()
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(st) = alone.exited() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not stop by itself"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}: {}", alone.stderr());
+    // The other one still serves the connection's bytes, and more.
+    assert!(serving.exited().is_none(), "{}", serving.stderr());
+    let out = peer(
+        None,
+        &["connect", "--to", &srv_addr.to_string(), "--send", "10"],
+    )
+    .finish_output();
+    assert!(out.status.success(), "{out:?}");
+    let metrics = http_get(serving.prometheus_addr(), "/metrics").expect("scrape");
+    assert_eq!(metrics.status, 200);
+    assert!(metrics
+        .body
+        .contains("netlens_tcp_connections_closed_total"));
+    drop(srv);
+    let out = serving.stop_any_output();
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stderr.contains("outputs: stdout: "), "{}", out.stderr);
 }

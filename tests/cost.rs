@@ -111,6 +111,38 @@ fn sum(v: &Value) -> u64 {
         .sum()
 }
 
+/// How a `netlens cost` or `check` run hooks system calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hooking {
+    /// The default: raw_syscalls.
+    Default,
+    /// `--syscall-hook per-call`.
+    PerCall,
+    /// `--syscall-hook per-call`, told the kernel has no per-call system
+    /// call tracepoints (as without CONFIG_FTRACE_SYSCALLS): raw_syscalls.
+    PerCallMissing,
+}
+
+impl Hooking {
+    const ALL: [Hooking; 3] = [Hooking::Default, Hooking::PerCall, Hooking::PerCallMissing];
+
+    fn apply(self, cmd: &mut Command) {
+        if self != Hooking::Default {
+            cmd.args(["--syscall-hook", "per-call"]);
+        }
+        if self == Hooking::PerCallMissing {
+            cmd.env(netlens::sys::kernel::NO_SYSCALL_TRACEPOINTS_ENV, "1");
+        } else {
+            cmd.env_remove(netlens::sys::kernel::NO_SYSCALL_TRACEPOINTS_ENV);
+        }
+    }
+
+    /// Through raw_syscalls, a program on every system call.
+    fn raw(self) -> bool {
+        self != Hooking::PerCall
+    }
+}
+
 /// `netlens cost -l <temp file> --user-period 250 args...`, with the log
 /// file removed when dropped.
 struct CostRun {
@@ -120,22 +152,16 @@ struct CostRun {
 
 impl CostRun {
     fn start(args: &[&str]) -> CostRun {
-        CostRun::start_hooked(args, false)
+        CostRun::start_hooked(args, Hooking::Default)
     }
 
-    /// With `raw`, netlens is told the kernel has no per-call system call
-    /// tracepoints, and falls back to raw_syscalls.
-    fn start_hooked(args: &[&str], raw: bool) -> CostRun {
+    fn start_hooked(args: &[&str], hooking: Hooking) -> CostRun {
         let log = temp_path("cost-log");
         let log_s = log.to_str().unwrap().to_string();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_netlens"));
         cmd.args(["cost", "-l", &log_s, "--user-period", "250"])
             .args(args);
-        if raw {
-            cmd.env(netlens::sys::kernel::NO_SYSCALL_TRACEPOINTS_ENV, "1");
-        } else {
-            cmd.env_remove(netlens::sys::kernel::NO_SYSCALL_TRACEPOINTS_ENV);
-        }
+        hooking.apply(&mut cmd);
         CostRun {
             nl: Some(Netlens::start_cmd(cmd)),
             log,
@@ -293,6 +319,12 @@ fn syscall_time_of_a_socket_loop_agrees_with_its_proc_system_time() {
         return;
     }
     let _serial = serial();
+    for hooking in [Hooking::Default, Hooking::PerCall] {
+        syscall_time_agrees_with_proc(hooking);
+    }
+}
+
+fn syscall_time_agrees_with_proc(hooking: Hooking) {
     let p = sink_pair("csys");
     // Bulk: the client only writes its socket, in 128 KiB calls. It runs
     // until it is stopped (at most 25 s, within the sink's SINK_SECS), so that
@@ -304,18 +336,12 @@ fn syscall_time_of_a_socket_loop_agrees_with_its_proc_system_time() {
     let pid = client.pid().to_string();
     // The scheduler's own run time of the client, in ns, over a window
     // that holds netlens's whole run.
-    let run_time = || -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .expect("read the client's /proc/PID/schedstat")
-    };
-    let run_time_before = run_time();
-    let run = CostRun::start(&["-f", "0", "-u", &pid]);
+    let run_time_before = sched_run_time(&pid);
+    let run = CostRun::start_hooked(&["-f", "0", "-u", &pid], hooking);
     run.wait_stderr("netlens: ready");
     thread::sleep(Duration::from_secs(3));
     let log = run.stop();
-    let ran = run_time() - run_time_before;
+    let ran = sched_run_time(&pid) - run_time_before;
     drop(client);
     drop(p.server);
 
@@ -330,9 +356,9 @@ fn syscall_time_of_a_socket_loop_agrees_with_its_proc_system_time() {
     let ratio = measured as f64 / system as f64;
     let of_ran = measured as f64 / ran as f64;
     eprintln!(
-        "system {system} ns, user {user} ns (procfs), {ran} ns on the CPU (schedstat, a wider \
-         window); TX {tx} + RX {rx} + interrupts in context {intr} = {measured} ns (netlens); \
-         {ratio:.3} of system, {of_ran:.3} of the run time"
+        "{hooking:?}: system {system} ns, user {user} ns (procfs), {ran} ns on the CPU \
+         (schedstat, a wider window); TX {tx} + RX {rx} + interrupts in context {intr} = \
+         {measured} ns (netlens); {ratio:.3} of system, {of_ran:.3} of the run time"
     );
     assert!(
         system > 200_000_000,
@@ -349,12 +375,22 @@ fn syscall_time_of_a_socket_loop_agrees_with_its_proc_system_time() {
     // call entry and exit, the scheduler) is small.
     assert!(
         of_ran <= 1.0,
-        "netlens TX+RX+interrupt time is {of_ran:.3} of the client's run time"
+        "{hooking:?}: netlens TX+RX+interrupt time is {of_ran:.3} of the client's run time"
     );
     assert!(
         ratio >= 0.9,
-        "netlens TX+RX+interrupt time is {ratio:.3} of the process's system time"
+        "{hooking:?}: netlens TX+RX+interrupt time is {ratio:.3} of the process's system time"
     );
+}
+
+/// The scheduler's exact run time of a live process so far, in ns
+/// (/proc/PID/schedstat): user and system time together, unlike /proc's
+/// split of it, which is in 10 ms clock ticks.
+fn sched_run_time(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("read /proc/{pid}/schedstat"))
 }
 
 /// Bulk traffic from `a` to `to`, sampled at 2 kHz; returns the log.
@@ -660,6 +696,24 @@ BEGIN { printf("bpftrace attached\n"); }
 END { clear(@start); clear(@irq_start); clear(@owner); clear(@paused); }
 "#;
 
+/// The kernel log's lines about processes killed for lack of memory.
+fn oom_kills() -> String {
+    let dmesg = Command::new("dmesg")
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    let lines: Vec<String> = String::from_utf8_lossy(&dmesg)
+        .lines()
+        .filter(|l| l.contains("Out of memory") || l.contains("oom-kill"))
+        .map(str::to_string)
+        .collect();
+    if lines.is_empty() {
+        "none".to_string()
+    } else {
+        lines.join("\n")
+    }
+}
+
 #[test]
 fn net_rx_time_agrees_with_an_independent_bpftrace_measurement() {
     if !require_root() {
@@ -669,11 +723,12 @@ fn net_rx_time_agrees_with_an_independent_bpftrace_measurement() {
     let p = sink_pair("cbt");
 
     let bt_out = TempFile::new("bpftrace-out");
+    let bt_err = TempFile::new("bpftrace-err");
     let bt = Command::new("bpftrace")
         .args(["-f", "json", "-o", bt_out.arg(), "-e", BPFTRACE_NET_RX])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&bt_err.0).expect("bpftrace's stderr file"))
         .spawn()
         .expect("bpftrace must be installed (scripts/deps.sh installs it)");
     let bt_pid = bt.id();
@@ -698,8 +753,17 @@ fn net_rx_time_agrees_with_an_independent_bpftrace_measurement() {
     thread::sleep(Duration::from_secs(1));
     let bt_prog = prog_run_stats(bt_pid);
     let log = run.stop();
+    let stopping = Instant::now();
     let status = bt.stop();
-    assert!(status.success(), "bpftrace: {status}");
+    assert!(
+        status.success(),
+        "bpftrace: {status} {:.1} s after SIGINT (SIGKILL comes from this test after {} s); \
+         its stderr: {}; the kernel's out-of-memory kills: {}",
+        stopping.elapsed().as_secs_f64(),
+        STOP_TIMEOUT.as_secs(),
+        std::fs::read_to_string(&bt_err.0).unwrap_or_default(),
+        oom_kills()
+    );
     drop(p.server);
     let text = std::fs::read_to_string(&bt_out.0).unwrap();
     let map_value = |name: &str| {
@@ -971,11 +1035,14 @@ fn io_uring_enter_socket_time_counts_as_tx() {
     let mut client = uring_peer(&p.a, p.addr, "5", false, true);
     client.wait_event("connected");
     let pid = client.pid().to_string();
+    let run_time_before = sched_run_time(&pid);
     let run = CostRun::start(&["-f", "0", "-u", &pid]);
     run.wait_stderr("netlens: ready");
     client.release();
     thread::sleep(Duration::from_secs(2));
     let log = run.stop();
+    // The client sends for 5 s, so it outlives netlens's run.
+    let ran = sched_run_time(&pid) - run_time_before;
     let done = uring_result(client);
     drop(p.server);
 
@@ -993,7 +1060,8 @@ fn io_uring_enter_socket_time_counts_as_tx() {
     eprintln!(
         "uring inline: {} sends, {} bytes in {:.2} s; client system {system} ns, TX {tx} ns \
          ({tx_spans} TX spans machine-wide), RX {rx} ns, interrupts in context {intr} ns, \
-         (TX + interrupts) / system {ratio:.3}; io_uring_worker {worker} ns in {worker_spans} spans",
+         (TX + interrupts) / system {ratio:.3}, run time {ran} ns (schedstat); \
+         io_uring_worker {worker} ns in {worker_spans} spans",
         u(&done, "ops"),
         u(&done, "bytes"),
         done["secs"].as_f64().unwrap()
@@ -1008,15 +1076,18 @@ fn io_uring_enter_socket_time_counts_as_tx() {
     // Nearly all of the client's kernel time is io_uring_enter, and nearly
     // all of that leads up to a send. Left out: the part after the send
     // (posting and reaping the completion), system call entry and exit.
-    // It can never exceed the client's whole run time (user + system, the
-    // scheduler's exact figure; see the socket loop test for /proc's split).
+    // It can never exceed the client's run time by the scheduler's exact
+    // figure over a window that holds netlens's run. (/proc's user + system
+    // is that figure in 10 ms ticks, read at each period's end: a CI run
+    // saw TX + interrupts 1.1 % above it.)
     assert!(
         ratio >= 0.6,
         "client (TX + interrupts) / system time = {ratio:.3}"
     );
     assert!(
-        (tx + intr) as f64 <= 1.01 * (user + system) as f64,
-        "client TX + interrupts {} ns above its user + system time {} ns",
+        tx + intr <= ran,
+        "client TX + interrupts {} ns above its run time {ran} ns (schedstat; \
+         user + system {} ns by /proc)",
         tx + intr,
         user + system
     );
@@ -1287,54 +1358,58 @@ fn vectored_v2(n: usize) {
     });
 }
 
-/// Both ways of hooking system calls (per-call tracepoints, and the
-/// raw_syscalls fallback forced as on a kernel without
-/// CONFIG_FTRACE_SYSCALLS): check reports the way, calls on descriptors
-/// that are no sockets are never counted, splice and preadv2/pwritev2 on
-/// sockets are; and with per-call tracepoints, a storm of other system
-/// calls runs no program at all, where raw_syscalls runs two per call.
+/// Every way of hooking system calls (raw_syscalls, the default; per-call
+/// tracepoints; and per-call asked for on a kernel without them, as without
+/// CONFIG_FTRACE_SYSCALLS, falling back to raw_syscalls): check reports the
+/// way, calls on descriptors that are no sockets are never counted, splice
+/// and preadv2/pwritev2 on sockets are; and with per-call tracepoints, a
+/// storm of other system calls runs no program at all, where raw_syscalls
+/// runs two per call.
 #[test]
-fn system_calls_are_hooked_per_call_or_through_the_raw_fallback() {
+fn system_calls_are_hooked_through_raw_syscalls_or_per_call() {
     if !require_root() {
         return;
     }
     let _serial = serial();
     let own = std::process::id().to_string();
-    for raw in [false, true] {
+    for hooking in Hooking::ALL {
+        let raw = hooking.raw();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_netlens"));
         cmd.arg("check");
-        if raw {
-            cmd.env(netlens::sys::kernel::NO_SYSCALL_TRACEPOINTS_ENV, "1");
-        } else {
-            cmd.env_remove(netlens::sys::kernel::NO_SYSCALL_TRACEPOINTS_ENV);
-        }
+        hooking.apply(&mut cmd);
         let out = cmd.output().expect("run netlens check");
         let report = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{report}");
         let line = |mark: &str, name: &str| format!("[{mark}] {name}");
-        if raw {
-            assert!(
-                report.contains(&line("warn", "tracepoints syscalls/sys_*_<call>"))
-                    && report.contains("raw_syscalls instead")
-                    && report.contains(&line(" ok ", "tracepoint raw_syscalls/sys_enter"))
-                    && report.contains(&line(" ok ", "tracepoint raw_syscalls/sys_exit")),
+        let raw_lines = report.contains(&line(" ok ", "tracepoint raw_syscalls/sys_enter"))
+            && report.contains(&line(" ok ", "tracepoint raw_syscalls/sys_exit"));
+        match hooking {
+            Hooking::Default => assert!(
+                raw_lines
+                    && report.contains(&line(" ok ", "tracepoints syscalls/sys_*_<call>"))
+                    && report.contains("--syscall-hook per-call"),
                 "{report}"
-            );
-        } else {
-            assert!(
+            ),
+            Hooking::PerCall => assert!(
                 report.contains(&line(" ok ", "tracepoints syscalls/sys_*_<call>"))
                     && !report.contains("raw_syscalls"),
                 "{report}"
-            );
+            ),
+            Hooking::PerCallMissing => assert!(
+                raw_lines
+                    && report.contains(&line("warn", "tracepoints syscalls/sys_*_<call>"))
+                    && report.contains("raw_syscalls instead"),
+                "{report}"
+            ),
         }
         assert!(report.contains("netlens cost: can run"), "{report}");
 
-        let run = CostRun::start_hooked(&["-f", "0", "--bpf-stats", "always", "-u", &own], raw);
+        let run = CostRun::start_hooked(&["-f", "0", "--bpf-stats", "always", "-u", &own], hooking);
         run.wait_stderr("netlens: ready");
-        let hook = if raw {
-            "system calls timed by raw_syscalls"
-        } else {
-            "system calls timed by their own tracepoints"
+        let hook = match hooking {
+            Hooking::Default => "system calls timed by raw_syscalls (a BPF program",
+            Hooking::PerCall => "system calls timed by their own tracepoints",
+            Hooking::PerCallMissing => "system calls timed by raw_syscalls (the per-call",
         };
         run.wait_stderr(hook);
         let start = run.log_so_far();
@@ -1346,11 +1421,11 @@ fn system_calls_are_hooked_per_call_or_through_the_raw_fallback() {
         calls_on_no_socket(storm);
         let after = runs_by_prog_type(run.pid());
         let log = run.log_after(&start, 2);
-        assert_eq!(own_syscall_ns(&log), (0, 0), "raw: {raw}");
+        assert_eq!(own_syscall_ns(&log), (0, 0), "{hooking:?}");
         let runs = |t: u64| after.get(&t).unwrap_or(&0) - before.get(&t).unwrap_or(&0);
         let (per_call, tracing) = (runs(PROG_TYPE_TRACEPOINT), runs(PROG_TYPE_TRACING));
         eprintln!(
-            "raw_syscalls: {raw}: {storm} of each of 5 calls on no socket: {per_call} \
+            "{hooking:?}: {storm} of each of 5 calls on no socket: {per_call} \
              per-call program runs, {tracing} tp_btf program runs (host-wide)"
         );
         if raw {
@@ -1371,23 +1446,69 @@ fn system_calls_are_hooked_per_call_or_through_the_raw_fallback() {
         splices(2000);
         let log2 = run.log_after(&log, 2);
         let (tx, rx) = own_syscall_ns(&log2);
-        eprintln!("raw_syscalls: {raw}: splice: TX {tx} ns, RX {rx} ns");
+        eprintln!("{hooking:?}: splice: TX {tx} ns, RX {rx} ns");
         assert!(
             tx > 0 && rx > 0,
-            "raw: {raw}: splice TX {tx} ns, RX {rx} ns"
+            "{hooking:?}: splice TX {tx} ns, RX {rx} ns"
         );
         vectored_v2(2000);
         let log3 = run.log_after(&log2, 2);
         let (tx2, rx2) = own_syscall_ns(&log3);
         eprintln!(
-            "raw_syscalls: {raw}: pwritev2/preadv2: TX {} ns, RX {} ns",
+            "{hooking:?}: pwritev2/preadv2: TX {} ns, RX {} ns",
             tx2 - tx,
             rx2 - rx
         );
         assert!(
             tx2 > tx && rx2 > rx,
-            "raw: {raw}: pwritev2/preadv2 not counted"
+            "{hooking:?}: pwritev2/preadv2 not counted"
         );
         run.stop();
     }
+}
+
+/// A log that cannot be written (/dev/full: "No space left on device") is
+/// warned about once and counted; the measurement runs to its end.
+#[test]
+fn unwritable_log_never_stops_measuring() {
+    if !require_root() {
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_netlens"))
+        .args([
+            "cost",
+            "-f",
+            "0",
+            "--user-period",
+            "100",
+            "--duration",
+            "1.5",
+        ])
+        .args(["-l", "/dev/full"])
+        .output()
+        .expect("netlens cost");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("warning: log file: ").count(), 1, "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    let dropped: u64 = stderr
+        .split("outputs: log file: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no dropped count on the exit line: {stderr}"));
+    // Every report the table on stdout shows was lost to the log, and at
+    // most one per period of the run plus the short one at exit (the table
+    // leaves out reports shorter than 50 ms: the one at exit, and the one
+    // cut short by --duration when the periods ran late, as on an emulated
+    // kernel); the stdout output itself went on.
+    let tables = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("netlens cost "))
+        .count() as u64;
+    assert!(tables >= 1, "no table was printed: {stderr}");
+    assert!(
+        (tables..=16).contains(&dropped),
+        "{dropped} reports dropped, {tables} tables printed: {stderr}"
+    );
 }

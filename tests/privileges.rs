@@ -249,9 +249,9 @@ fn check_predicts_what_the_commands_do() {
             left_out.push(tp.split(')').next().unwrap().to_string());
         }
         let table = if name == "conns" {
-            &netlens::sys::check::TRACEPOINTS[..]
+            &netlens::conn::probes::TRACEPOINTS[..]
         } else {
-            &netlens::sys::check::COST_TRACEPOINTS[..]
+            &netlens::cost::probes::COST_TRACEPOINTS[..]
         };
         let expected: Vec<String> = table
             .iter()

@@ -7,50 +7,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::*;
 
 const SEND: u64 = 100_000;
 const RESPOND: u64 = 3_000;
-const WAIT: Duration = Duration::from_secs(20);
-const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// One scrape of netlens's endpoint, checked for status, content type and
-/// format.
-fn scrape(ep: SocketAddr) -> Vec<PromSample> {
-    let resp = http_get(ep, "/metrics").unwrap_or_else(|e| panic!("GET {ep}/metrics: {e}"));
-    assert_eq!(resp.status, 200, "{resp:?}");
-    assert_eq!(resp.header("content-type"), Some(CONTENT_TYPE));
-    parse_exposition(&resp.body)
-}
-
-/// Scrapes until `pred` holds (up to [`WAIT`]); panics with the last scrape.
-fn wait_metrics(
-    nl: &Netlens,
-    what: &str,
-    mut pred: impl FnMut(&[PromSample]) -> bool,
-) -> Vec<PromSample> {
-    let ep = nl.prometheus_addr();
-    let end = Instant::now() + WAIT;
-    loop {
-        let samples = scrape(ep);
-        if pred(&samples) {
-            return samples;
-        }
-        assert!(
-            Instant::now() < end,
-            "netlens metrics never showed {what} within {WAIT:?}: {:#?}\nstderr:\n{}",
-            samples
-                .iter()
-                .filter(|s| s.name.starts_with("netlens_tcp_"))
-                .collect::<Vec<_>>(),
-            nl.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// Three connections from one client process in namespace A to one server
 /// in namespace B: one series per side, with exactly the bytes the peers
@@ -306,4 +269,99 @@ fn bad_prometheus_arguments_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2), "--max-series needs -P");
     let out = run(bin, &["conns", "-P", "--max-series", "0"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// Ten clients that connect to the endpoint and send nothing (and one that
+/// sends half a request) do not delay a scrape: the endpoint serves every
+/// client at once. They stay connected during the scrapes, and are dropped
+/// after the header timeout (5 s), not held for good.
+#[test]
+fn idle_clients_do_not_delay_a_scrape() {
+    if !require_root() {
+        return;
+    }
+    let nl = Netlens::start(&["-t", "30", "-P", "127.0.0.1:0"]);
+    let ep = nl.prometheus_addr();
+    // What a scrape takes with nobody else connected: on this host a
+    // fraction of a millisecond, on the kernel matrix's emulated CPUs far
+    // more. The bound is a second on top of a few of those; a server that
+    // waited for each silent client would take its 5 s header timeout.
+    let alone = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            scrape(ep);
+            t.elapsed()
+        })
+        .max()
+        .unwrap_or_default();
+    let bound = Duration::from_secs(1) + 3 * alone;
+    // Before the first connection: the server's clock starts later.
+    let connected = Instant::now();
+    let mut idle: Vec<std::net::TcpStream> = (0..10)
+        .map(|_| std::net::TcpStream::connect(ep).expect("connect"))
+        .collect();
+    let mut half = std::net::TcpStream::connect(ep).expect("connect");
+    half.write_all(b"GET /metrics HTTP/1.1\r\nHost:")
+        .expect("write");
+    idle.push(half);
+    for _ in 0..3 {
+        let t = Instant::now();
+        let samples = scrape(ep);
+        let took = t.elapsed();
+        assert!(
+            took < bound,
+            "a scrape took {took:?} beside 11 idle clients ({alone:?} alone)"
+        );
+        assert!(!samples.is_empty());
+    }
+    // Still connected: nothing to read, no end of file (checked while the
+    // 5 s header timeout cannot have passed yet: slow CPUs scrape slowly).
+    let still_connected = connected.elapsed() < Duration::from_secs(4);
+    for s in idle.iter_mut().filter(|_| still_connected) {
+        s.set_nonblocking(true).expect("nonblocking");
+        let mut buf = [0u8; 64];
+        let r = s.read(&mut buf);
+        assert!(
+            matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "an idle client was closed {:?} after it connected: {r:?}",
+            connected.elapsed()
+        );
+    }
+    // Dropped after the header timeout (an answer, if any, is a 408).
+    for s in &mut idle {
+        s.set_nonblocking(false).expect("blocking");
+        s.set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        let mut rest = Vec::new();
+        let r = s.read_to_end(&mut rest);
+        assert!(r.is_ok(), "{r:?}");
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(
+            rest.is_empty() || rest.starts_with("HTTP/1.1 408 "),
+            "{rest}"
+        );
+    }
+    let waited = connected.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(15),
+        "idle clients dropped after {waited:?}"
+    );
+    nl.stop();
+}
+
+/// `/healthz` answers 200 `ok` once netlens printed that it is ready (the
+/// harness waits for that line), and is listed with `/metrics` in a 404.
+#[test]
+fn healthz_is_ok_once_ready() {
+    if !require_root() {
+        return;
+    }
+    let nl = Netlens::start(&["-t", "30", "-P", "127.0.0.1:0"]);
+    let ep = nl.prometheus_addr();
+    let health = http_get(ep, "/healthz").expect("GET /healthz");
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    let other = http_get(ep, "/nothing").expect("GET /nothing");
+    assert_eq!(other.status, 404);
+    assert_eq!(other.body, "not found: netlens serves /metrics /healthz\n");
+    nl.stop();
 }

@@ -12,7 +12,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
@@ -26,8 +26,9 @@ use serde_json::Value;
 pub const NETLENS_READY: &str = "netlens: ready";
 /// How long `Netlens::start` waits for [`NETLENS_READY`]: a bound against
 /// hangs, not a measurement (a debug build reading /proc/kallsyms on an
-/// emulated CPU beside another VM took over 20 s).
-pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// emulated CPU beside another VM took over 20 s, and loading cost's 30
+/// per-call system call programs there once took over 90 s).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long `stop` waits after SIGTERM before SIGKILL.
 /// How long a stopped process may take to finish (netlens writes a final
 /// snapshot: of 10,000 connections in a debug build on an emulated CPU,
@@ -446,11 +447,15 @@ struct Collector {
 impl Collector {
     fn new(child: &mut Child) -> Collector {
         let shared: Arc<(Mutex<Lines>, Condvar)> = Arc::default();
-        let stdout = child.stdout.take().expect("stdout piped");
+        let stdout = child.stdout.take();
         let stderr = child.stderr.take().expect("stderr piped");
         let s1 = shared.clone();
+        // A child whose stdout goes elsewhere has nothing to read there.
         let out_reader = thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
+            for line in stdout
+                .into_iter()
+                .flat_map(|out| BufReader::new(out).lines())
+            {
                 let Ok(line) = line else { break };
                 let (lock, cv) = &*s1;
                 let mut l = lock.lock().unwrap();
@@ -532,7 +537,7 @@ impl Collector {
     }
 
     /// Waits until a stderr line contains `needle`; false on timeout or EOF.
-    fn wait_stderr(&self, needle: &str, timeout: Duration) -> bool {
+    pub(crate) fn wait_stderr(&self, needle: &str, timeout: Duration) -> bool {
         let end = Instant::now() + timeout;
         let (lock, cv) = &*self.shared;
         let mut l = lock.lock().unwrap();
@@ -595,9 +600,15 @@ impl Netlens {
     }
 
     /// Starts an arbitrary command as if it were netlens (for harness tests).
-    pub fn start_cmd(mut cmd: Command) -> Netlens {
+    pub fn start_cmd(cmd: Command) -> Netlens {
+        Netlens::start_cmd_with_stdout(cmd, Stdio::piped())
+    }
+
+    /// As [`Netlens::start_cmd`], with stdout going to `stdout` instead of
+    /// being collected (then [`Netlens::events`] stays empty).
+    pub fn start_cmd_with_stdout(mut cmd: Command, stdout: Stdio) -> Netlens {
         cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
@@ -642,6 +653,19 @@ impl Netlens {
 
     pub fn stderr(&self) -> String {
         self.lines.stderr()
+    }
+
+    /// Waits until a stderr line contains `needle`; false on timeout or if
+    /// netlens closed stderr (exited).
+    pub fn wait_stderr(&self, needle: &str, timeout: Duration) -> bool {
+        self.lines.wait_stderr(needle, timeout)
+    }
+
+    /// Whether the process exited by itself (it is reaped if so).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().expect("waiting for netlens"))
     }
 
     /// First event (since start) satisfying `pred`, waiting up to `timeout`.
@@ -701,9 +725,22 @@ pub struct Peer {
     args: Vec<String>,
 }
 
+/// The `netlens-peer` executable: a workspace member of its own (peer/),
+/// built beside `netlens` by `cargo test` and `cargo build` at the top.
+pub fn peer_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_netlens")).with_file_name("netlens-peer");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p netlens-peer` (add --release for \
+         benchmarks), or run the tests with `cargo test` at the top of the workspace",
+        bin.display()
+    );
+    bin
+}
+
 /// Starts `netlens-peer [--netns NAME] args...`.
 pub fn peer(netns: Option<&Netns>, args: &[&str]) -> Peer {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netlens-peer"));
+    let mut cmd = Command::new(peer_bin());
     if let Some(ns) = netns {
         cmd.args(["--netns", ns.name()]);
     }
@@ -1113,6 +1150,47 @@ pub struct PromSample {
     pub value: f64,
 }
 
+/// The content type of a text exposition (format 0.0.4).
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// How long [`wait_metrics`] scrapes before it gives up.
+pub const METRICS_WAIT: Duration = Duration::from_secs(20);
+
+/// One scrape of netlens's endpoint, checked for status, content type and
+/// format.
+pub fn scrape(ep: SocketAddr) -> Vec<PromSample> {
+    let resp = http_get(ep, "/metrics").unwrap_or_else(|e| panic!("GET {ep}/metrics: {e}"));
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.header("content-type"), Some(CONTENT_TYPE));
+    parse_exposition(&resp.body)
+}
+
+/// Scrapes until `pred` holds (up to [`METRICS_WAIT`]); panics with the last scrape.
+pub fn wait_metrics(
+    nl: &Netlens,
+    what: &str,
+    mut pred: impl FnMut(&[PromSample]) -> bool,
+) -> Vec<PromSample> {
+    let ep = nl.prometheus_addr();
+    let end = Instant::now() + METRICS_WAIT;
+    loop {
+        let samples = scrape(ep);
+        if pred(&samples) {
+            return samples;
+        }
+        assert!(
+            Instant::now() < end,
+            "netlens metrics never showed {what} within {METRICS_WAIT:?}: {:#?}\nstderr:\n{}",
+            samples
+                .iter()
+                .filter(|s| s.name.starts_with("netlens_tcp_"))
+                .collect::<Vec<_>>(),
+            nl.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Parses a text exposition (format 0.0.4) strictly enough to catch what
 /// Prometheus would refuse: every sample belongs to a family announced by
 /// HELP and TYPE lines, label values are quoted and escaped, values parse.
@@ -1224,10 +1302,20 @@ pub fn prom_value(samples: &[PromSample], name: &str, labels: &[(&str, &str)]) -
 /// A free TCP port on 127.0.0.1 (bound, then released: a small window in
 /// which another process could take it).
 pub fn free_local_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    // Below the ephemeral range: a port the kernel hands out (as port 0
+    // does) may be taken by any test's outgoing connection before the
+    // caller binds it.
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let start = 10_000u16.min(low.saturating_sub(1));
+    let span = low.saturating_sub(start).max(1);
+    let seed = u64::from(std::process::id()) * 7919 + u64::from(next_seq());
+    (0..u64::from(span))
+        .map(|i| start + ((seed + i * 7) % u64::from(span)) as u16)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port below the ephemeral range")
 }
 
 /// A real Prometheus server (the Debian package's binary, run directly, never
