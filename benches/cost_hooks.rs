@@ -37,10 +37,11 @@ use std::os::fd::AsRawFd;
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, OpenObject};
-use netlens::cost::skel::{CostSkel, CostSkelBuilder};
-use netlens::sys::check::{
-    Tracepoint, COST_RAW_SYSCALL_TRACEPOINTS, COST_SYSCALL_TRACEPOINTS, COST_TRACEPOINTS,
+use netlens::bpfio::Tracepoint;
+use netlens::cost::probes::{
+    COST_RAW_SYSCALL_TRACEPOINTS, COST_SYSCALL_TRACEPOINTS, COST_TRACEPOINTS,
 };
+use netlens::cost::skel::{CostSkel, CostSkelBuilder};
 use serde_json::json;
 
 const ROUNDS: usize = 15;

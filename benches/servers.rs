@@ -22,9 +22,8 @@
 //!   traces loopback connections, which netlens leaves out by default);
 //! - `cost`: `netlens cost` with its default sampling (`-f auto`), its table
 //!   to a file;
-//! - `cost-raw`: the same with the per-call system call tracepoints turned
-//!   off (NETLENS_TEST_NO_SYSCALL_TRACEPOINTS), as on a kernel without them:
-//!   its system call programs run on every system call of the host;
+//! - `cost-per-call`: the same with `--syscall-hook per-call` (system calls
+//!   timed on their own tracepoints instead of raw_syscalls, the default);
 //! - `tcplife`, `tcpstates`, `softirqs`, `hardirqs`: Debian's libbpf-tools
 //!   (/usr/sbin), default options, output to a file.
 //!
@@ -72,7 +71,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{free_local_port, is_root, peer, server, Guarded, Peer};
-use netlens::sys::kernel::NO_SYSCALL_TRACEPOINTS_ENV;
 use netlens::sys::procfs;
 use serde_json::{json, Map, Value};
 use support::{exit_losses, median, on_cpu, target_dir, tree_cpu_secs, QuietNetlens};
@@ -166,9 +164,8 @@ enum Tool {
     Baseline,
     Conns,
     Cost,
-    /// `cost` through raw_syscalls, the fallback of kernels without per-call
-    /// system call tracepoints.
-    CostRaw,
+    /// `cost --syscall-hook per-call`.
+    CostPerCall,
     /// A libbpf-tools program: its name, the start of its output (which
     /// shows that it ran), and whether it streams events through a perf
     /// buffer (it then prints `lost N events on CPU #C` on stderr for each
@@ -185,7 +182,7 @@ const PEERS: [Tool; 4] = [
 
 impl Tool {
     fn all() -> Vec<Tool> {
-        let mut v = vec![Tool::Conns, Tool::Cost, Tool::CostRaw];
+        let mut v = vec![Tool::Conns, Tool::Cost, Tool::CostPerCall];
         v.extend(PEERS);
         v
     }
@@ -195,7 +192,7 @@ impl Tool {
             Tool::Baseline => "baseline",
             Tool::Conns => "conns",
             Tool::Cost => "cost",
-            Tool::CostRaw => "cost-raw",
+            Tool::CostPerCall => "cost-per-call",
             Tool::Peer(name, ..) => name,
         }
     }
@@ -205,7 +202,7 @@ impl Tool {
         match self {
             Tool::Baseline => "baseline".into(),
             Tool::Conns | Tool::Cost => format!("`netlens {}`", self.name()),
-            Tool::CostRaw => "`netlens cost` (raw_syscalls)".into(),
+            Tool::CostPerCall => "`netlens cost --syscall-hook per-call`".into(),
             Tool::Peer(name, ..) => format!("`{name}`"),
         }
     }
@@ -216,7 +213,8 @@ impl Tool {
         match self {
             Tool::Baseline => vec![],
             Tool::Conns => vec!["conns", "-f", "--json", "--no-log-file"],
-            Tool::Cost | Tool::CostRaw => vec!["cost"],
+            Tool::Cost => vec!["cost"],
+            Tool::CostPerCall => vec!["cost", "--syscall-hook", "per-call"],
             Tool::Peer(..) => vec![],
         }
     }
@@ -224,11 +222,9 @@ impl Tool {
     fn command(self) -> String {
         match self {
             Tool::Baseline => String::new(),
-            Tool::Conns | Tool::Cost => format!("netlens {}", self.args().join(" ")),
-            Tool::CostRaw => format!(
-                "{NO_SYSCALL_TRACEPOINTS_ENV}=1 netlens {}",
-                self.args().join(" ")
-            ),
+            Tool::Conns | Tool::Cost | Tool::CostPerCall => {
+                format!("netlens {}", self.args().join(" "))
+            }
             Tool::Peer(name, ..) => format!("/usr/sbin/{name}"),
         }
     }
@@ -745,17 +741,9 @@ impl Running {
         let stdout = fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?;
         match tool {
             Tool::Baseline => unreachable!("the baseline runs nothing"),
-            Tool::Conns | Tool::Cost | Tool::CostRaw => {
+            Tool::Conns | Tool::Cost | Tool::CostPerCall => {
                 let netlens = env!("CARGO_BIN_EXE_netlens");
-                let turn_off = format!("{NO_SYSCALL_TRACEPOINTS_ENV}=1");
-                // env(1) execs netlens: the PID stays the one measured.
-                let (bin, mut argv) = if tool == Tool::CostRaw {
-                    ("/usr/bin/env", vec![turn_off.as_str(), netlens])
-                } else {
-                    (netlens, Vec::new())
-                };
-                argv.extend(tool.args());
-                let n = QuietNetlens::start_to(bin, &argv, stdout.into(), err);
+                let n = QuietNetlens::start_to(netlens, &tool.args(), stdout.into(), err);
                 Ok(Running {
                     tool,
                     pid: n.pid(),
@@ -826,7 +814,7 @@ impl Running {
             ));
         }
         let losses = match self.tool {
-            Tool::Conns | Tool::Cost | Tool::CostRaw => {
+            Tool::Conns | Tool::Cost | Tool::CostPerCall => {
                 let l = exit_losses(&stderr);
                 if l.is_empty() {
                     problems.push("no loss counts on netlens's exit".into());

@@ -16,4 +16,7 @@ fi
 . scripts/deps.sh
 netlens_install_missing "${NETLENS_BUILD_PKGS[@]}" "${NETLENS_BENCH_PKGS[@]}"
 netlens_mount_tracefs
+# The benchmarks run the traffic peer of the workspace's peer/ crate, which
+# `cargo bench --bench NAME` alone does not build.
+cargo build --locked --release -p netlens-peer
 exec cargo bench --locked --bench "${1:-servers}"

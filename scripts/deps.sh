@@ -8,9 +8,12 @@ NETLENS_BUILD_PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config make)
 # Tests: namespaces, veth and qdiscs (ip, tc), packet drops and netfilter
 # (nft), unprivileged runs (setpriv, in util-linux), procps, threaded NAPI
 # (ethtool), bridge reachability (ping), an independent NET_RX measurement
-# (bpftrace), and a real Prometheus server scraping `-P`
-# (tests/prometheus.rs runs its binary directly, not the service).
-NETLENS_TEST_PKGS=(iproute2 nftables util-linux procps ethtool iputils-ping bpftrace prometheus)
+# (bpftrace), a real Prometheus server scraping `-P`
+# (tests/prometheus.rs runs its binary directly, not the service), a
+# headless browser with its WebDriver for the web UI (tests/web.rs), and a
+# terminal for the full-screen UI (tests/tui.rs drives it in tmux).
+NETLENS_TEST_PKGS=(iproute2 nftables util-linux procps ethtool iputils-ping bpftrace prometheus
+    chromium chromium-driver tmux)
 # Benchmarks (scripts/bench.sh): real servers and clients for
 # benches/servers.rs (nginx, wrk, iperf3), the peers it compares netlens
 # with (libbpf-tools: tcplife, tcpstates, softirqs, hardirqs), and bpftool

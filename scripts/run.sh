@@ -5,6 +5,7 @@
 #   ./scripts/run.sh            # logging mode
 #   ./scripts/run.sh -d -t 2    # table, refreshed every 2 s
 #   ./scripts/run.sh cost -u 1234   # network CPU cost, with process 1234 beside it
+#   ./scripts/run.sh agent --web    # both roles, /metrics and the web UI
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
@@ -14,6 +15,6 @@ cargo build --release --locked -q
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 case "${1:-}" in
-    conns | cost | check | help | --help | -h | --version | -V) exec $SUDO ./target/release/netlens "$@" ;;
+    conns | cost | agent | check | help | --help | -h | --version | -V) exec $SUDO ./target/release/netlens "$@" ;;
     *) exec $SUDO ./target/release/netlens conns "$@" ;;
 esac
