@@ -157,6 +157,35 @@ struct ConnsArgs {
     web: Option<SocketAddr>,
 }
 
+/// The Pyroscope push options of `cost` and `agent`.
+#[derive(Args)]
+pub struct PyroscopeArgs {
+    /// Push each period's NET_RX stacks (folded, that period's samples only)
+    /// to the Grafana Pyroscope backend at URL (POST /ingest), e.g.
+    /// http://127.0.0.1:4040 or https://profiles.example (port 4040 for
+    /// http, 443 for https by default). Failed pushes are counted and never
+    /// slow the measurement.
+    #[arg(long, value_name = "URL")]
+    pub pyroscope: Option<String>,
+    /// User of HTTP basic auth for the pushes (Grafana Cloud: the instance
+    /// ID); the password comes from --pyroscope-password-file or the
+    /// environment variable NETLENS_PYROSCOPE_PASSWORD.
+    #[arg(long, value_name = "USER")]
+    pub pyroscope_user: Option<String>,
+    /// File holding the password of --pyroscope-user (one line; Grafana
+    /// Cloud: an access token). Takes precedence over
+    /// NETLENS_PYROSCOPE_PASSWORD.
+    #[arg(long, value_name = "FILE")]
+    pub pyroscope_password_file: Option<PathBuf>,
+    /// Tenant of a multi-tenant Pyroscope, sent as the X-Scope-OrgID header.
+    #[arg(long, value_name = "ID")]
+    pub pyroscope_tenant: Option<String>,
+    /// Application name of the pushes, in Pyroscope's name{label=value}
+    /// syntax [default: netlens.net_rx{host=HOSTNAME}].
+    #[arg(long, value_name = "NAME")]
+    pub pyroscope_app: Option<String>,
+}
+
 #[derive(Args)]
 struct CostArgs {
     /// Stack sampling for the NET_RX breakdown: `auto` samples CPU cycles at
@@ -216,33 +245,16 @@ struct CostArgs {
           default_missing_value = "127.0.0.1:9474",
           value_parser = prometheus::parse_listen_addr)]
     prometheus: Option<SocketAddr>,
-    /// Push each period's NET_RX stacks (folded, that period's samples only)
-    /// to the Grafana Pyroscope backend at URL (POST /ingest), e.g.
-    /// http://127.0.0.1:4040 or https://profiles.example (port 4040 for
-    /// http, 443 for https by default). Failed pushes are counted and never
-    /// slow the measurement.
-    #[arg(long, value_name = "URL", conflicts_with = "address")]
-    pyroscope: Option<String>,
-    /// User of HTTP basic auth for the pushes (Grafana Cloud: the instance
-    /// ID); the password comes from --pyroscope-password-file or the
-    /// environment variable NETLENS_PYROSCOPE_PASSWORD.
-    #[arg(long, value_name = "USER")]
-    pyroscope_user: Option<String>,
-    /// File holding the password of --pyroscope-user (one line; Grafana
-    /// Cloud: an access token). Takes precedence over
-    /// NETLENS_PYROSCOPE_PASSWORD.
-    #[arg(long, value_name = "FILE")]
-    pyroscope_password_file: Option<PathBuf>,
-    /// Tenant of a multi-tenant Pyroscope, sent as the X-Scope-OrgID header.
-    #[arg(long, value_name = "ID")]
-    pyroscope_tenant: Option<String>,
-    /// Application name of the pushes, in Pyroscope's name{label=value}
-    /// syntax [default: netlens.net_rx{host=HOSTNAME}].
-    #[arg(long, value_name = "NAME")]
-    pyroscope_app: Option<String>,
+    #[command(flatten)]
+    push: PyroscopeArgs,
     /// Netto's spelling of --pyroscope: host of the Pyroscope backend
     /// (pushes to http://ADDRESS:PORT).
-    #[arg(short = 'a', long, value_name = "ADDRESS")]
+    #[arg(
+        short = 'a',
+        long,
+        value_name = "ADDRESS",
+        conflicts_with = "pyroscope"
+    )]
     address: Option<String>,
     /// With -a: port of the Pyroscope backend (1 to 65535).
     #[arg(short = 'p', long, value_name = "PORT", default_value_t = pyroscope::DEFAULT_PORT,
@@ -602,7 +614,11 @@ fn resolve_sampler(asked: Sampler) -> Result<(Sampler, bool), Failure> {
 
 fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
     // Before anything is loaded: bad pyroscope options exit 2 at once.
-    let push_target = pyroscope_target(&args)?;
+    let push_target = pyroscope_target(
+        &args.push,
+        args.address.as_deref().map(|a| (a, args.port)),
+        args.frequency,
+    )?;
     preflight(Needs::Cost {
         sampling: args.frequency.is_on(),
     })?;
@@ -638,15 +654,9 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
     let _servers = serve_cost(args.prometheus, args.web, &mut sinks, &ready)?;
     let mut pusher = None;
     if let Some((endpoint, access)) = push_target {
-        let app = args
-            .pyroscope_app
-            .clone()
-            .unwrap_or_else(pyroscope::default_app_name);
-        eprintln!(
-            "netlens: pyroscope: pushing NET_RX stacks as {app} to {}/ingest every period",
-            endpoint.url()
-        );
-        let (sink, worker) = PyroscopeSink::start(endpoint, app, access)?;
+        let (sink, worker) = start_pushes(&args.push, endpoint, access, &mut |line| {
+            eprintln!("netlens: {line}")
+        })?;
         pusher = Some((sink.counters(), worker));
         sinks.push_as("Pyroscope", sink);
     }
@@ -677,6 +687,14 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
         .then(|| start_screen(|| output::tui::CostTui::start(Arc::clone(&stop))))
         .flatten()
     {
+        let tui = match &pusher {
+            Some((counters, worker)) => {
+                let shown = status.clone();
+                worker.say_with(move |line| shown.line(line));
+                tui.with_pushes(Arc::clone(counters))
+            }
+            None => tui,
+        };
         sinks.push_as("terminal", tui);
         let shown = status.clone();
         sinks.say_with(move |line| shown.line(line));
@@ -749,17 +767,22 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
 /// The Pyroscope backend and what the pushes carry, from the options
 /// (None without --pyroscope or -a). Errors are usage errors and never
 /// contain the password.
+/// Where `args` push to and with what credentials (None: no pushes);
+/// `netto_address` is Netto's -a/-p spelling of the URL. Usage errors exit
+/// 2 before anything is loaded.
 fn pyroscope_target(
-    args: &CostArgs,
+    args: &PyroscopeArgs,
+    netto_address: Option<(&str, u16)>,
+    sampler: Sampler,
 ) -> Result<Option<(pyroscope::Endpoint, pyroscope::Access)>, Failure> {
-    let endpoint = match (&args.pyroscope, &args.address) {
+    let endpoint = match (&args.pyroscope, netto_address) {
         // Parsed here rather than by clap, whose error would repeat the
         // URL, credentials and all.
         (Some(url), _) => Some(
             pyroscope::Endpoint::parse(url).map_err(|e| usage_error(format!("--pyroscope {e}")))?,
         ),
-        (None, Some(host)) => {
-            Some(pyroscope::Endpoint::from_host_port(host, args.port).map_err(usage_error)?)
+        (None, Some((host, port))) => {
+            Some(pyroscope::Endpoint::from_host_port(host, port).map_err(usage_error)?)
         }
         (None, None) => None,
     };
@@ -781,7 +804,7 @@ fn pyroscope_target(
         }
         return Ok(None);
     };
-    if args.frequency == Sampler::Off {
+    if sampler == Sampler::Off {
         return Err(usage_error(
             "--pyroscope (or -a) needs stack sampling: use -f with a non-zero frequency or -f tick"
                 .into(),
@@ -796,6 +819,24 @@ fn pyroscope_target(
         .and_then(|env| pyroscope::Access::from_options(&options, env))
         .map_err(usage_error)?;
     Ok(Some((endpoint, access)))
+}
+
+/// Starts the pushes to `endpoint`, saying where they go.
+fn start_pushes(
+    args: &PyroscopeArgs,
+    endpoint: pyroscope::Endpoint,
+    access: pyroscope::Access,
+    say: &mut dyn FnMut(&str),
+) -> Result<(PyroscopeSink, pyroscope::PyroscopeWorker)> {
+    let app = args
+        .pyroscope_app
+        .clone()
+        .unwrap_or_else(pyroscope::default_app_name);
+    say(&format!(
+        "pyroscope: pushing NET_RX stacks as {app} to {}/ingest every period",
+        endpoint.url()
+    ));
+    PyroscopeSink::start(endpoint, app, access)
 }
 
 /// The HTTP endpoints of every command: `registry`'s metrics at `prom`

@@ -438,12 +438,88 @@ fn an_unreachable_backend_is_counted_and_netlens_keeps_running() {
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
 }
 
+/// `netlens agent` pushes its cost role's stacks like `netlens cost`, and
+/// says so on its exit line.
+#[test]
+fn the_agent_pushes_the_cost_roles_stacks() {
+    if !require_root() {
+        return;
+    }
+    let _serial = serial();
+    let backend = FakePyroscope::start();
+    let p = served_pair("pyag", 0, false, &["--sink", "--max-secs", "30"]);
+    let url = format!("http://127.0.0.1:{}", backend.port);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_netlens"));
+    cmd.args([
+        "agent",
+        "-P",
+        "127.0.0.1:0",
+        "--roles",
+        "cost",
+        "--frequency",
+        "1000",
+        "--user-period",
+        "250",
+        "--pyroscope",
+        &url,
+        "--pyroscope-tenant",
+        "team-b",
+    ]);
+    let nl = Netlens::start_cmd(cmd);
+    bulk(&p, "1.5");
+    let out = nl.stop_any_output();
+    drop(p);
+    assert!(out.status.success(), "{}\n{}", out.status, out.stderr);
+    let requests = backend.requests();
+    assert!(!requests.is_empty(), "no push received:\n{}", out.stderr);
+    for r in &requests {
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/ingest"));
+        assert!(
+            r.query["name"].starts_with("netlens.net_rx{host="),
+            "{:?}",
+            r.query
+        );
+        assert_eq!(
+            r.headers.get("x-scope-orgid").map(String::as_str),
+            Some("team-b")
+        );
+        assert!(!body_lines(&r.body).is_empty(), "an empty push");
+    }
+    let (pushed, failed, _) = exit_pushes(&out.stderr);
+    assert_eq!(
+        (pushed, failed),
+        (requests.len() as u64, 0),
+        "{}",
+        out.stderr
+    );
+}
+
+/// `--pyroscope` without the cost role has nothing to push: exit 2.
+#[test]
+fn the_agent_refuses_pushes_without_the_cost_role() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_netlens"))
+        .args([
+            "agent",
+            "--roles",
+            "conns",
+            "--pyroscope",
+            "http://127.0.0.1:4040",
+        ])
+        .output()
+        .expect("netlens agent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("add cost to --roles"), "{stderr}");
+}
+
 /// (pushed, failed, failures by kind) of the exit line's `Pyroscope: N
 /// pushes, N failed (N kind, ...)`.
 fn exit_pushes(stderr: &str) -> (u64, u64, String) {
     let exit = stderr
         .lines()
-        .find(|l| l.starts_with("netlens: stopped after"))
+        .find(|l| {
+            l.starts_with("netlens: stopped after") || l.starts_with("netlens: cost: stopped after")
+        })
         .unwrap_or_else(|| panic!("no exit line:\n{stderr}"));
     let rest = exit
         .split_once("; Pyroscope: ")

@@ -580,3 +580,52 @@ fn cost_screen_header_resize_and_quit() {
     let text = std::fs::read_to_string(&stderr.0).unwrap_or_default();
     assert!(text.contains("netlens: stopped after"), "{text}");
 }
+
+/// A failing Pyroscope backend while the cost view owns the terminal,
+/// stderr included: its warning is shown in the view, never written over
+/// it, the failed pushes are on the `lost:` line, and the warning is
+/// printed again once the terminal is restored.
+#[test]
+fn cost_screen_shows_pyroscope_failures_in_place() {
+    if !require_root() || !require_tmux() {
+        return;
+    }
+    // A port nobody listens on once the listener is dropped.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let pair = served_pair("tuipy", 0, false, &["--sink", "--max-secs", "30"]);
+    let command = format!(
+        "{} cost -f 1000 --user-period 250 --pyroscope http://127.0.0.1:{port}",
+        netlens().display()
+    );
+    let pane = Pane::start("tui-pyro", 110, 30, &command);
+    pane.wait_screen("the first period", |s| s.contains("netlens itself"));
+    // NET_RX work to sample, so that there are stacks to push.
+    let out = peer(
+        Some(&pair.a),
+        &["bulk", "--to", &pair.addr.to_string(), "--secs", "1"],
+    )
+    .finish();
+    assert!(out.iter().any(|v| v["event"] == "bulk"), "{out:?}");
+    let screen = pane.wait_screen("the failed pushes", |s| {
+        s.contains("warning: pyroscope: ")
+            && s.lines()
+                .any(|l| l.starts_with("lost:") && l.contains(" pushes"))
+    });
+    let lines: Vec<&str> = screen.lines().collect();
+    assert!(lines[0].starts_with("netlens cost"), "{screen}");
+    assert!(lines[2].starts_with("% of CPU"), "{screen}");
+    assert_eq!(
+        screen.matches("warning: pyroscope: ").count(),
+        1,
+        "{screen}"
+    );
+    assert!(pane.alternate_on());
+    pane.keys(&["q"]);
+    assert_eq!(pane.exit_status(), 0, "{}", pane.screen());
+    let after = pane.screen();
+    assert!(after.contains("warning: pyroscope: "), "{after}");
+    assert!(after.contains("netlens: stopped after"), "{after}");
+}

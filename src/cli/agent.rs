@@ -27,8 +27,9 @@ use netlens::output::web::{ConnsUi, ConnsWebSink, CostUi, CostWebSink, Site, HIS
 use netlens::output::{self, Sink};
 
 use super::{
-    conns_losses_line, cost_stopped_line, preflight, resolve_sampler, serve_endpoints, usage_error,
-    Failure, Needs, LIVE_REFRESH,
+    conns_losses_line, cost_stopped_line, preflight, pyroscope_target, resolve_sampler,
+    serve_endpoints, start_pushes, usage_error, Failure, Needs, PyroscopeArgs, LIVE_REFRESH,
+    PUSH_DRAIN,
 };
 
 /// What the agent runs.
@@ -87,6 +88,9 @@ pub struct AgentArgs {
     /// cost: how netlens's own BPF run time is measured.
     #[arg(long, value_enum, default_value = "sampled")]
     bpf_stats: netlens::cost::selfstats::StatsMode,
+    /// cost: pushes of the NET_RX stacks to Pyroscope, as `netlens cost`.
+    #[command(flatten)]
+    push: PyroscopeArgs,
 }
 
 /// Passes a connection's events on, and nothing else (no snapshots).
@@ -117,6 +121,12 @@ pub fn agent_cmd(args: AgentArgs) -> Result<(), Failure> {
     }
     if conns_on {
         preflight(Needs::Conns)?;
+    }
+    let push_target = pyroscope_target(&args.push, None, args.frequency)?;
+    if push_target.is_some() && !cost_on {
+        return Err(usage_error(
+            "--pyroscope pushes the cost role's NET_RX stacks: add cost to --roles".into(),
+        ));
     }
     let mut sampler = (Sampler::Off, false);
     if cost_on {
@@ -163,6 +173,14 @@ pub fn agent_cmd(args: AgentArgs) -> Result<(), Failure> {
         if let Some(ui) = &cost_ui {
             sinks.push_as("web UI", CostWebSink::new(Arc::clone(ui)));
         }
+        let mut pusher = None;
+        if let Some((endpoint, access)) = push_target {
+            let (sink, worker) = start_pushes(&args.push, endpoint, access, &mut |line| {
+                eprintln!("{}", role_line("cost", line))
+            })?;
+            sinks.push_as("Pyroscope", sink);
+            pusher = Some(worker);
+        }
         let opts = netlens::cost::run::Options {
             sampler: sampler.0,
             sampler_auto: sampler.1,
@@ -170,8 +188,9 @@ pub fn agent_cmd(args: AgentArgs) -> Result<(), Failure> {
             pids: Vec::new(),
             bpf_stats: args.bpf_stats,
             syscall_hook: args.syscall_hook,
-            // The web UI's flame graph is drawn from each period's stacks.
-            period_stacks: cost_ui.is_some(),
+            // The web UI's flame graph and the pushes are drawn from each
+            // period's stacks.
+            period_stacks: cost_ui.is_some() || pusher.is_some(),
             duration: None,
             ready: ready.clone(),
         };
@@ -183,7 +202,11 @@ pub fn agent_cmd(args: AgentArgs) -> Result<(), Failure> {
                 let result = netlens::cost::run::run(&opts, &mut sinks, &stop, status);
                 // Whatever ended this role ends the agent.
                 stop.store(true, Ordering::Relaxed);
-                result.map(|finished| cost_stopped_line(&finished.last, None, sinks.losses()))
+                let outputs = sinks.losses();
+                // The pushing thread ends once its sink is gone.
+                drop(sinks);
+                let pushes = pusher.map(|worker| worker.finish(PUSH_DRAIN));
+                result.map(|finished| cost_stopped_line(&finished.last, pushes, outputs))
             })
             .context("starting the cost thread")?;
         Some(thread)

@@ -227,6 +227,15 @@ struct Tally {
     by_kind: [AtomicU64; FailureKind::ALL.len()],
     /// The backend, as named in warnings.
     url: String,
+    /// Where warnings go: stderr, or the terminal UI's status lines while
+    /// it owns the screen.
+    say: Mutex<Say>,
+}
+
+type Say = Arc<dyn Fn(&str) + Send + Sync>;
+
+fn say_on_stderr() -> Say {
+    Arc::new(|line: &str| eprintln!("{line}"))
 }
 
 impl Tally {
@@ -235,14 +244,15 @@ impl Tally {
         self.counters.failed.fetch_add(pushes, Ordering::Relaxed);
         let before = self.by_kind[failure.kind.index()].fetch_add(pushes, Ordering::Relaxed);
         if before == 0 {
-            eprintln!(
+            let say = Arc::clone(&self.say.lock().unwrap_or_else(|e| e.into_inner()));
+            say(&format!(
                 "warning: pyroscope: {} ({}; backend {}); the NET_RX stacks of such periods are \
                  dropped and counted (`pyroscope` in the log, the `lost:` line, the exit line) \
                  without repeating this warning; netlens goes on measuring",
                 failure.detail,
                 failure.kind.name(),
                 self.url,
-            );
+            ));
         }
     }
 
@@ -371,6 +381,7 @@ impl PyroscopeSink {
             counters: Arc::new(PushCounters::default()),
             by_kind: Default::default(),
             url: endpoint.url(),
+            say: Mutex::new(say_on_stderr()),
         });
         let (done_tx, done) = mpsc::channel();
         let thread = {
@@ -449,6 +460,12 @@ impl Drop for PyroscopeSink {
 }
 
 impl PyroscopeWorker {
+    /// Sends the warnings about failed pushes to `say` instead of stderr
+    /// (a full-screen terminal UI would be garbled by them).
+    pub fn say_with(&self, say: impl Fn(&str) + Send + Sync + 'static) {
+        *self.tally.say.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(say);
+    }
+
     /// Waits (at most `timeout`) for the queued pushes once the sink is
     /// dropped; returns the counts since start. Pushes still queued or
     /// under way after `timeout` are counted as failed.
@@ -598,10 +615,17 @@ mod tests {
         );
         assert!(head.contains("\r\nx-scope-orgid: team-a\r\n"), "{head}");
         assert!(head.contains("\r\ncontent-type: text/plain"), "{head}");
-        // The server is gone: the next push fails and is counted.
+        // The server is gone: the next push fails and is counted, and the
+        // warning goes where it was told to (a terminal UI's status line).
+        let said = Arc::new(Mutex::new(Vec::new()));
+        let said_here = Arc::clone(&said);
+        worker.say_with(move |line| said_here.lock().unwrap().push(line.to_string()));
         sink.report(&r).unwrap();
         drop(sink);
         let summary = worker.finish(Duration::from_secs(20));
+        let said = said.lock().unwrap().clone();
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(said[0].starts_with("warning: pyroscope: "), "{said:?}");
         assert_eq!(
             summary,
             PushSummary {

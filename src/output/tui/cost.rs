@@ -152,15 +152,19 @@ pub(super) fn self_cost_line(r: &CostReport) -> String {
 
 /// What was lost since start, when anything was: the plain table's
 /// `lost:` line, shorter.
-pub(super) fn lost_line(r: &CostReport) -> Option<String> {
+pub(super) fn lost_line(r: &CostReport, pushes_failed: u64) -> Option<String> {
     let (sm, missed) = (&r.sampling, r.self_cost.bpf_runs_missed_total);
-    if sm.lost_total == 0 && sm.stack_errors_total == 0 && missed == 0 {
+    if sm.lost_total == 0 && sm.stack_errors_total == 0 && missed == 0 && pushes_failed == 0 {
         return None;
     }
-    Some(format!(
+    let mut line = format!(
         "lost: {} NET_RX samples, {} unreadable stacks, {missed} BPF runs skipped",
         sm.lost_total, sm.stack_errors_total
-    ))
+    );
+    if pushes_failed > 0 {
+        line.push_str(&format!(", {pushes_failed} pushes"));
+    }
+    Some(line)
 }
 
 /// The CPU columns that fit at `width`: (index of the first, how many),
@@ -174,8 +178,16 @@ pub(super) fn cpu_window(width: usize, cpus: usize, first: usize) -> (usize, usi
     (first.min(cpus - count), count)
 }
 
+/// A report for the screen, with the Pyroscope pushes that failed so far
+/// (0 without --pyroscope).
+pub(super) struct CostUpdate {
+    pub report: CostReport,
+    pub pushes_failed: u64,
+}
+
 pub(super) struct CostScreen {
     report: Option<Box<CostReport>>,
+    pushes_failed: u64,
     lines: Vec<CostLine>,
     scroll: usize,
     first_cpu: usize,
@@ -189,6 +201,7 @@ impl CostScreen {
     pub fn new() -> CostScreen {
         CostScreen {
             report: None,
+            pushes_failed: 0,
             lines: Vec::new(),
             scroll: 0,
             first_cpu: 0,
@@ -224,11 +237,16 @@ fn row_text(line: &CostLine, cpus: (usize, usize)) -> String {
 }
 
 impl Screen for CostScreen {
-    type Update = Box<CostReport>;
+    type Update = Box<CostUpdate>;
 
-    fn update(&mut self, report: Box<CostReport>) {
+    fn update(&mut self, update: Box<CostUpdate>) {
+        let CostUpdate {
+            report,
+            pushes_failed,
+        } = *update;
         self.lines = cost_lines(&report);
-        self.report = Some(report);
+        self.report = Some(Box::new(report));
+        self.pushes_failed = pushes_failed;
     }
 
     fn status(&mut self, line: String) {
@@ -259,7 +277,10 @@ impl Screen for CostScreen {
     fn draw(&mut self, frame: &mut Frame) {
         let area = frame.area();
         let width = area.width as usize;
-        let lost = self.report.as_deref().and_then(lost_line);
+        let lost = self
+            .report
+            .as_deref()
+            .and_then(|r| lost_line(r, self.pushes_failed));
         let itself = self.report.as_deref().map(self_cost_line);
         let warn_height = u16::from(self.warning.is_some());
         let [title, note, header, body, warn, self_cost, lost_area, keys] = Layout::vertical([
@@ -528,14 +549,19 @@ mod tests {
         );
         r.self_cost.bpf_ns_period = None;
         assert!(self_cost_line(&r).contains("BPF programs not measured,"));
-        assert_eq!(lost_line(&r), None, "nothing lost, no line");
+        assert_eq!(lost_line(&r, 0), None, "nothing lost, no line");
+        assert_eq!(
+            lost_line(&r, 3).as_deref(),
+            Some("lost: 0 NET_RX samples, 0 unreadable stacks, 0 BPF runs skipped, 3 pushes"),
+            "failed Pyroscope pushes alone make the line"
+        );
         r.self_cost.bpf_runs_missed_total = 12;
         r.sampling.stack_errors_total = 2;
         assert_eq!(
-            lost_line(&r).as_deref(),
+            lost_line(&r, 0).as_deref(),
             Some("lost: 0 NET_RX samples, 2 unreadable stacks, 12 BPF runs skipped")
         );
-        let lost = lost_line(&r).unwrap_or_default();
+        let lost = lost_line(&r, 1000).unwrap_or_default();
         assert!(lost.chars().count() <= 80, "{lost}");
     }
 
@@ -563,7 +589,10 @@ mod tests {
             "{lines:#?}"
         );
 
-        s.update(Box::new(report(2)));
+        s.update(Box::new(CostUpdate {
+            report: report(2),
+            pushes_failed: 0,
+        }));
         let lines = screen_lines(&mut s, 80, 24);
         assert!(
             lines[0].starts_with("netlens cost  22:13:20Z  period 0.50 s  elapsed 1.5 s"),
@@ -607,7 +636,10 @@ mod tests {
         // Losses get a line of their own.
         let mut lossy = report(2);
         lossy.sampling.lost_total = 3;
-        s.update(Box::new(lossy));
+        s.update(Box::new(CostUpdate {
+            report: lossy,
+            pushes_failed: 0,
+        }));
         let lines = screen_lines(&mut s, 80, 24);
         assert!(
             lines[22].starts_with("lost: 3 NET_RX samples"),
@@ -619,7 +651,10 @@ mod tests {
     #[test]
     fn tiny_windows_do_not_panic() {
         let mut s = CostScreen::new();
-        s.update(Box::new(report(64)));
+        s.update(Box::new(CostUpdate {
+            report: report(64),
+            pushes_failed: 0,
+        }));
         for (w, h) in [(1, 1), (5, 2), (12, 4), (30, 7), (200, 3)] {
             assert_eq!(screen_lines(&mut s, w, h).len(), h as usize);
             s.key(KeyEvent::new(KeyCode::End, KeyModifiers::NONE));
@@ -630,7 +665,10 @@ mod tests {
     #[test]
     fn many_cpus_scroll_sideways() {
         let mut s = CostScreen::new();
-        s.update(Box::new(report(64)));
+        s.update(Box::new(CostUpdate {
+            report: report(64),
+            pushes_failed: 0,
+        }));
         let lines = screen_lines(&mut s, 80, 24);
         assert!(
             lines[2].contains("CPU0") && lines[2].contains("CPU3"),

@@ -26,6 +26,7 @@ use anyhow::{Context, Result};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::Frame;
 
+use super::pyroscope::PushCounters;
 use super::Sink;
 use crate::model::cost::CostReport;
 use crate::model::{ConnEvent, EventKind, Snapshot};
@@ -353,14 +354,21 @@ impl Sink for ConnsTui {
 
 /// `netlens cost` on a terminal.
 pub struct CostTui {
-    ui: Ui<Box<CostReport>>,
+    ui: Ui<Box<cost::CostUpdate>>,
+    pushes: Option<Arc<PushCounters>>,
 }
 
 impl CostTui {
     /// Enters full-screen mode; quitting sets `stop`.
     pub fn start(stop: Arc<AtomicBool>) -> Result<(CostTui, StatusLines)> {
         let (ui, status) = Ui::start(cost::CostScreen::new(), stop, None)?;
-        Ok((CostTui { ui }, status))
+        Ok((CostTui { ui, pushes: None }, status))
+    }
+
+    /// Shows the failed Pyroscope pushes on the `lost:` line.
+    pub fn with_pushes(mut self, pushes: Arc<PushCounters>) -> CostTui {
+        self.pushes = Some(pushes);
+        self
     }
 }
 
@@ -369,7 +377,10 @@ impl Sink for CostTui {
         if report.period_ns < super::cost::MIN_TABLE_PERIOD_NS {
             return Ok(());
         }
-        self.ui.send(Box::new(report.clone()))
+        self.ui.send(Box::new(cost::CostUpdate {
+            report: report.clone(),
+            pushes_failed: self.pushes.as_ref().map_or(0, |p| p.totals().failed),
+        }))
     }
 }
 
