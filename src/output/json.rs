@@ -299,6 +299,153 @@ mod tests {
         }
     }
 
+    /// The schema of event and `metrics` lines as serde would write them:
+    /// the hand-written fast path must produce exactly these bytes.
+    #[derive(Serialize)]
+    struct Reference<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        timestamp: String,
+        id: u64,
+        pid: u32,
+        comm: &'a str,
+        netns: u32,
+        family: u8,
+        direction: &'a str,
+        local_addr: String,
+        local_port: u16,
+        remote_addr: String,
+        remote_port: u16,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        counters: Option<ReferenceCounters>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        incremental: Option<bool>,
+        /// `Some(None)` is written as `null`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        age_s: Option<Option<f64>>,
+    }
+
+    #[derive(Serialize)]
+    struct ReferenceCounters {
+        bytes_sent: u64,
+        bytes_received: u64,
+        packets_sent: u64,
+        packets_received: u64,
+        retransmits: u64,
+        rtt_us: u64,
+        rtt_var_us: u64,
+    }
+
+    fn reference<'a>(kind: &'a str, time: UnixNanos, c: &'a ConnInfo) -> Reference<'a> {
+        Reference {
+            kind,
+            timestamp: fmt_time(time),
+            id: c.id,
+            pid: c.pid,
+            comm: &c.comm,
+            netns: c.netns,
+            family: c.tuple.family(),
+            direction: c.direction.as_str(),
+            local_addr: c.tuple.local_addr.to_string(),
+            local_port: c.tuple.local_port,
+            remote_addr: c.tuple.remote_addr.to_string(),
+            remote_port: c.tuple.remote_port,
+            reason: None,
+            counters: None,
+            incremental: None,
+            age_s: None,
+        }
+    }
+
+    fn reference_counters(m: &Metrics) -> ReferenceCounters {
+        ReferenceCounters {
+            bytes_sent: m.bytes_sent,
+            bytes_received: m.bytes_received,
+            packets_sent: m.packets_sent,
+            packets_received: m.packets_received,
+            retransmits: m.retransmits,
+            rtt_us: m.rtt_us as u64,
+            rtt_var_us: m.rtt_var_us as u64,
+        }
+    }
+
+    #[test]
+    fn hand_written_lines_are_byte_for_byte_what_serde_writes() {
+        let mut conns = vec![
+            conn("192.0.2.1", 40000, "198.51.100.2", 80, Direction::Outbound),
+            conn(
+                "2001:db8::1",
+                443,
+                "2001:db8:1::ff",
+                51000,
+                Direction::Inbound,
+            ),
+            conn("::ffff:192.0.2.5", 1, "0.0.0.0", 65535, Direction::Unknown),
+        ];
+        conns[0].comm = "quote\"back\\slash\ttab".into();
+        conns[1].comm = "größe".into();
+        conns[2].pid = 0;
+        conns[2].comm = "".into();
+        let mut m = metrics();
+        m.bytes_sent = u64::MAX;
+        let mut expected = Vec::new();
+        let mut sink = JsonSink::new(CountingWriter::default());
+        for c in &conns {
+            for (kind, metrics, reason) in [
+                (EventKind::Connect, None, None),
+                (EventKind::Accept, None, None),
+                (EventKind::Close, Some(m), None),
+                (
+                    EventKind::ConnectFailed(FailReason::Unreachable),
+                    None,
+                    Some("unreachable"),
+                ),
+            ] {
+                let ev = event(kind, c.clone(), metrics);
+                sink.event(&ev).expect("event");
+                let mut r = reference(kind.name(), ev.timestamp, c);
+                r.counters = metrics.as_ref().map(reference_counters);
+                r.reason = reason.map(str::to_string);
+                expected.push(serde_json::to_string(&r).expect("reference"));
+            }
+        }
+        let mut rows: Vec<ConnRow> = conns
+            .iter()
+            .map(|c| ConnRow {
+                conn: c.clone(),
+                metrics: m,
+            })
+            .collect();
+        rows[0].conn.start = Some(T0 - 3_723_500_001_000);
+        rows[1].conn.start = Some(T0 + 1);
+        rows[2].conn.start = None;
+        for incremental in [false, true] {
+            let snap = Snapshot {
+                timestamp: T0,
+                conns: rows.clone(),
+                incremental,
+                losses: Losses::default(),
+            };
+            sink.snapshot(&snap).expect("snapshot");
+            for row in &rows {
+                let mut r = reference("metrics", T0, &row.conn);
+                r.counters = Some(reference_counters(&row.metrics));
+                r.incremental = Some(incremental);
+                r.age_s = Some(row.conn.start.map(|s| age_seconds(s, T0)));
+                expected.push(serde_json::to_string(&r).expect("reference"));
+            }
+        }
+        sink.flush().expect("flush");
+        let written = sink.get_ref().all();
+        let lines: Vec<&str> = written.lines().collect();
+        assert_eq!(lines.len(), expected.len());
+        for (line, want) in lines.iter().zip(&expected) {
+            assert_eq!(line, want);
+        }
+    }
+
     #[test]
     fn comm_is_written_as_serde_json_writes_it() {
         for name in [
