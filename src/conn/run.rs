@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::collector::{Collector, Config};
-use super::skel::types;
-use super::table::{Clock, ConnTable, Filter};
-use super::{decode, seed};
+use super::seed;
+use super::table::{Clock, ConnTable, Filter, RowsFor};
 use crate::model::Sink;
-use crate::model::{ConnInfo, ConnRow, IdMap, Losses, Readiness, Snapshot};
+use crate::model::{Losses, Readiness, Snapshot};
 
 /// How often events are drained and output is flushed: a reader sees every
 /// event within this time (plus formatting), well under a second.
@@ -33,10 +32,12 @@ pub struct Options {
 /// totals: the Prometheus exporter, whose scrapes should not see values as
 /// old as the print interval (30 s by default), nor deltas in `-i` mode.
 ///
-/// It gets every event, and every `every` a snapshot of all active
-/// connections with absolute counters (`incremental` false). Building that
-/// snapshot costs one pass over the memory-mapped records; without a live
-/// output nothing extra runs.
+/// It gets every event, and every `every` a snapshot of the established
+/// connections with absolute counters (`incremental` false), from the same
+/// connection table as the printed snapshots (a live refresh leaves their
+/// `-i` deltas alone). Building that snapshot costs one pass over the
+/// memory-mapped records, shared with a print that falls due at the same
+/// time; without a live output nothing extra runs.
 pub struct Live<'a> {
     pub sink: &'a mut dyn Sink,
     pub every: Duration,
@@ -83,7 +84,6 @@ pub fn run(
 
     let mut next_tick = Instant::now() + opts.interval;
     let mut next_live = Instant::now();
-    let mut live_rows = LiveRows::default();
     let mut last_losses = Losses::default();
     let mut raw_events = Vec::new();
     loop {
@@ -115,11 +115,11 @@ pub fn run(
         if let Some(l) = live.as_mut().filter(|_| live_due) {
             let snap = Snapshot {
                 timestamp: clock.now_unix(),
-                conns: live_rows.rows(
+                conns: table.rows(
                     collector.last_connections(),
-                    &mut table,
                     &clock,
                     &opts.filter,
+                    RowsFor::Live,
                 ),
                 incremental: false,
                 losses: losses_now(&collector)?,
@@ -136,7 +136,9 @@ pub fn run(
                     collector.last_connections(),
                     &clock,
                     &opts.filter,
-                    opts.incremental,
+                    RowsFor::Print {
+                        incremental: opts.incremental,
+                    },
                 ),
                 incremental: opts.incremental,
                 losses,
@@ -165,65 +167,5 @@ pub fn run(
         if stopping {
             return Ok(last_losses);
         }
-    }
-}
-
-/// Builds the absolute snapshots of a [`Live`] output. Connection
-/// identities are kept from one snapshot to the next and decoded again only
-/// when the owner changes, as the table does for printed snapshots: with
-/// thousands of idle connections, names and addresses never change while
-/// this runs every second.
-#[derive(Default)]
-struct LiveRows {
-    known: IdMap<u64, KnownConn>,
-    passes: u64,
-}
-
-struct KnownConn {
-    flags: u16,
-    pid: u32,
-    info: ConnInfo,
-    pass: u64,
-}
-
-impl LiveRows {
-    /// Totals of every established connection that passes `filter`, without
-    /// touching the table's state (its last printed counters are what `-i`
-    /// deltas are computed from). Unsorted.
-    fn rows(
-        &mut self,
-        entries: &[types::conn_value],
-        table: &mut ConnTable,
-        clock: &Clock,
-        filter: &Filter,
-    ) -> Vec<ConnRow> {
-        self.passes += 1;
-        let pass = self.passes;
-        let mut rows = Vec::with_capacity(self.known.len() + 16);
-        for v in entries {
-            let k = self.known.entry(v.id).or_insert_with(|| KnownConn {
-                flags: v.flags,
-                pid: v.pid,
-                info: table.conn_info(v.sk, v, clock),
-                pass,
-            });
-            if k.flags != v.flags || k.pid != v.pid {
-                *k = KnownConn {
-                    flags: v.flags,
-                    pid: v.pid,
-                    info: table.conn_info(v.sk, v, clock),
-                    pass,
-                };
-            }
-            k.pass = pass;
-            if filter.matches(&k.info) {
-                rows.push(ConnRow {
-                    conn: k.info.clone(),
-                    metrics: decode::metrics(v),
-                });
-            }
-        }
-        self.known.retain(|_, k| k.pass == pass);
-        rows
     }
 }

@@ -170,6 +170,16 @@ impl CommCache {
     }
 }
 
+/// Who a snapshot's rows are for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowsFor {
+    /// The printed outputs, every `-t`: deltas since the previous print
+    /// with `-i`.
+    Print { incremental: bool },
+    /// The live outputs (Prometheus, the web UI), every second: totals.
+    Live,
+}
+
 #[derive(Default)]
 pub struct ConnTable {
     /// Owners of seeded connections, by kernel socket address.
@@ -268,14 +278,16 @@ impl ConnTable {
 
     /// Rows for the established connections among `entries` (the tracked
     /// records, each naming its socket in `sk`) that pass `filter`, oldest
-    /// first; counters are deltas since the previous call when `incremental`
-    /// is set.
+    /// first. For [`RowsFor::Print`], counters are deltas since the previous
+    /// printed snapshot when `incremental` is set; [`RowsFor::Live`] rows
+    /// always carry totals and leave the printed baseline alone, so a live
+    /// output refreshed between two prints never changes their deltas.
     pub fn rows(
         &mut self,
         entries: &[types::conn_value],
         clock: &Clock,
         filter: &Filter,
-        incremental: bool,
+        purpose: RowsFor,
     ) -> Vec<ConnRow> {
         self.snapshots += 1;
         let now = self.snapshots;
@@ -308,11 +320,17 @@ impl ConnTable {
                 continue;
             }
             let total = decode::metrics(v);
-            let metrics = match (incremental, &t.printed) {
-                (true, Some(prev)) => total.delta_since(prev),
-                _ => total,
+            let metrics = match purpose {
+                RowsFor::Live => total,
+                RowsFor::Print { incremental } => {
+                    let shown = match (incremental, &t.printed) {
+                        (true, Some(prev)) => total.delta_since(prev),
+                        _ => total,
+                    };
+                    t.printed = Some(total);
+                    shown
+                }
             };
-            t.printed = Some(total);
             rows.push(ConnRow {
                 conn: t.info.clone(),
                 metrics,
@@ -334,6 +352,8 @@ mod tests {
     use crate::conn::decode::AF_INET;
 
     const ESTABLISHED: u16 = CONN_ESTABLISHED;
+    const PRINT_DELTAS: RowsFor = RowsFor::Print { incremental: true };
+    const PRINT_TOTALS: RowsFor = RowsFor::Print { incremental: false };
 
     fn value(id: u64, flags: u16, pid: u32, sport: u16, bytes_sent: u64) -> types::conn_value {
         let mut v = types::conn_value {
@@ -413,7 +433,7 @@ mod tests {
             value(1, flags, 11, 1002, 50),
             value(3, CONN_ACTIVE | CONN_OWNED, 10, 1003, 0), // SYN_SENT
         ];
-        let rows = t.rows(&entries, &clock, &Filter::default(), true);
+        let rows = t.rows(&entries, &clock, &Filter::default(), PRINT_DELTAS);
         // Oldest first; the pending connect is not a row.
         assert_eq!(
             rows.iter().map(|r| r.conn.id).collect::<Vec<_>>(),
@@ -424,13 +444,45 @@ mod tests {
 
         entries[0].counters.bytes_sent = 160;
         let only_pid_10 = Filter::new(vec![10], vec![], vec![]);
-        let rows = t.rows(&entries, &clock, &only_pid_10, true);
+        let rows = t.rows(&entries, &clock, &only_pid_10, PRINT_DELTAS);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].metrics.bytes_sent, 60);
         assert_eq!(rows[0].metrics.rtt_us, 42);
 
-        let totals = t.rows(&entries, &clock, &Filter::default(), false);
+        let totals = t.rows(&entries, &clock, &Filter::default(), PRINT_TOTALS);
         assert_eq!(totals[1].metrics.bytes_sent, 160);
+    }
+
+    #[test]
+    fn live_rows_are_totals_and_leave_the_printed_deltas_alone() {
+        let mut t = ConnTable::new();
+        let clock = Clock::new(0);
+        let flags = ESTABLISHED | CONN_ACTIVE | CONN_OWNED;
+        let mut v = value(5, flags, 10, 1001, 100);
+        let printed = t.rows(&[v], &clock, &Filter::default(), PRINT_DELTAS);
+        assert_eq!(printed[0].metrics.bytes_sent, 100);
+        // Two live refreshes between prints: totals each time.
+        for sent in [130, 170] {
+            v.counters.bytes_sent = sent;
+            let live = t.rows(&[v], &clock, &Filter::default(), RowsFor::Live);
+            assert_eq!(live[0].metrics.bytes_sent, sent);
+        }
+        // The next print's delta is since the last print, not the last
+        // live refresh.
+        v.counters.bytes_sent = 200;
+        let printed = t.rows(&[v], &clock, &Filter::default(), PRINT_DELTAS);
+        assert_eq!(printed[0].metrics.bytes_sent, 100);
+        // A connection first seen by a live refresh prints its totals.
+        let w = value(6, flags, 10, 1002, 40);
+        t.rows(&[v, w], &clock, &Filter::default(), RowsFor::Live);
+        let printed = t.rows(&[v, w], &clock, &Filter::default(), PRINT_DELTAS);
+        assert_eq!(
+            printed
+                .iter()
+                .map(|r| r.metrics.bytes_sent)
+                .collect::<Vec<_>>(),
+            vec![0, 40]
+        );
     }
 
     #[test]
@@ -438,18 +490,20 @@ mod tests {
         let mut t = ConnTable::new();
         let clock = Clock::new(0);
         let mut v = value(7, ESTABLISHED | CONN_PASSIVE, 0, 80, 10);
-        let rows = t.rows(&[v], &clock, &Filter::default(), true);
+        let rows = t.rows(&[v], &clock, &Filter::default(), PRINT_DELTAS);
         assert_eq!(rows[0].conn.pid, 0);
         // accept() seen: owner known now; the counters stay deltas.
         v.flags |= CONN_OWNED;
         v.pid = 99;
         v.counters.bytes_sent = 25;
-        let rows = t.rows(&[v], &clock, &Filter::default(), true);
+        let rows = t.rows(&[v], &clock, &Filter::default(), PRINT_DELTAS);
         assert_eq!((rows[0].conn.pid, rows[0].conn.comm.as_ref()), (99, "x"));
         assert_eq!(rows[0].metrics.bytes_sent, 15);
         // Gone from the map: forgotten, so a later entry with that id starts over.
-        assert!(t.rows(&[], &clock, &Filter::default(), true).is_empty());
-        let rows = t.rows(&[v], &clock, &Filter::default(), true);
+        assert!(t
+            .rows(&[], &clock, &Filter::default(), PRINT_DELTAS)
+            .is_empty());
+        let rows = t.rows(&[v], &clock, &Filter::default(), PRINT_DELTAS);
         assert_eq!(rows[0].metrics.bytes_sent, 25);
     }
 
