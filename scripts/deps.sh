@@ -11,9 +11,11 @@ NETLENS_BUILD_PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config make)
 # (bpftrace), a real Prometheus server scraping `-P`
 # (tests/prometheus.rs runs its binary directly, not the service), a
 # headless browser with its WebDriver for the web UI (tests/web.rs), and a
-# terminal for the full-screen UI (tests/tui.rs drives it in tmux).
+# terminal for the full-screen UI (tests/tui.rs drives it in tmux), and
+# systemd-analyze for the systemd unit (tests/deploy.rs; systemd need not
+# be running).
 NETLENS_TEST_PKGS=(iproute2 nftables util-linux procps ethtool iputils-ping bpftrace prometheus
-    chromium chromium-driver tmux)
+    chromium chromium-driver tmux systemd)
 # Benchmarks (scripts/bench.sh): real servers and clients for
 # benches/servers.rs (nginx, wrk, iperf3), the peers it compares netlens
 # with (libbpf-tools: tcplife, tcpstates, softirqs, hardirqs), and bpftool
