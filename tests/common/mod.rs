@@ -1478,12 +1478,28 @@ impl Drop for PrometheusServer {
 pub struct ProgRunStats {
     pub run_ns: u64,
     pub runs: u64,
+    /// (run time in ns, runs) of each program.
+    pub programs: Vec<(u64, u64)>,
 }
 
 impl ProgRunStats {
     pub fn average_ns(&self) -> f64 {
         assert!(self.runs > 0, "no timed BPF program run: {self:?}");
         self.run_ns as f64 / self.runs as f64
+    }
+
+    /// The largest average run time among the programs that ran at least
+    /// `min_runs` times: a bound on any one of them, also on one whose
+    /// runs cost more than the average of all.
+    pub fn max_average_ns(&self, min_runs: u64) -> f64 {
+        self.programs
+            .iter()
+            .filter(|&&(_, runs)| runs >= min_runs.max(1))
+            .map(|&(ns, runs)| ns as f64 / runs as f64)
+            .fold(None, |max: Option<f64>, a| {
+                Some(max.map_or(a, |m| m.max(a)))
+            })
+            .unwrap_or_else(|| panic!("no program ran {min_runs} times: {self:?}"))
     }
 }
 
@@ -1503,8 +1519,10 @@ pub fn prog_run_stats(pid: u32) -> ProgRunStats {
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .unwrap_or(0)
         };
-        stats.run_ns += field("run_time_ns:");
-        stats.runs += field("run_cnt:");
+        let (ns, runs) = (field("run_time_ns:"), field("run_cnt:"));
+        stats.run_ns += ns;
+        stats.runs += runs;
+        stats.programs.push((ns, runs));
     }
     stats
 }
