@@ -15,7 +15,12 @@ NETLENS_BUILD_PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config make)
 # systemd-analyze for the systemd unit (tests/deploy.rs; systemd need not
 # be running).
 NETLENS_TEST_PKGS=(iproute2 nftables util-linux procps ethtool iputils-ping bpftrace prometheus
-    chromium chromium-driver tmux systemd)
+    chromium chromium-driver tmux systemd python3-venv)
+# Python tools of the tests, from PyPI, pinned, in a virtual environment of
+# the project's own: kubernetes-validate checks the Kubernetes manifests
+# against the API's schemas offline (tests/deploy.rs).
+NETLENS_TOOLS_VENV="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/tools/venv"
+NETLENS_PY_TOOLS=(kubernetes-validate==1.37.0)
 # Benchmarks (scripts/bench.sh): real servers and clients for
 # benches/servers.rs (nginx, wrk, iperf3), the peers it compares netlens
 # with (libbpf-tools: tcplife, tcpstates, softirqs, hardirqs), and bpftool
@@ -41,6 +46,15 @@ netlens_install_missing() {
     if ! command -v cargo >/dev/null 2>&1; then
         echo "netlens: cargo not found: install a Rust toolchain (1.82 or later), e.g. with rustup" >&2
         exit 1
+    fi
+}
+
+# The Python tools of NETLENS_PY_TOOLS, once (needs python3-venv).
+netlens_install_python_tools() {
+    if [ ! -x "$NETLENS_TOOLS_VENV/bin/kubernetes-validate" ]; then
+        echo "netlens: installing ${NETLENS_PY_TOOLS[*]} into $NETLENS_TOOLS_VENV" >&2
+        python3 -m venv "$NETLENS_TOOLS_VENV"
+        "$NETLENS_TOOLS_VENV/bin/pip" install -q "${NETLENS_PY_TOOLS[@]}"
     fi
 }
 

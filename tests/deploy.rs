@@ -1,4 +1,6 @@
-//! The deployment files in deploy/. The systemd unit: systemd accepts it
+//! The deployment files in deploy/. The Kubernetes manifest: valid for the
+//! API schemas (kubernetes-validate, offline), and its pod runs the agent
+//! with exactly its capabilities. The systemd unit: systemd accepts it
 //! (`systemd-analyze verify`), it stays sandboxed (`systemd-analyze
 //! security --offline`), and the capabilities it grants are enough for the
 //! agent it starts, which is run here as an unprivileged user holding
@@ -150,28 +152,40 @@ fn the_agent_runs_with_the_units_capabilities_only() {
     if !require_root() {
         return;
     }
-    let caps: Vec<String> = unit_capabilities()
-        .iter()
-        .map(|c| format!("+{c}"))
-        .collect();
-    let caps = caps.join(",");
-    let mut args = unit_arguments();
+    let caps = setpriv_caps(&unit_capabilities());
+    let mut args: Vec<String> = unit_arguments().iter().map(|a| a.to_string()).collect();
     // The unit's port may be taken here (another netlens, another test).
     let at = args
         .iter()
-        .position(|&a| a == "--prometheus")
+        .position(|a| a == "--prometheus")
         .expect("the unit sets --prometheus");
-    args[at + 1] = "127.0.0.1:0";
+    args[at + 1] = "127.0.0.1:0".into();
     let mut cmd = Command::new("setpriv");
     cmd.args([
         "--reuid=65534",
         "--regid=65534",
         "--clear-groups",
+        "--no-new-privs",
         &format!("--inh-caps={caps}"),
         &format!("--ambient-caps={caps}"),
         env!("CARGO_BIN_EXE_netlens"),
     ])
     .args(&args);
+    agent_runs_fully(cmd);
+}
+
+/// `+bpf,+perfmon,...`: setpriv's spelling of a capability list.
+fn setpriv_caps(caps: &[String]) -> String {
+    caps.iter()
+        .map(|c| format!("+{c}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Starts `cmd` (an agent serving on an ephemeral port): it must get ready
+/// with both roles, answer /healthz, stop cleanly and say nothing is
+/// missing, refused or unmeasured.
+fn agent_runs_fully(cmd: Command) {
     let nl = Netlens::start_cmd(cmd);
     let stderr = nl.stderr();
     assert!(
@@ -182,7 +196,184 @@ fn the_agent_runs_with_the_units_capabilities_only() {
     assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
     let out = nl.stop();
     assert!(out.status.success(), "{}", out.stderr);
-    for lack in ["missing capabilities", "refused", "not measured"] {
+    for lack in ["missing capabilities", "refused", "not measured", "warning"] {
         assert!(!out.stderr.contains(lack), "{lack}: {}", out.stderr);
     }
+}
+
+const MANIFEST: &str = "deploy/kubernetes/netlens.yaml";
+/// The oldest Kubernetes release the manifest is valid for
+/// (`securityContext.appArmorProfile` came in 1.30), and the newest
+/// schemas of the pinned kubernetes-validate.
+const KUBERNETES_VERSIONS: [&str; 2] = ["1.30.0", "1.37.0"];
+
+/// A tool of the Python virtual environment that scripts/test.sh installs.
+fn python_tool(name: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/tools/venv/bin")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: scripts/test.sh installs it (netlens_install_python_tools in \
+         scripts/deps.sh)",
+        path.display()
+    );
+    path
+}
+
+fn manifest_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(MANIFEST)
+}
+
+/// The manifest's objects, as JSON (read by the venv's PyYAML).
+fn manifest_objects() -> Vec<serde_json::Value> {
+    let out = Command::new(python_tool("python3"))
+        .args([
+            "-c",
+            "import json, sys, yaml; \
+             print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
+        ])
+        .arg(manifest_path())
+        .output()
+        .expect("python3 of the tools venv");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the manifest as JSON")
+}
+
+fn daemonset() -> serde_json::Value {
+    manifest_objects()
+        .into_iter()
+        .find(|o| o["kind"] == "DaemonSet")
+        .expect("a DaemonSet in the manifest")
+}
+
+#[test]
+fn the_kubernetes_manifest_validates_against_the_api_schemas() {
+    let tool = python_tool("kubernetes-validate");
+    for version in KUBERNETES_VERSIONS {
+        let out = Command::new(&tool)
+            .args(["--strict", "--quiet", "-k", version])
+            .arg(manifest_path())
+            .output()
+            .expect("kubernetes-validate");
+        assert!(
+            out.status.success(),
+            "Kubernetes {version}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let kinds: Vec<String> = manifest_objects()
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap_or("?").to_string())
+        .collect();
+    assert_eq!(kinds, ["Namespace", "ServiceAccount", "DaemonSet"]);
+}
+
+/// The pod: the node's processes and network, no privileged mode, the
+/// capabilities of the systemd unit and nothing else, probes and scrape
+/// annotations on the port the agent listens on.
+#[test]
+fn the_daemonset_is_what_the_agent_needs_and_no_more() {
+    let ds = daemonset();
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostPID"], true);
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let containers = pod["containers"].as_array().expect("containers");
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["privileged"], false);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    let mut added: Vec<String> = sc["capabilities"]["add"]
+        .as_array()
+        .expect("added capabilities")
+        .iter()
+        .map(|c| c.as_str().expect("a name").to_ascii_lowercase())
+        .collect();
+    added.sort();
+    assert_eq!(added, unit_capabilities(), "the unit's capabilities");
+
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("an argument"))
+        .collect();
+    assert_eq!(args.first(), Some(&"agent"));
+    let listen = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--prometheus="))
+        .expect("--prometheus=ADDR:PORT");
+    let port: u16 = listen
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("a port");
+    assert_eq!(c["ports"][0]["containerPort"], port);
+    let port_name = c["ports"][0]["name"].clone();
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["path"], "/healthz", "{probe}");
+        assert_eq!(c[probe]["httpGet"]["port"], port_name, "{probe}");
+    }
+    let annotations = &ds["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/port"], port.to_string());
+    assert_eq!(annotations["prometheus.io/path"], "/metrics");
+    for limit in ["requests", "limits"] {
+        for what in ["cpu", "memory"] {
+            assert!(
+                c["resources"][limit][what].is_string(),
+                "resources.{limit}.{what}"
+            );
+        }
+    }
+}
+
+/// The agent of the DaemonSet's container arguments, as root holding only
+/// the container's capabilities (root in a container whose capabilities
+/// are dropped and added so), with no new privileges: it gets ready,
+/// serves /healthz and reports nothing missing.
+#[test]
+fn the_agent_runs_with_the_pods_capabilities_only() {
+    if !require_root() {
+        return;
+    }
+    let pod = daemonset();
+    let c = &pod["spec"]["template"]["spec"]["containers"][0];
+    let caps: Vec<String> = c["securityContext"]["capabilities"]["add"]
+        .as_array()
+        .expect("added capabilities")
+        .iter()
+        .map(|c| c.as_str().expect("a name").to_ascii_lowercase())
+        .collect();
+    let caps = setpriv_caps(&caps);
+    let args: Vec<String> = c["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| {
+            // $(NODE_IP) is the node's address; the port may be taken here.
+            let a = a.as_str().expect("an argument");
+            if a.starts_with("--prometheus=") {
+                "--prometheus=127.0.0.1:0".to_string()
+            } else {
+                a.to_string()
+            }
+        })
+        .collect();
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--no-new-privs",
+        &format!("--bounding-set=-all,{caps}"),
+        &format!("--inh-caps=-all,{caps}"),
+        env!("CARGO_BIN_EXE_netlens"),
+    ])
+    .args(&args);
+    agent_runs_fully(cmd);
 }
