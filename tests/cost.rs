@@ -764,11 +764,15 @@ fn net_rx_time_agrees_with_an_independent_bpftrace_measurement() {
     let bt_pid = bt.id();
     // bpftrace prints its maps when interrupted.
     let bt = Guarded::new(bt, libc::SIGINT);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // A bound against hangs, as long as netlens may take to get ready:
+    // bpftrace parses BTF and compiles with LLVM first, which took over
+    // 60 s on an emulated PREEMPT_RT kernel beside two other VMs.
+    let deadline = Instant::now() + READY_TIMEOUT;
     while !std::fs::read_to_string(&bt_out.0).is_ok_and(|t| t.contains("bpftrace attached")) {
         assert!(
             Instant::now() < deadline,
-            "bpftrace did not attach within 60 s"
+            "bpftrace did not attach within {READY_TIMEOUT:?}; its stderr: {}",
+            std::fs::read_to_string(&bt_err.0).unwrap_or_default()
         );
         thread::sleep(Duration::from_millis(50));
     }
