@@ -16,6 +16,9 @@ NETLENS_BUILD_PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config make)
 # be running).
 NETLENS_TEST_PKGS=(iproute2 nftables util-linux procps ethtool iputils-ping bpftrace prometheus
     chromium chromium-driver tmux systemd python3-venv)
+# The container image (scripts/build-image.sh, tests/container.rs): podman
+# with the runc runtime (crun fails on these machines' cgroup v1 layout).
+NETLENS_IMAGE_PKGS=(podman runc ca-certificates)
 # Python tools of the tests, from PyPI, pinned, in a virtual environment of
 # the project's own: kubernetes-validate checks the Kubernetes manifests
 # against the API's schemas offline (tests/deploy.rs).

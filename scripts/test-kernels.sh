@@ -118,10 +118,10 @@ for line in sys.stdin:
 # the kernel's own figures (conns, cost), what runs with which privileges
 # (privileges), and the traffic harness's ground truth (harness_selftest).
 # The outputs built on those collectors (prometheus, pyroscope, agent, the
-# terminal UI in tui, the web UI in web), the deployment files (deploy) and
-# the peer's command line (cli) are the same on every kernel and run on the
-# host; running them in the VMs too took CI past 45 minutes
-# (NETLENS_VM_TESTS= runs every binary).
+# terminal UI in tui, the web UI in web), the deployment files (deploy),
+# the container image (container) and the peer's command line (cli) are the
+# same on every kernel and run on the host; running them in the VMs too took
+# CI past 45 minutes (NETLENS_VM_TESTS= runs every binary).
 NETLENS_VM_TESTS="${NETLENS_VM_TESTS-harness_selftest conns cost privileges}"
 if [ -n "$NETLENS_VM_TESTS" ]; then
     wanted=" $NETLENS_VM_TESTS "

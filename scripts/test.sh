@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
-netlens_install_missing "${NETLENS_BUILD_PKGS[@]}" "${NETLENS_TEST_PKGS[@]}"
+netlens_install_missing "${NETLENS_BUILD_PKGS[@]}" "${NETLENS_TEST_PKGS[@]}" "${NETLENS_IMAGE_PKGS[@]}"
 netlens_install_python_tools
 netlens_mount_tracefs
 cargo fmt --all -- --check
