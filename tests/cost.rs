@@ -413,6 +413,42 @@ fn stolen_since(before: (u64, u64)) -> u64 {
     now - before.0 + cpus * tick_ns
 }
 
+/// A -u process that exits is alive, with its times, until then, and
+/// reported gone (`alive` false) in every period after, never alive again.
+#[test]
+fn an_exited_user_pid_is_reported_gone_from_then_on() {
+    if !require_root() {
+        return;
+    }
+    let child = Command::new("sleep").arg("600").spawn().expect("sleep");
+    let pid = child.id().to_string();
+    // Killed and reaped on Drop too, should the test fail first.
+    let child = Guarded::new(child, libc::SIGKILL);
+    let run = CostRun::start(&["-f", "0", "-u", &pid]);
+    run.wait_stderr("netlens: ready");
+    let before = run.log_after(&run.log_so_far(), 1);
+    // Killed and reaped: /proc/PID is gone.
+    child.stop();
+    run.log_after(&before, 3);
+    let log = run.stop();
+    let alive: Vec<bool> = log
+        .lines
+        .iter()
+        .map(|l| {
+            let p = &l["pids"][0];
+            assert_eq!(p["pid"].as_u64().map(|n| n.to_string()), Some(pid.clone()));
+            p["alive"].as_bool().expect("alive")
+        })
+        .collect();
+    assert_eq!(alive.first(), Some(&true), "{alive:?}");
+    assert_eq!(alive.last(), Some(&false), "{alive:?}");
+    let first_gone = alive.iter().position(|a| !a).unwrap_or(alive.len());
+    assert!(
+        alive[first_gone..].iter().all(|a| !a),
+        "alive again after gone: {alive:?}"
+    );
+}
+
 /// The scheduler's exact run time of a live process so far, in ns
 /// (/proc/PID/schedstat): user and system time together, unlike /proc's
 /// split of it, which is in 10 ms clock ticks.

@@ -178,6 +178,8 @@ pub fn agent_cmd(args: AgentArgs) -> Result<(), Failure> {
             let (sink, worker) = start_pushes(&args.push, endpoint, access, &mut |line| {
                 eprintln!("{}", role_line("cost", line))
             })?;
+            // Its warnings are the cost role's lines too.
+            worker.say_with(|line| eprintln!("{}", role_line("cost", line)));
             sinks.push_as("Pyroscope", sink);
             pusher = Some(worker);
         }

@@ -65,7 +65,43 @@ struct TrackedPid {
     prev: (u64, u64),
     /// (TX, RX, interrupted) ns, cumulative from the BPF side
     prev_syscalls: (u64, u64, u64),
+    /// Its start time (/proc/PID/stat field 22): a process found under the
+    /// PID with another start time is a new one, and this one is gone.
+    start_time: u64,
     alive: bool,
+}
+
+/// What one period's read of a tracked process's /proc/PID/stat says.
+#[derive(Debug, PartialEq, Eq)]
+enum PidRead {
+    /// (utime, stime) in ticks.
+    Running(u64, u64),
+    /// Exited (no such process), or its PID now names another process.
+    Gone,
+    /// The read failed otherwise: the period shows no growth and the next
+    /// catches up; the process is not declared gone for it.
+    Unread,
+}
+
+fn classify_pid_read(read: &Result<procfs::PidStat>, start_time: u64) -> PidRead {
+    match read {
+        Ok(st) if st.start_time == start_time => PidRead::Running(st.utime, st.stime),
+        Ok(_) => PidRead::Gone,
+        Err(e) => {
+            let gone = e
+                .chain()
+                .filter_map(|c| c.downcast_ref::<std::io::Error>())
+                .any(|io| {
+                    io.kind() == std::io::ErrorKind::NotFound
+                        || io.raw_os_error() == Some(libc::ESRCH)
+                });
+            if gone {
+                PidRead::Gone
+            } else {
+                PidRead::Unread
+            }
+        }
+    }
 }
 
 /// Loads the programs and reports every `opts.period` until `stop` is set.
@@ -372,6 +408,7 @@ fn track_pids(pids: &[u32]) -> Result<Vec<TrackedPid>> {
                 first: (st.utime, st.stime),
                 prev: (st.utime, st.stime),
                 prev_syscalls: (0, 0, 0),
+                start_time: st.start_time,
                 alive: true,
             })
         })
@@ -380,8 +417,10 @@ fn track_pids(pids: &[u32]) -> Result<Vec<TrackedPid>> {
 
 fn rebase_pids(pids: &mut [TrackedPid]) {
     for p in pids.iter_mut() {
-        if let Ok(st) = procfs::pid_stat(p.pid) {
-            p.first = (st.utime, st.stime);
+        if let PidRead::Running(utime, stime) =
+            classify_pid_read(&procfs::pid_stat(p.pid), p.start_time)
+        {
+            p.first = (utime, stime);
             p.prev = p.first;
         }
     }
@@ -398,12 +437,17 @@ fn pid_rows(
                 .iter()
                 .find(|(pid, _)| *pid == p.pid)
                 .map_or(p.prev_syscalls, |(_, c)| (c.tx_ns, c.rx_ns, c.intr_ns));
-            let now = match procfs::pid_stat(p.pid) {
-                Ok(st) if p.alive => (st.utime, st.stime),
-                _ => {
-                    p.alive = false;
-                    p.prev
+            let now = if p.alive {
+                match classify_pid_read(&procfs::pid_stat(p.pid), p.start_time) {
+                    PidRead::Running(utime, stime) => (utime, stime),
+                    PidRead::Gone => {
+                        p.alive = false;
+                        p.prev
+                    }
+                    PidRead::Unread => p.prev,
                 }
+            } else {
+                p.prev
             };
             let row = PidCpu {
                 pid: p.pid,
@@ -444,4 +488,42 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(utime: u64, start_time: u64) -> procfs::PidStat {
+        procfs::PidStat {
+            comm: "x".into(),
+            state: 'R',
+            utime,
+            stime: 2,
+            start_time,
+        }
+    }
+
+    #[test]
+    fn a_tracked_process_is_gone_only_when_it_is() {
+        assert_eq!(
+            classify_pid_read(&Ok(stat(7, 100)), 100),
+            PidRead::Running(7, 2)
+        );
+        // The PID names another process now.
+        assert_eq!(classify_pid_read(&Ok(stat(7, 555)), 100), PidRead::Gone);
+        // Exited: reading /proc/PID/stat finds nothing (or the task is
+        // being reaped).
+        for errno in [libc::ENOENT, libc::ESRCH] {
+            let e = anyhow::Error::new(std::io::Error::from_raw_os_error(errno))
+                .context("reading /proc/42/stat");
+            assert_eq!(classify_pid_read(&Err(e), 100), PidRead::Gone, "{errno}");
+        }
+        // Anything else is one unread period, not a death.
+        let e = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::EINTR))
+            .context("reading /proc/42/stat");
+        assert_eq!(classify_pid_read(&Err(e), 100), PidRead::Unread);
+        let garbled = anyhow::anyhow!("malformed /proc/<pid>/stat");
+        assert_eq!(classify_pid_read(&Err(garbled), 100), PidRead::Unread);
+    }
 }

@@ -332,6 +332,9 @@ pub struct PidStat {
     pub utime: u64,
     /// Time spent in kernel mode, in clock ticks (field 15).
     pub stime: u64,
+    /// When the process started, in clock ticks after boot (field 22):
+    /// with the PID, it names one process, also after the PID is reused.
+    pub start_time: u64,
 }
 
 /// Parses the text of `/proc/<pid>/stat` (or `/proc/<pid>/task/<tid>/stat`).
@@ -355,11 +358,13 @@ pub fn parse_pid_stat(text: &str) -> Result<PidStat, ParseError> {
     };
     let utime = field(14)?.parse().map_err(|_| bad())?;
     let stime = field(15)?.parse().map_err(|_| bad())?;
+    let start_time = field(22)?.parse().map_err(|_| bad())?;
     Ok(PidStat {
         comm,
         state,
         utime,
         stime,
+        start_time,
     })
 }
 
@@ -674,7 +679,8 @@ mod tests {
                 comm: "sshd".into(),
                 state: 'S',
                 utime: 37,
-                stime: 12
+                stime: 12,
+                start_time: 2849,
             }
         );
     }
@@ -689,6 +695,7 @@ mod tests {
         assert_eq!(st.comm, "Web Content (2) x");
         assert_eq!(st.state, 'R');
         assert_eq!((st.utime, st.stime), (123456, 7890));
+        assert_eq!(st.start_time, 55555);
     }
 
     #[test]
