@@ -1096,10 +1096,15 @@ fn io_uring_worker_time_is_measured() {
         "{worker_spans} io_uring_worker spans for {ops} sends ({missed} BPF runs skipped)"
     );
     // The client's io_uring_enter only queued requests and waited: ending
-    // in no socket operation, its time is not TX.
+    // in no socket operation, its time is not TX. Counted as TX, the wait
+    // would be about the whole run, more than the workers' time; what TX
+    // there is comes from the sends that completed inline (above): 6 of
+    // 824 on emulated 6.1 PREEMPT_RT made 12 ms, 1.2 % of the workers'.
     assert!(
-        tx * 100 < worker,
-        "client TX {tx} ns beside io_uring_worker {worker} ns"
+        tx * 10 < worker,
+        "client TX {tx} ns beside io_uring_worker {worker} ns ({} sends completed outside a \
+         worker)",
+        ops.saturating_sub(worker_spans)
     );
 }
 
