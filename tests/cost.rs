@@ -38,9 +38,24 @@ struct CostLog {
 }
 
 impl CostLog {
+    /// The log of a netlens that has exited: every line must be whole.
     fn read(path: &Path) -> CostLog {
-        let text = std::fs::read_to_string(path)
+        CostLog::parse(path, false)
+    }
+
+    /// The log of a netlens still running: a line it is writing (a long
+    /// line can take more than one write, and one was read half written
+    /// on emulated 6.12) is left for the next read.
+    fn read_while_written(path: &Path) -> CostLog {
+        CostLog::parse(path, true)
+    }
+
+    fn parse(path: &Path, running: bool) -> CostLog {
+        let mut text = std::fs::read_to_string(path)
             .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        if running {
+            text.truncate(text.rfind('\n').map_or(0, |end| end + 1));
+        }
         let lines: Vec<Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l}: {e}")))
@@ -213,7 +228,7 @@ impl CostRun {
             );
             thread::sleep(Duration::from_millis(20));
         }
-        CostLog::read(&self.log)
+        CostLog::read_while_written(&self.log)
     }
 
     fn stop(mut self) -> CostLog {
