@@ -56,20 +56,8 @@ fn one_process_serves_both_roles() {
         false,
         &["--respond", &RESPOND.to_string(), "--max-conns", "1"],
     );
-    let cli = peer(
-        Some(&pair.a),
-        &[
-            "connect",
-            "--to",
-            &pair.addr.to_string(),
-            "--send",
-            &SEND.to_string(),
-        ],
-    );
-    let cli_pid_num = cli.pid();
+    let (cli_pid_num, _) = connect_once(&pair.a, pair.addr, SEND);
     let cli_pid = cli_pid_num.to_string();
-    let cli_out = cli.finish_output();
-    assert!(cli_out.status.success(), "{cli_out:?}");
     let port = pair.addr.port().to_string();
     let out: &[(&str, &str)] = &[("pid", &cli_pid), ("direction", "out"), ("port", &port)];
 

@@ -72,20 +72,9 @@ fn exchange_between_namespaces(v6: bool) {
         v6,
         &["--respond", &RESPOND.to_string(), "--max-conns", "1"],
     );
-    let cli = peer(
-        Some(&a),
-        &[
-            "connect",
-            "--to",
-            &srv_addr.to_string(),
-            "--send",
-            &SEND.to_string(),
-        ],
-    );
-    let cli_pid = cli.pid() as u64;
     let srv_pid = srv.pid() as u64;
-    let cli_out = cli.finish_output();
-    assert!(cli_out.status.success(), "{cli_out:?}");
+    let (cli_pid, cli_out) = connect_once(&a, srv_addr, SEND);
+    let cli_pid = cli_pid as u64;
     let srv_out = srv.finish_output();
     let c = conns(&cli_out.events, "client")[0].clone();
     let s = conns(&srv_out.events, "server")[0].clone();

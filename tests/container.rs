@@ -128,19 +128,7 @@ fn the_image_runs_check_and_the_agent_sees_host_connections() {
         false,
         &["--respond", &RESPOND.to_string(), "--max-conns", "1"],
     );
-    let cli = peer(
-        Some(&pair.a),
-        &[
-            "connect",
-            "--to",
-            &pair.addr.to_string(),
-            "--send",
-            &SEND.to_string(),
-        ],
-    );
-    let cli_pid = cli.pid();
-    let cli_out = cli.finish_output();
-    assert!(cli_out.status.success(), "{cli_out:?}");
+    let (cli_pid, _) = connect_once(&pair.a, pair.addr, SEND);
     let close = nl
         .wait_for(|v| v["type"] == "close" && v["pid"] == cli_pid, WAIT)
         .unwrap_or_else(|| panic!("no close event; stderr:\n{}", nl.stderr()));

@@ -244,6 +244,29 @@ fn manifest_objects() -> Vec<serde_json::Value> {
     serde_json::from_slice(&out.stdout).expect("the manifest as JSON")
 }
 
+/// The capabilities a container adds, lower case (setpriv's spelling),
+/// sorted.
+fn added_capabilities(container: &serde_json::Value) -> Vec<String> {
+    let mut caps: Vec<String> = container["securityContext"]["capabilities"]["add"]
+        .as_array()
+        .expect("added capabilities")
+        .iter()
+        .map(|c| c.as_str().expect("a name").to_ascii_lowercase())
+        .collect();
+    caps.sort();
+    caps
+}
+
+/// A container's `args`.
+fn container_args(container: &serde_json::Value) -> Vec<&str> {
+    container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("an argument"))
+        .collect()
+}
+
 fn daemonset() -> serde_json::Value {
     manifest_objects()
         .into_iter()
@@ -292,21 +315,13 @@ fn the_daemonset_is_what_the_agent_needs_and_no_more() {
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
-    let mut added: Vec<String> = sc["capabilities"]["add"]
-        .as_array()
-        .expect("added capabilities")
-        .iter()
-        .map(|c| c.as_str().expect("a name").to_ascii_lowercase())
-        .collect();
-    added.sort();
-    assert_eq!(added, unit_capabilities(), "the unit's capabilities");
+    assert_eq!(
+        added_capabilities(c),
+        unit_capabilities(),
+        "the unit's capabilities"
+    );
 
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .map(|a| a.as_str().expect("an argument"))
-        .collect();
+    let args = container_args(c);
     assert_eq!(args.first(), Some(&"agent"));
     let listen = args
         .iter()
@@ -346,24 +361,15 @@ fn the_agent_runs_with_the_pods_capabilities_only() {
     }
     let pod = daemonset();
     let c = &pod["spec"]["template"]["spec"]["containers"][0];
-    let caps: Vec<String> = c["securityContext"]["capabilities"]["add"]
-        .as_array()
-        .expect("added capabilities")
-        .iter()
-        .map(|c| c.as_str().expect("a name").to_ascii_lowercase())
-        .collect();
-    let caps = setpriv_caps(&caps);
-    let args: Vec<String> = c["args"]
-        .as_array()
-        .expect("args")
-        .iter()
+    let caps = setpriv_caps(&added_capabilities(c));
+    // $(NODE_IP) is the node's address; the port may be taken here.
+    let args: Vec<&str> = container_args(c)
+        .into_iter()
         .map(|a| {
-            // $(NODE_IP) is the node's address; the port may be taken here.
-            let a = a.as_str().expect("an argument");
             if a.starts_with("--prometheus=") {
-                "--prometheus=127.0.0.1:0".to_string()
+                "--prometheus=127.0.0.1:0"
             } else {
-                a.to_string()
+                a
             }
         })
         .collect();

@@ -180,19 +180,7 @@ fn prometheus_server_scrapes_and_answers_queries() {
         true,
         &["--respond", &RESPOND.to_string(), "--max-conns", "1"],
     );
-    let cli = peer(
-        Some(&pair.a),
-        &[
-            "connect",
-            "--to",
-            &pair.addr.to_string(),
-            "--send",
-            &SEND.to_string(),
-        ],
-    );
-    let cli_pid = cli.pid();
-    let cli_out = cli.finish_output();
-    assert!(cli_out.status.success(), "{cli_out:?}");
+    let (cli_pid, _) = connect_once(&pair.a, pair.addr, SEND);
 
     let port = pair.addr.port();
     let selector = format!(

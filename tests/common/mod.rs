@@ -992,6 +992,26 @@ pub struct ServedPair {
     pub b: Netns,
 }
 
+/// One client connection from `netns` to `to` that sends `send` bytes
+/// (`netlens-peer connect`), run to its end: the client's PID and output,
+/// once it exited cleanly.
+pub fn connect_once(netns: &Netns, to: SocketAddr, send: u64) -> (u32, PeerOutput) {
+    let cli = peer(
+        Some(netns),
+        &[
+            "connect",
+            "--to",
+            &to.to_string(),
+            "--send",
+            &send.to_string(),
+        ],
+    );
+    let pid = cli.pid();
+    let out = cli.finish_output();
+    assert!(out.status.success(), "{out:?}");
+    (pid, out)
+}
+
 /// See [`ServedPair`]; `serve_args` follow `serve --listen <addr>`.
 pub fn served_pair(tag: &str, subnet_idx: u8, v6: bool, serve_args: &[&str]) -> ServedPair {
     let a = Netns::new(&format!("{tag}a"));

@@ -398,29 +398,40 @@ mod tests {
         Some((head, String::from_utf8(body).ok()?))
     }
 
-    #[test]
-    fn https_over_tls12_reuses_its_connection() {
+    /// A test CA (its certificate in DER) and a server configuration with
+    /// a certificate it signed for `name`, speaking `versions` of TLS.
+    fn test_tls_server(
+        name: &str,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (Vec<u8>, rustls::ServerConfig) {
         use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-        use std::io::{BufReader, Write};
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
         let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        let cert = CertificateParams::new(vec![name.to_string()])
             .unwrap()
             .signed_by(&key, &ca)
             .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        (ca.der().to_vec(), config)
+    }
+
+    #[test]
+    fn https_over_tls12_reuses_its_connection() {
+        use std::io::{BufReader, Write};
         // The server speaks TLS 1.2 only.
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS12])
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .unwrap();
+        let (ca_der, config) = test_tls_server("127.0.0.1", &[&rustls::version::TLS12]);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         // One connection only: both requests must come over it.
@@ -454,7 +465,7 @@ mod tests {
             Some("p".into()),
         )
         .unwrap();
-        let roots = [Certificate::from_der(ca.der()).to_owned()];
+        let roots = [Certificate::from_der(&ca_der).to_owned()];
         let client = Client::new(&endpoint, &access, &roots, Timeouts::DEFAULT);
         assert_eq!(client.post("/pyro/ingest?n=1", "a;b 1\n"), Ok(()));
         assert_eq!(client.post("/pyro/ingest?n=2", "a;b 2\n"), Ok(()));
@@ -475,27 +486,8 @@ mod tests {
 
     #[test]
     fn a_certificate_for_another_name_is_refused() {
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let key = KeyPair::generate().unwrap();
         // Signed by a trusted CA, but for another host.
-        let cert = CertificateParams::new(vec!["pyroscope.example".to_string()])
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .unwrap();
+        let (ca_der, config) = test_tls_server("pyroscope.example", rustls::DEFAULT_VERSIONS);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         std::thread::spawn(move || {
@@ -506,7 +498,7 @@ mod tests {
             let _ = read_request(&mut conn);
         });
         let endpoint = Endpoint::parse(&format!("https://127.0.0.1:{port}")).unwrap();
-        let roots = [Certificate::from_der(ca.der()).to_owned()];
+        let roots = [Certificate::from_der(&ca_der).to_owned()];
         let client = Client::new(&endpoint, &Access::default(), &roots, Timeouts::DEFAULT);
         let f = client.post("/ingest", "a 1\n").unwrap_err();
         assert_eq!(f.kind, FailureKind::Tls, "{}", f.detail);
