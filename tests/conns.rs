@@ -1260,20 +1260,11 @@ fn no_program_runs_per_packet() {
     let _stats = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(stats_fd) };
     let pair = served_pair("pp", 1, false, &["--max-conns", "1"]);
     let before = prog_run_stats(nl.pid());
-    let cli = peer(
-        Some(&pair.a),
-        &[
-            "connect",
-            "--to",
-            &pair.addr.to_string(),
-            "--send",
-            "20000000",
-        ],
-    );
-    let c = conns(&cli.finish(), "client")[0].clone();
+    let (_, cli_out) = connect_once(&pair.a, pair.addr, 20_000_000);
+    let c = conns(&cli_out.events, "client")[0].clone();
     let segments = ti(&c, "segs_out") + ti(&c, "segs_in");
     wait_count(&nl, "close", pair.addr, 2);
-    let runs = prog_run_stats(nl.pid()).runs - before.runs;
+    let runs = prog_run_stats(nl.pid()).runs() - before.runs();
     eprintln!("{runs} program runs for one connection of {segments} segments");
     assert!(
         segments > 1000,

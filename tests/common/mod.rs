@@ -1496,16 +1496,14 @@ impl Drop for PrometheusServer {
 /// program descriptors (counted while the kernel's BPF statistics are on).
 #[derive(Default, Debug)]
 pub struct ProgRunStats {
-    pub run_ns: u64,
-    pub runs: u64,
     /// (run time in ns, runs) of each program.
     pub programs: Vec<(u64, u64)>,
 }
 
 impl ProgRunStats {
-    pub fn average_ns(&self) -> f64 {
-        assert!(self.runs > 0, "no timed BPF program run: {self:?}");
-        self.run_ns as f64 / self.runs as f64
+    /// Runs of all the programs.
+    pub fn runs(&self) -> u64 {
+        self.programs.iter().map(|&(_, runs)| runs).sum()
     }
 
     /// The largest average run time among the programs that ran at least
@@ -1539,10 +1537,9 @@ pub fn prog_run_stats(pid: u32) -> ProgRunStats {
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .unwrap_or(0)
         };
-        let (ns, runs) = (field("run_time_ns:"), field("run_cnt:"));
-        stats.run_ns += ns;
-        stats.runs += runs;
-        stats.programs.push((ns, runs));
+        stats
+            .programs
+            .push((field("run_time_ns:"), field("run_cnt:")));
     }
     stats
 }
