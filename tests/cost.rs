@@ -604,9 +604,20 @@ fn check_categories_of_local_tcp(log: &CostLog) {
         elsewhere * 100 <= all || elsewhere <= 5,
         "{elsewhere} of {all} samples on paths local TCP does not take: {by_category:?}"
     );
+    // Samples outside the RX loop are the softirq's entry and exit, not a
+    // choice of path: a timer tick lands there when interrupts come back
+    // on, which on an emulated CPU (translation-block boundaries) made 120
+    // of 264 tick samples on 6.12. The path is judged among the samples
+    // that unwound into the loop; at least a quarter must still reach it.
+    let in_loop = all - log.category_samples("outside_rx_loop");
     assert!(
-        receive_path * 2 > all,
-        "the IPv4 TCP receive path has only {receive_path} of {all} samples: {by_category:?}"
+        in_loop * 4 >= all,
+        "only {in_loop} of {all} NET_RX samples unwound into the RX loop: {by_category:?}"
+    );
+    assert!(
+        receive_path * 2 > in_loop,
+        "the IPv4 TCP receive path has only {receive_path} of the {in_loop} samples \
+         in the RX loop: {by_category:?}"
     );
 }
 
