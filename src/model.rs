@@ -101,6 +101,9 @@ pub struct ConnInfo {
     /// already existed when netlens started (seeded): the kernel keeps no
     /// establishment time in its socket, so its age is unknown.
     pub start: Option<UnixNanos>,
+    /// Outbound connections netlens saw from their SYN: nanoseconds from the
+    /// SYN to the handshake's end (established) or to the failure.
+    pub connect_ns: Option<u64>,
 }
 
 /// Hashes connection ids (sequential u64s, optionally with a PID) cheaply:

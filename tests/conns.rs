@@ -110,6 +110,13 @@ fn exchange_between_namespaces(v6: bool) {
     assert_eq!(u(connect[0], "netns"), a.inode());
     assert_eq!(u(connect[0], "family"), family);
     assert_eq!(connect[0]["direction"], "out");
+    // The kernel's SYN-to-established time lies within the application's
+    // connect() call.
+    let (kernel_us, app_us) = (u(connect[0], "connect_us"), u(&c, "connect_us"));
+    assert!(
+        kernel_us <= app_us,
+        "connect_us {kernel_us} > the application's {app_us}"
+    );
     let accept = server_side("accept");
     assert_eq!(accept.len(), 1, "{evs:#?}");
     assert_eq!(
@@ -202,6 +209,9 @@ fn refused_connect_is_connect_failed() {
         let failed = of_type(&evs, "connect_failed");
         assert_eq!(failed.len(), 1, "{evs:#?}");
         assert_eq!(failed[0]["reason"], "refused");
+        // SYN to RST, inside one refused connect() on a veth link.
+        let kernel_us = u(failed[0], "connect_us");
+        assert!(kernel_us < 1_000_000, "{}", failed[0]);
         assert_eq!(u(failed[0], "pid"), pid);
         assert_eq!(u(failed[0], "netns"), a.inode());
         assert_eq!(u(failed[0], "local_port"), addr(err, "local").port() as u64);

@@ -116,6 +116,149 @@ fn metrics_are_exact_per_process_and_service() {
     assert!(stopped.status.success(), "{}", stopped.stderr);
 }
 
+/// Cumulative count of `name_bucket{labels.., le}`.
+fn bucket(samples: &[PromSample], name: &str, labels: &[(&str, &str)], le: &str) -> f64 {
+    let mut with_le = labels.to_vec();
+    with_le.push(("le", le));
+    prom_value(samples, &format!("{name}_bucket"), &with_le)
+        .unwrap_or_else(|| panic!("no {name}_bucket {with_le:?}"))
+}
+
+/// The `le` values of `name`'s buckets for `labels`, `+Inf` excluded, with
+/// their bounds in nanoseconds.
+fn bounds(samples: &[PromSample], name: &str, labels: &[(&str, &str)]) -> Vec<(String, u64)> {
+    let bucket = format!("{name}_bucket");
+    let mut found: Vec<(String, u64)> = samples
+        .iter()
+        .filter(|s| s.name == bucket)
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .filter_map(|s| {
+            let le = s.labels.get("le")?;
+            let seconds: f64 = le.parse().ok().filter(|v: &f64| v.is_finite())?;
+            Some((le.clone(), (seconds * 1e9).round() as u64))
+        })
+        .collect();
+    found.sort_by_key(|(_, ns)| *ns);
+    found
+}
+
+/// Eight connections: the connect-time histogram holds exactly the eight
+/// connect times of the events, each no longer than what the application
+/// measured around connect(); the RTT histogram holds one to two
+/// observations per connection (its close, and a refresh that fell within
+/// its life), of the order of the RTTs the close events carry.
+#[test]
+fn rtt_and_connect_time_histograms_hold_what_the_events_say() {
+    if !require_root() {
+        return;
+    }
+    const N: usize = 8;
+    let nl = Netlens::start(&["-t", "30", "-P", "127.0.0.1:0"]);
+    let pair = served_pair("ph", 1, false, &["--max-conns", &N.to_string()]);
+    let cli = peer(
+        Some(&pair.a),
+        &[
+            "connect",
+            "--to",
+            &pair.addr.to_string(),
+            "--send",
+            "1000",
+            "--count",
+            &N.to_string(),
+        ],
+    );
+    let cli_pid = cli.pid();
+    let cli_out = cli.finish_output();
+    assert!(cli_out.status.success(), "{cli_out:?}");
+    let (pid, port) = (cli_pid.to_string(), pair.addr.port().to_string());
+    let srv_ip = pair.veth.b(false).to_string();
+    let out: &[(&str, &str)] = &[
+        ("pid", &pid),
+        ("direction", "out"),
+        ("remote_addr", &srv_ip),
+        ("port", &port),
+    ];
+    let m = wait_metrics(&nl, "8 closes", |s| {
+        prom_value(s, "netlens_tcp_connections_closed_total", out) == Some(N as f64)
+    });
+    let events = nl.events();
+    let of_client = |typ: &str| -> Vec<&serde_json::Value> {
+        events
+            .iter()
+            .filter(|e| e["type"] == typ && u(e, "pid") == u64::from(cli_pid))
+            .collect()
+    };
+
+    // Connect times: the kernel's, from SYN to established, within the
+    // application's, from before connect() to after it returned.
+    let connects = of_client("connect");
+    assert_eq!(connects.len(), N, "{events:?}");
+    let mut kernel_us = Vec::new();
+    for c in conns(&cli_out.events, "client") {
+        let local_port = addr(c, "local").port();
+        let ev = connects
+            .iter()
+            .find(|e| u(e, "local_port") == u64::from(local_port))
+            .unwrap_or_else(|| panic!("no connect event for {c}"));
+        let (kernel, app) = (u(ev, "connect_us"), u(c, "connect_us"));
+        eprintln!("connect: kernel {kernel} µs, application {app} µs");
+        assert!(kernel <= app, "kernel {kernel} µs > application {app} µs");
+        kernel_us.push(kernel);
+    }
+    assert_eq!(kernel_us.len(), N);
+    let connect = "netlens_tcp_connect_duration_seconds";
+    assert_eq!(
+        prom_value(&m, &format!("{connect}_count"), out),
+        Some(N as f64)
+    );
+    // Events carry whole microseconds: a time t µs is in [t, t + 1) µs.
+    for (le, bound) in bounds(&m, connect, out) {
+        let surely = kernel_us
+            .iter()
+            .filter(|&&t| (t + 1) * 1000 <= bound)
+            .count();
+        let maybe = kernel_us.iter().filter(|&&t| t * 1000 <= bound).count();
+        let got = bucket(&m, connect, out, &le) as usize;
+        assert!(
+            (surely..=maybe).contains(&got),
+            "le={le}: {got} connections, events say {surely} to {maybe}: {kernel_us:?}"
+        );
+    }
+    let sum_ns = prom_value(&m, &format!("{connect}_sum"), out).expect("sum") * 1e9;
+    let events_ns = kernel_us.iter().sum::<u64>() as f64 * 1000.0;
+    assert!(
+        (events_ns..events_ns + (N * 1000) as f64).contains(&sum_ns.round()),
+        "sum {sum_ns} ns, events {events_ns} ns"
+    );
+
+    // RTTs: one or two observations per connection, none far from the
+    // RTTs the close events carry (a unit error is 1000 times off).
+    let rtt = "netlens_tcp_rtt_seconds";
+    let count = prom_value(&m, &format!("{rtt}_count"), out).expect("rtt count");
+    assert!((N as f64..=2.0 * N as f64).contains(&count), "{count} RTTs");
+    let close_rtts: Vec<u64> = of_client("close").iter().map(|e| u(e, "rtt_us")).collect();
+    assert_eq!(close_rtts.len(), N);
+    let (low, high) = (
+        close_rtts.iter().min().unwrap() * 1000 / 8,
+        close_rtts.iter().max().unwrap() * 1000 * 8,
+    );
+    for (le, bound) in bounds(&m, rtt, out) {
+        let got = bucket(&m, rtt, out, &le);
+        if bound < low {
+            assert_eq!(got, 0.0, "le={le}: RTTs from close: {close_rtts:?} µs");
+        }
+        if bound >= high {
+            assert_eq!(got, count, "le={le}: RTTs from close: {close_rtts:?} µs");
+        }
+    }
+    let stopped = nl.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+}
+
 /// The print interval is 60 s, yet an open connection's counters reach the
 /// endpoint within a second or two while it runs.
 #[test]

@@ -1225,19 +1225,34 @@ fn wait_stdin_line() {
     let _ = io::stdin().lock().read_line(&mut line);
 }
 
+/// [`connect_or_report`], with how long connect() took in microseconds (what
+/// the application sees of the handshake).
+fn timed_connect(to: SocketAddr, timeout: Duration) -> Result<(TcpStream, u64), u8> {
+    let start = Instant::now();
+    let s = connect_or_report(to, timeout)?;
+    Ok((s, start.elapsed().as_micros() as u64))
+}
+
+/// A client connection's report, with its `connect_us`.
+fn emit_with_connect_time(r: &ConnReport, connect_us: u64) {
+    let mut v = r.to_json();
+    v["connect_us"] = json!(connect_us);
+    emit(&v);
+}
+
 fn connect_cmd(a: &ConnectArgs, timeout: Duration) -> Result<u8> {
     let hold = Duration::from_millis(a.hold_ms.min((MAX_SECS * 1000.0) as u64));
     let mut failed = false;
     if a.parallel {
         let mut streams = Vec::with_capacity(a.count);
         for _ in 0..a.count {
-            match connect_or_report(a.to, timeout) {
+            match timed_connect(a.to, timeout) {
                 Ok(s) => streams.push(s),
                 Err(code) => return Ok(code),
             }
         }
         if a.wait_stdin {
-            streams.iter().for_each(announce_connected);
+            streams.iter().for_each(|(s, _)| announce_connected(s));
             wait_stdin_line();
         }
         thread::sleep(hold);
@@ -1245,12 +1260,12 @@ fn connect_cmd(a: &ConnectArgs, timeout: Duration) -> Result<u8> {
         let reports: Vec<ConnReport> = thread::scope(|scope| {
             let handles: Vec<_> = streams
                 .into_iter()
-                .map(|s| {
+                .map(|(s, connect_us)| {
                     thread::Builder::new()
                         .stack_size(CONN_THREAD_STACK)
                         .spawn_scoped(scope, move || {
                             let r = client_exchange(s, send, pause);
-                            emit(&r.to_json());
+                            emit_with_connect_time(&r, connect_us);
                             r
                         })
                 })
@@ -1266,7 +1281,7 @@ fn connect_cmd(a: &ConnectArgs, timeout: Duration) -> Result<u8> {
         failed = reports.iter().any(|r| r.error.is_some());
     } else {
         for _ in 0..a.count {
-            let s = match connect_or_report(a.to, timeout) {
+            let (s, connect_us) = match timed_connect(a.to, timeout) {
                 Ok(s) => s,
                 Err(code) => return Ok(code),
             };
@@ -1276,7 +1291,7 @@ fn connect_cmd(a: &ConnectArgs, timeout: Duration) -> Result<u8> {
             }
             thread::sleep(hold);
             let r = client_exchange(s, a.send, a.pause_after_send);
-            emit(&r.to_json());
+            emit_with_connect_time(&r, connect_us);
             failed |= r.error.is_some();
         }
     }

@@ -451,6 +451,12 @@ static __always_inline void emit(__u64 sk, __u32 type, __s32 err, __u64 ts,
 	event_submit(e);
 }
 
+/* Nanoseconds from `start` to `now`; 0 when `start` is unknown (0). */
+static __always_inline __u64 since(__u64 start, __u64 now)
+{
+	return start && start < now ? now - start : 0;
+}
+
 static __always_inline void on_active_start(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
@@ -466,6 +472,8 @@ static __always_inline void on_active_start(const struct sock *sk)
 	if (filter_loopback && dst_is_loopback(&v))
 		return;
 	v.flags = CONN_ACTIVE | CONN_OWNED;
+	/* When the SYN leaves, until the outcome: the connect time. */
+	v.start_ns = bpf_ktime_get_boot_ns();
 	set_owner(&v);
 	if (track(key, &v, true))
 		count_loss(LOSS_MAP_FULL);
@@ -478,7 +486,7 @@ static __always_inline void on_established(const struct sock *sk, int oldstate)
 	__u32 idx = e ? e->slot : 0;
 	struct conn_value *v = e ? bpf_map_lookup_elem(&conn_slots, &idx) : NULL;
 	struct tcp_sock *tp;
-	__u64 id;
+	__u64 id, now;
 
 	/* An active open completes from SYN_SENT, or from SYN_RECV after a
 	 * simultaneous open (both ends sent SYNs): the entry made at SYN_SENT
@@ -489,7 +497,9 @@ static __always_inline void on_established(const struct sock *sk, int oldstate)
 			return;
 		read_tuple(tp, v);
 		v->flags |= CONN_ESTABLISHED;
-		v->start_ns = bpf_ktime_get_boot_ns();
+		now = bpf_ktime_get_boot_ns();
+		v->connect_ns = since(v->start_ns, now);
+		v->start_ns = now;
 		read_counters(tp, v);
 		/* Published last: the record is complete when user space sees it. */
 		id = __sync_fetch_and_add(&next_id, 1);
@@ -573,6 +583,7 @@ static __always_inline void on_close(const struct sock *sk)
 	if (!(v->flags & CONN_ESTABLISHED)) {
 		if (tp)
 			read_tuple(tp, v);
+		v->connect_ns = since(v->start_ns, now);
 		v->start_ns = now;
 		close_ev = event_start(key, EV_CONNECT_FAILED, sk->sk_err, now);
 		if (!close_ev) {

@@ -55,7 +55,9 @@ struct conn_counters {
  * and after copying a slot has one connection's record. */
 struct conn_value {
 	__u64 id;       /* unique per connection, assigned at establishment */
-	__u64 start_ns; /* CLOCK_BOOTTIME at establishment; 0 if seeded (unknown) */
+	__u64 start_ns; /* CLOCK_BOOTTIME at establishment; 0 if seeded (unknown);
+			 * of the SYN while an active open is in progress */
+	__u64 connect_ns; /* active opens: SYN to established, or to failure */
 	__u8 saddr[16]; /* IPv4 in the first 4 bytes when family == AF_INET */
 	__u8 daddr[16];
 	__u16 sport; /* host byte order */

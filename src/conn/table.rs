@@ -227,6 +227,7 @@ fn build_info(
         netns: v.netns,
         direction,
         start: (v.flags & CONN_SEEDED == 0).then(|| clock.to_unix(v.start_ns)),
+        connect_ns: (v.connect_ns != 0).then_some(v.connect_ns),
     }
 }
 

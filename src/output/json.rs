@@ -7,7 +7,9 @@
 //! (`bytes_sent`, `bytes_received`, `packets_sent`, `packets_received`,
 //! `retransmits`, `rtt_us`, `rtt_var_us`); `metrics` adds `incremental` and
 //! `age_s` (`null` for a connection that existed before netlens started:
-//! its age is unknown); `connect_failed` adds `reason`. `losses` objects have `events_lost`,
+//! its age is unknown); `connect_failed` adds `reason`; `connect` and
+//! `connect_failed` add `connect_us`, from the SYN to the outcome, when
+//! netlens saw the SYN. `losses` objects have `events_lost`,
 //! `map_full`, `seed_map_full`, `seed_unreached` and `runs_missed`.
 
 use std::io::Write;
@@ -186,6 +188,12 @@ impl<W: Write> Sink for JsonSink<W> {
             (EventKind::Close, Some(m)) => push_counters(buf, m),
             _ => {}
         }
+        if let (EventKind::Connect | EventKind::ConnectFailed(_), Some(ns)) =
+            (ev.kind, ev.conn.connect_ns)
+        {
+            buf.extend_from_slice(b",\"connect_us\":");
+            buf.extend_from_slice(itoa::Buffer::new().format(ns / 1000).as_bytes());
+        }
         buf.push(b'}');
         self.out.end_line()
     }
@@ -321,6 +329,8 @@ mod tests {
         #[serde(flatten, skip_serializing_if = "Option::is_none")]
         counters: Option<ReferenceCounters>,
         #[serde(skip_serializing_if = "Option::is_none")]
+        connect_us: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         incremental: Option<bool>,
         /// `Some(None)` is written as `null`.
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -354,6 +364,7 @@ mod tests {
             remote_port: c.tuple.remote_port,
             reason: None,
             counters: None,
+            connect_us: None,
             incremental: None,
             age_s: None,
         }
@@ -408,6 +419,9 @@ mod tests {
                 let mut r = reference(kind.name(), ev.timestamp, c);
                 r.counters = metrics.as_ref().map(reference_counters);
                 r.reason = reason.map(str::to_string);
+                if matches!(kind, EventKind::Connect | EventKind::ConnectFailed(_)) {
+                    r.connect_us = c.connect_ns.map(|ns| ns / 1000);
+                }
                 expected.push(serde_json::to_string(&r).expect("reference"));
             }
         }
@@ -490,6 +504,7 @@ mod tests {
                 "local_port": 40000,
                 "remote_addr": "192.0.2.2",
                 "remote_port": 80,
+                "connect_us": 250,
             })
         );
         // Field order is stable and starts with the type.
@@ -547,10 +562,11 @@ mod tests {
 
         let failed = &objs[2];
         let mut want: Vec<&str> = COMMON.to_vec();
-        want.push("reason");
+        want.extend(["reason", "connect_us"]);
         assert_eq!(keys(failed), sorted(want));
         assert_eq!(failed["type"], "connect_failed");
         assert_eq!(failed["reason"], "timed_out");
+        assert_eq!(failed["connect_us"], 250, "SYN to failure, in µs");
         assert_eq!(failed["family"], 4);
         assert_eq!(failed["timestamp"], TIME);
     }

@@ -323,7 +323,7 @@ mod tests {
             assert!(text.ends_with('\n'), "{name}");
             for line in text.lines() {
                 assert!(line.starts_with("2026-11-23T13:31:47.000000Z event connect "));
-                assert!(line.ends_with(" comm:curl"), "{line}");
+                assert!(line.ends_with(" comm:curl connect_us:250"), "{line}");
             }
         }
     }

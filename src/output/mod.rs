@@ -404,6 +404,7 @@ pub(crate) mod test_util {
             netns: 4_026_531_840,
             direction: dir,
             start: Some(T0),
+            connect_ns: (dir == Direction::Outbound).then_some(250_000),
         }
     }
 

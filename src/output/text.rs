@@ -48,7 +48,9 @@ fn push_metrics(s: &mut String, m: &Metrics) {
 }
 
 /// `<time> event <kind> <local> <arrow> <remote> NS:.. PID:.. comm:..`, plus
-/// ` reason:..` on connect_failed and the final counters on close.
+/// ` reason:..` on connect_failed, ` connect_us:..` (SYN to outcome) on
+/// connect and connect_failed when netlens saw the SYN, and the final
+/// counters on close.
 pub fn event_line(ev: &ConnEvent) -> String {
     let mut s = String::with_capacity(192);
     push_event_line(&mut s, &mut TimeFormatter::default(), ev);
@@ -73,6 +75,12 @@ fn push_event_line(s: &mut String, times: &mut TimeFormatter, ev: &ConnEvent) {
             }
         }
         EventKind::Connect | EventKind::Accept => {}
+    }
+    if let (EventKind::Connect | EventKind::ConnectFailed(_), Some(ns)) =
+        (ev.kind, ev.conn.connect_ns)
+    {
+        s.push_str(" connect_us:");
+        s.push_str(itoa::Buffer::new().format(ns / 1000));
     }
 }
 
@@ -190,7 +198,7 @@ mod tests {
         let c = conn("192.0.2.1", 40000, "192.0.2.2", 80, Direction::Outbound);
         assert_eq!(
             event_line(&ev(EventKind::Connect, c, None)),
-            format!("{TIME} event connect 192.0.2.1:40000 -> 192.0.2.2:80 NS:4026531840 PID:1234 comm:curl")
+            format!("{TIME} event connect 192.0.2.1:40000 -> 192.0.2.2:80 NS:4026531840 PID:1234 comm:curl connect_us:250")
         );
     }
 
@@ -215,14 +223,14 @@ mod tests {
         ));
         assert_eq!(
             line,
-            format!("{TIME} event connect_failed 192.0.2.1:40001 -> 192.0.2.3:81 NS:4026531840 PID:1234 comm:curl reason:refused")
+            format!("{TIME} event connect_failed 192.0.2.1:40001 -> 192.0.2.3:81 NS:4026531840 PID:1234 comm:curl reason:refused connect_us:250")
         );
         let line = event_line(&ev(
             EventKind::ConnectFailed(FailReason::Other(libc::EPROTO)),
             c,
             None,
         ));
-        assert!(line.ends_with(" reason:errno_71"), "{line}");
+        assert!(line.ends_with(" reason:errno_71 connect_us:250"), "{line}");
     }
 
     #[test]

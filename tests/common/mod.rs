@@ -1218,6 +1218,7 @@ pub fn wait_metrics(
 pub fn parse_exposition(text: &str) -> Vec<PromSample> {
     let mut helped = std::collections::HashSet::new();
     let mut typed = std::collections::HashSet::new();
+    let mut histograms = std::collections::HashSet::new();
     let mut samples = Vec::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# HELP ") {
@@ -1238,6 +1239,9 @@ pub fn parse_exposition(text: &str) -> Vec<PromSample> {
                 "counter not named _total: {line}"
             );
             assert!(typed.insert(name.to_string()), "second TYPE: {line}");
+            if kind == "histogram" {
+                histograms.insert(name.to_string());
+            }
             continue;
         }
         if line.is_empty() || line.starts_with('#') {
@@ -1247,8 +1251,14 @@ pub fn parse_exposition(text: &str) -> Vec<PromSample> {
             .find(['{', ' '])
             .unwrap_or_else(|| panic!("bad line {line:?}"));
         let name = &line[..name_end];
+        // A histogram's series are typed under the family's name.
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .filter_map(|suffix| name.strip_suffix(suffix))
+            .find(|base| histograms.contains(*base))
+            .unwrap_or(name);
         assert!(
-            helped.contains(name) && typed.contains(name),
+            helped.contains(family) && typed.contains(family),
             "sample before its HELP/TYPE: {line}"
         );
         let (labels, rest) = match line[name_end..].strip_prefix('{') {

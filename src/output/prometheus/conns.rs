@@ -20,6 +20,13 @@
 //! - a connection that disappears without a close event (events lost) keeps
 //!   what it added, and is forgotten after [`RETIRE_SNAPSHOTS`] snapshots.
 //!
+//! Two histograms per series, in seconds (buckets from 50 µs to 10 s):
+//! `netlens_tcp_rtt_seconds`, the smoothed RTT of each connection observed
+//! once per absolute snapshot in which it had sent or received segments since
+//! its previous observation (an idle connection's RTT does not change), and
+//! at close on the same condition; `netlens_tcp_connect_duration_seconds`,
+//! SYN to established, once per outbound connection seen from its SYN.
+//!
 //! Series are never removed (a vanished counter would read as a reset).
 //! Once `--max-series` series exist, connections of new label sets are added
 //! to one overflow series per direction, whose other labels are `other`, and
@@ -30,7 +37,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::exposition::{Exposition, Kind, Labels};
+use super::exposition::{Exposition, Histogram, Kind, Labels, SECONDS_BOUNDS};
 use super::server::Producer;
 use super::{BPF_RUNS_MISSED_HELP, BPF_RUNS_MISSED_TOTAL};
 use crate::model::{
@@ -124,6 +131,28 @@ const COUNTER_FAMILIES: [CounterFamily; 5] = [
     ),
 ];
 
+/// A histogram family: name, help, and which of a [`Series`]' histograms it shows.
+type HistogramFamily = (
+    &'static str,
+    &'static str,
+    fn(&Series) -> Option<&Histogram>,
+);
+
+const HISTOGRAM_FAMILIES: [HistogramFamily; 2] = [
+    (
+        "netlens_tcp_rtt_seconds",
+        "Smoothed RTT (tcpi_rtt), observed once a second for each connection that sent or \
+         received segments since its last observation, and at close.",
+        |s| s.rtt.as_ref(),
+    ),
+    (
+        "netlens_tcp_connect_duration_seconds",
+        "Outbound connections: time from the SYN to the end of the handshake, observed once \
+         per connection established while netlens ran.",
+        |s| s.connect.as_ref(),
+    ),
+];
+
 /// What identifies a series.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct SeriesKey {
@@ -179,6 +208,10 @@ struct Series {
     opened: u64,
     closed: u64,
     failed: Vec<(FailReason, u64)>,
+    /// Made at the first observation: most series never see one of the
+    /// two (inbound ones no connect time).
+    rtt: Option<Histogram>,
+    connect: Option<Histogram>,
 }
 
 impl Series {
@@ -189,8 +222,22 @@ impl Series {
             opened: 0,
             closed: 0,
             failed: Vec::new(),
+            rtt: None,
+            connect: None,
         }
     }
+}
+
+fn observe(histogram: &mut Option<Histogram>, ns: u64) {
+    histogram
+        .get_or_insert_with(|| Histogram::new(&SECONDS_BOUNDS))
+        .observe(ns);
+}
+
+/// Segments a connection sent and received: the smoothed RTT can only have
+/// changed when this did.
+fn segments(m: &Metrics) -> u64 {
+    m.packets_sent.saturating_add(m.packets_received)
 }
 
 /// An active connection's share of its series.
@@ -205,6 +252,22 @@ struct Tracked {
     last: Counters,
     /// Number of the last absolute snapshot that listed the connection.
     seen: u64,
+    /// [`segments`] when its RTT was last observed; `None` before that.
+    rtt_segments: Option<u64>,
+}
+
+impl Tracked {
+    /// The RTT (in ns) to observe for `m`: one observation per connection
+    /// and segment activity, so idle connections do not repeat a stale
+    /// value every second.
+    fn rtt_to_observe(&mut self, m: &Metrics) -> Option<u64> {
+        let now = segments(m);
+        if m.rtt_us == 0 || self.rtt_segments == Some(now) {
+            return None;
+        }
+        self.rtt_segments = Some(now);
+        Some(u64::from(m.rtt_us) * 1000)
+    }
 }
 
 /// The series and how connections map to them.
@@ -313,6 +376,7 @@ impl ConnAggregates {
                     base: Counters::default(),
                     last: Counters::default(),
                     seen: self.snapshots,
+                    rtt_segments: None,
                 })
             }
         }
@@ -322,19 +386,26 @@ impl ConnAggregates {
         match ev.kind {
             EventKind::Connect | EventKind::Accept => {
                 let series = self.track(&ev.conn).series;
-                self.table.series[series].opened += 1;
+                let s = &mut self.table.series[series];
+                s.opened += 1;
+                if let (EventKind::Connect, Some(ns)) = (ev.kind, ev.conn.connect_ns) {
+                    observe(&mut s.connect, ns);
+                }
             }
             EventKind::Close => {
                 let t = self.track(&ev.conn);
-                let last = match &ev.metrics {
-                    Some(m) => t.last.max(Counters::of(m)),
-                    None => t.last,
+                let (last, rtt) = match &ev.metrics {
+                    Some(m) => (t.last.max(Counters::of(m)), t.rtt_to_observe(m)),
+                    None => (t.last, None),
                 };
                 let (series, base) = (t.series, t.base);
                 self.conns.remove(&ev.conn.id);
                 let s = &mut self.table.series[series];
                 s.done.add(last.since(base));
                 s.closed += 1;
+                if let Some(ns) = rtt {
+                    observe(&mut s.rtt, ns);
+                }
             }
             EventKind::ConnectFailed(reason) => {
                 // Never established, so normally never tracked.
@@ -366,6 +437,10 @@ impl ConnAggregates {
             let t = self.track(&row.conn);
             t.last = t.last.max(Counters::of(&row.metrics));
             t.seen = now;
+            let (series, rtt) = (t.series, t.rtt_to_observe(&row.metrics));
+            if let Some(ns) = rtt {
+                observe(&mut self.table.series[series].rtt, ns);
+            }
         }
         let series = &mut self.table.series;
         self.conns.retain(|_, t| {
@@ -426,6 +501,15 @@ impl ConnAggregates {
                 let mut total = s.done;
                 total.add(*l);
                 f.sample(&s.labels, read(&total));
+            }
+        }
+
+        for (name, help, read) in HISTOGRAM_FAMILIES {
+            let mut f = out.family(name, Kind::Histogram, help);
+            for s in series {
+                if let Some(h) = read(s) {
+                    f.histogram(&s.labels, h);
+                }
             }
         }
 
@@ -598,6 +682,12 @@ mod tests {
             .map(|l| l.split(['{', ' ']).next().unwrap_or(""))
             .collect();
         for name in names {
+            // A histogram's series are typed under the family's name.
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|suffix| name.strip_suffix(suffix))
+                .find(|base| text.contains(&format!("# TYPE {base} histogram\n")))
+                .unwrap_or(name);
             assert!(
                 text.contains(&format!("# HELP {name} ")),
                 "no HELP for {name}"
@@ -609,6 +699,78 @@ mod tests {
         }
         assert!(text.contains("# TYPE netlens_tcp_sent_bytes_total counter\n"));
         assert!(text.contains("# TYPE netlens_tcp_connections_active gauge\n"));
+        assert!(text.contains("# TYPE netlens_tcp_connect_duration_seconds histogram\n"));
+    }
+
+    fn with_rtt(segments: u64, rtt_us: u32) -> Metrics {
+        Metrics {
+            packets_sent: segments,
+            rtt_us,
+            ..Metrics::default()
+        }
+    }
+
+    /// `name_bucket{<labels>,le="<le>"}`.
+    fn bucket(text: &str, name: &str, labels: &str, le: &str) -> Option<u64> {
+        value(
+            text,
+            &format!("{name}_bucket"),
+            &format!("{labels},le=\"{le}\""),
+        )
+    }
+
+    #[test]
+    fn rtt_is_observed_once_per_activity_and_connect_time_once() {
+        const RTT: &str = "netlens_tcp_rtt_seconds";
+        const CONNECT: &str = "netlens_tcp_connect_duration_seconds";
+        let mut a = ConnAggregates::new(10);
+        let c = conn("192.0.2.1", 40000, "192.0.2.2", 80, Direction::Outbound);
+        a.event(&ev(EventKind::Connect, &c, None));
+        let t = render(&a);
+        // 250 µs: in the 250 µs bucket (le is "less or equal"), not below.
+        assert_eq!(bucket(&t, CONNECT, OUT, "0.0001"), Some(0));
+        assert_eq!(bucket(&t, CONNECT, OUT, "0.00025"), Some(1));
+        assert_eq!(bucket(&t, CONNECT, OUT, "+Inf"), Some(1));
+        assert_eq!(value(&t, &format!("{CONNECT}_count"), OUT), Some(1));
+        assert!(
+            !t.contains("netlens_tcp_rtt_seconds_bucket"),
+            "nothing observed yet"
+        );
+
+        // Active: observed. Idle since: not again. Active again: observed.
+        a.snapshot(&snap(&[(&c, with_rtt(10, 80))]));
+        a.snapshot(&snap(&[(&c, with_rtt(10, 80))]));
+        a.snapshot(&snap(&[(&c, with_rtt(12, 3_000))]));
+        let t = render(&a);
+        assert_eq!(value(&t, &format!("{RTT}_count"), OUT), Some(2));
+        assert_eq!(bucket(&t, RTT, OUT, "0.0001"), Some(1));
+        assert_eq!(bucket(&t, RTT, OUT, "0.0025"), Some(1));
+        assert_eq!(bucket(&t, RTT, OUT, "0.005"), Some(2));
+        let sum = t
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{RTT}_sum{{{OUT}}} ")))
+            .expect("sum");
+        assert_eq!(sum, "0.00308");
+
+        // The close adds its RTT when segments moved since (the FIN).
+        a.event(&ev(EventKind::Close, &c, Some(with_rtt(14, 3_000))));
+        assert_eq!(value(&render(&a), &format!("{RTT}_count"), OUT), Some(3));
+
+        // A connection closed before any snapshot is observed at close;
+        // one without an RTT sample (0) is not; inbound ones have no
+        // connect time.
+        let short = conn("192.0.2.1", 40001, "192.0.2.2", 80, Direction::Outbound);
+        a.event(&ev(EventKind::Close, &short, Some(with_rtt(4, 40))));
+        let silent = conn("192.0.2.1", 40002, "192.0.2.2", 80, Direction::Outbound);
+        a.event(&ev(EventKind::Close, &silent, Some(with_rtt(0, 0))));
+        let inbound = conn("192.0.2.1", 443, "192.0.2.9", 50000, Direction::Inbound);
+        a.event(&ev(EventKind::Accept, &inbound, None));
+        let t = render(&a);
+        assert_eq!(value(&t, &format!("{RTT}_count"), OUT), Some(4));
+        assert_eq!(bucket(&t, RTT, OUT, "5e-05"), Some(1));
+        assert!(!t.contains(&format!(
+            "{CONNECT}_count{{pid=\"1234\",comm=\"curl\",direction=\"in\""
+        )));
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub enum Kind {
     Counter,
     /// Any value, as of now.
     Gauge,
+    /// Observations counted in buckets: `_bucket{le=..}` (cumulative),
+    /// `_sum` and `_count` series under the family's name.
+    Histogram,
 }
 
 impl Kind {
@@ -34,6 +37,7 @@ impl Kind {
         match self {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         }
     }
 }
@@ -60,6 +64,7 @@ impl Exposition {
     pub fn family(&mut self, name: &'static str, kind: Kind, help: &str) -> Family<'_> {
         let valid = is_metric_name(name)
             && (kind != Kind::Counter || name.ends_with("_total"))
+            && (kind != Kind::Histogram || !name.ends_with("_total"))
             && self.names.insert(name);
         if !valid {
             self.refused.push(name);
@@ -125,18 +130,123 @@ impl Family<'_> {
         }
     }
 
-    fn start_sample(&mut self, labels: &Labels) -> bool {
+    /// The series of one histogram: a cumulative `_bucket` sample per bound
+    /// and `+Inf`, then `_sum` (in seconds) and `_count`.
+    pub fn histogram(&mut self, labels: &Labels, h: &Histogram) {
         if !self.open {
-            return false;
+            return;
         }
-        self.out.text.push_str(self.name);
-        if !labels.0.is_empty() {
-            self.out.text.push('{');
-            self.out.text.push_str(&labels.0);
-            self.out.text.push('}');
+        let mut n = itoa::Buffer::new();
+        let mut cumulative = 0;
+        for (i, count) in h.counts.iter().enumerate() {
+            cumulative += count;
+            let le = h.bounds.labels.get(i).copied().unwrap_or("+Inf");
+            self.push_series(Some("_bucket"), labels, Some(le));
+            self.out.text.push_str(n.format(cumulative));
+            self.out.text.push('\n');
         }
-        self.out.text.push(' ');
-        true
+        self.push_series(Some("_sum"), labels, None);
+        push_f64(&mut self.out.text, h.sum_ns as f64 / 1e9);
+        self.out.text.push('\n');
+        self.push_series(Some("_count"), labels, None);
+        self.out.text.push_str(n.format(cumulative));
+        self.out.text.push('\n');
+    }
+
+    /// `<name><suffix>{<labels>,le="<le>"} ` (braces only when non-empty).
+    fn push_series(&mut self, suffix: Option<&str>, labels: &Labels, le: Option<&str>) {
+        let text = &mut self.out.text;
+        text.push_str(self.name);
+        text.push_str(suffix.unwrap_or(""));
+        if !labels.0.is_empty() || le.is_some() {
+            text.push('{');
+            text.push_str(&labels.0);
+            if let Some(le) = le {
+                if !labels.0.is_empty() {
+                    text.push(',');
+                }
+                text.push_str("le=\"");
+                text.push_str(le);
+                text.push('"');
+            }
+            text.push('}');
+        }
+        text.push(' ');
+    }
+
+    fn start_sample(&mut self, labels: &Labels) -> bool {
+        if self.open {
+            self.push_series(None, labels, None);
+        }
+        self.open
+    }
+}
+
+/// The upper bounds of a histogram's buckets: nanoseconds for counting,
+/// and the `le` label value of each, in seconds as written.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Bounds {
+    pub ns: &'static [u64],
+    pub labels: &'static [&'static str],
+}
+
+/// Durations from 50 µs to 10 s in 1-2.5-5 steps: loopback and same-rack
+/// round trips at the low end, SYN retransmissions (1 s, 3 s, 7 s) at the
+/// high end.
+pub const SECONDS_BOUNDS: Bounds = Bounds {
+    ns: &[
+        50_000,
+        100_000,
+        250_000,
+        500_000,
+        1_000_000,
+        2_500_000,
+        5_000_000,
+        10_000_000,
+        25_000_000,
+        50_000_000,
+        100_000_000,
+        250_000_000,
+        500_000_000,
+        1_000_000_000,
+        2_500_000_000,
+        5_000_000_000,
+        10_000_000_000,
+    ],
+    labels: &[
+        "5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
+        "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10",
+    ],
+};
+
+/// Observed durations in buckets (counts per bucket, not cumulative; the
+/// last bucket is `+Inf`), with their sum.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Histogram {
+    bounds: &'static Bounds,
+    counts: Vec<u64>,
+    sum_ns: u64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static Bounds) -> Histogram {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.ns.len() + 1],
+            sum_ns: 0,
+        }
+    }
+
+    /// Counts one observation of `ns` nanoseconds, in the first bucket
+    /// whose bound is not below it (`le` is "less or equal").
+    pub fn observe(&mut self, ns: u64) {
+        let bucket = self.bounds.ns.partition_point(|&bound| bound < ns);
+        self.counts[bucket] += 1;
+        self.sum_ns = self.sum_ns.saturating_add(ns);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
     }
 }
 
@@ -246,6 +356,53 @@ mod tests {
              y_ratio 0.25\n"
         );
         assert!(e.refused().is_empty());
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_with_sum_and_count() {
+        const BOUNDS: Bounds = Bounds {
+            ns: &[1_000, 500_000],
+            labels: &["1e-06", "0.0005"],
+        };
+        let mut h = Histogram::new(&BOUNDS);
+        // On a bound counts in its bucket (le is "less or equal").
+        for ns in [1_000, 2_000, 500_000, 3_000_000_000] {
+            h.observe(ns);
+        }
+        assert_eq!(h.count(), 4);
+        let mut e = Exposition::new();
+        let mut f = e.family("rtt_seconds", Kind::Histogram, "RTT.");
+        f.histogram(&Labels::new().with("pid", "7"), &h);
+        f.histogram(&Labels::new(), &Histogram::new(&BOUNDS));
+        assert_eq!(
+            e.as_str(),
+            "# HELP rtt_seconds RTT.\n\
+             # TYPE rtt_seconds histogram\n\
+             rtt_seconds_bucket{pid=\"7\",le=\"1e-06\"} 1\n\
+             rtt_seconds_bucket{pid=\"7\",le=\"0.0005\"} 3\n\
+             rtt_seconds_bucket{pid=\"7\",le=\"+Inf\"} 4\n\
+             rtt_seconds_sum{pid=\"7\"} 3.000503\n\
+             rtt_seconds_count{pid=\"7\"} 4\n\
+             rtt_seconds_bucket{le=\"1e-06\"} 0\n\
+             rtt_seconds_bucket{le=\"0.0005\"} 0\n\
+             rtt_seconds_bucket{le=\"+Inf\"} 0\n\
+             rtt_seconds_sum 0\n\
+             rtt_seconds_count 0\n"
+        );
+        // A histogram named like a counter is refused.
+        e.family("x_total", Kind::Histogram, "x");
+        assert_eq!(e.refused(), ["x_total"]);
+    }
+
+    #[test]
+    fn second_bounds_are_labelled_with_their_value() {
+        let b = &SECONDS_BOUNDS;
+        assert_eq!(b.ns.len(), b.labels.len());
+        assert!(b.ns.windows(2).all(|w| w[0] < w[1]), "ascending");
+        for (ns, label) in b.ns.iter().zip(b.labels) {
+            let seconds: f64 = label.parse().expect("a number");
+            assert_eq!((seconds * 1e9).round() as u64, *ns, "{label}");
+        }
     }
 
     #[test]
