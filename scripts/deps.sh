@@ -13,9 +13,10 @@ NETLENS_BUILD_PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config make)
 # headless browser with its WebDriver for the web UI (tests/web.rs), and a
 # terminal for the full-screen UI (tests/tui.rs drives it in tmux), and
 # systemd-analyze for the systemd unit (tests/deploy.rs; systemd need not
-# be running).
+# be running), and docker-compose to check the compose file
+# (tests/dashboards.rs; no Docker daemon is used).
 NETLENS_TEST_PKGS=(iproute2 nftables util-linux procps ethtool iputils-ping bpftrace prometheus
-    chromium chromium-driver tmux systemd python3-venv)
+    chromium chromium-driver tmux systemd python3-venv docker-compose)
 # The container image (scripts/build-image.sh, tests/container.rs): podman
 # with the runc runtime (crun fails on these machines' cgroup v1 layout).
 NETLENS_IMAGE_PKGS=(podman runc ca-certificates)
