@@ -52,6 +52,7 @@ fn conn(i: usize) -> ConnInfo {
         },
         start: Some(T0 + i as u64),
         connect_ns: (i % 2 == 0).then_some(100_000 + i as u64),
+        cgroup: None,
     }
 }
 

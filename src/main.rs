@@ -21,7 +21,7 @@ use netlens::output::prometheus::cost::{CostMetrics, CostMetricsSink};
 use netlens::output::prometheus::{self, conns::ConnMetrics, conns::ConnSink};
 use netlens::output::pyroscope::{self, PyroscopeSink};
 use netlens::output::{self, Sink};
-use netlens::sys::{caps, check, kernel};
+use netlens::sys::{caps, cgroup, check, kernel};
 
 #[path = "cli/agent.rs"]
 mod agent;
@@ -111,6 +111,14 @@ struct ConnsArgs {
     /// (as in `ls -L -i /proc/PID/ns/net`; repeatable).
     #[arg(long = "netns", value_name = "INODE")]
     netns: Vec<u32>,
+    /// Only connections whose owner is in this container: an ID or its
+    /// first digits, optionally as `<runtime>://ID` (repeatable).
+    #[arg(long = "container", value_name = "ID", value_parser = parse_container_filter)]
+    containers: Vec<String>,
+    /// Only connections whose owner's cgroup is this path or below it, as
+    /// in /proc/PID/cgroup (repeatable).
+    #[arg(long = "cgroup", value_name = "PATH", value_parser = parse_cgroup_filter)]
+    cgroups: Vec<String>,
     /// Capacity of the connection map (16 to 16777216): connections beyond
     /// it are counted as lost, never silently dropped. Each entry takes about
     /// 200 bytes of kernel memory.
@@ -315,6 +323,29 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+/// `--container`: hexadecimal digits, after an optional `<runtime>://`.
+fn parse_container_filter(s: &str) -> Result<String, String> {
+    let id = s.split_once("://").map_or(s, |(_, id)| id);
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return Err(
+            "expected a container ID or its first digits (hexadecimal), \
+                    optionally as <runtime>://ID"
+                .into(),
+        );
+    }
+    Ok(s.to_ascii_lowercase())
+}
+
+/// `--cgroup`: an absolute path.
+fn parse_cgroup_filter(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err("expected a cgroup path from the hierarchy's root, such as \
+                    /system.slice or /kubepods (see /proc/PID/cgroup)"
+            .into());
+    }
+    Ok(s.to_string())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     route_libbpf_messages(cli.verbose);
@@ -439,10 +470,12 @@ fn conns(args: ConnsArgs) -> Result<(), Failure> {
         collector: Config {
             map_size: args.map_size,
             filter_loopback: !args.with_loopback,
+            cgroups: cgroup::layout(),
         },
         interval: args.interval,
         incremental: args.incremental,
-        filter: Filter::new(args.pids, args.ports, args.netns),
+        filter: Filter::new(args.pids, args.ports, args.netns)
+            .with_owners(args.containers, args.cgroups),
         ready,
     };
     let live = live_sinks.as_mut().map(|s| Live {
@@ -1037,6 +1070,7 @@ fn check_cmd(args: CheckArgs) -> Result<(), Failure> {
         |tp: &netlens::bpfio::Tracepoint| probe.has_tracepoint(tp.hook, tp.category, tp.name);
     let features = check::report_for(&host, args.syscall_hook, &offered);
     print!("{}", check::format_features(&features));
+    print!("{}", cgroup::check_line());
     // The report is what the kernel advertises; loading and attaching the
     // real programs, as the commands do, is the proof. Each is tried only
     // where the report says its command can run.
@@ -1050,6 +1084,7 @@ fn check_cmd(args: CheckArgs) -> Result<(), Failure> {
                     collector: Config {
                         map_size: 1024,
                         filter_loopback: true,
+                        cgroups: cgroup::layout(),
                     },
                     interval: Duration::from_secs(1),
                     incremental: false,
@@ -1154,6 +1189,32 @@ mod tests {
         match Cli::try_parse_from(full)?.command {
             Command::Conns(a) => Ok(a),
             _ => unreachable!("parsed conns"),
+        }
+    }
+
+    #[test]
+    fn container_and_cgroup_filters() {
+        let a = conns_args(&[
+            "--container",
+            "ABC123",
+            "--container",
+            "containerd://0f",
+            "--cgroup",
+            "/kubepods",
+        ])
+        .expect("valid");
+        assert_eq!(a.containers, ["abc123", "containerd://0f"]);
+        assert_eq!(a.cgroups, ["/kubepods"]);
+        for bad in [
+            &["--container", "nginx"][..],
+            &["--container", "docker://"],
+            &["--container", ""],
+            &["--cgroup", "kubepods"],
+        ] {
+            let Err(e) = conns_args(bad) else {
+                panic!("{bad:?} accepted");
+            };
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad:?}");
         }
     }
 

@@ -82,6 +82,42 @@ pub fn fmt_endpoint(addr: IpAddr, port: u16) -> String {
     }
 }
 
+/// A container found in a cgroup path.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Container {
+    /// As Kubernetes names it in `containerID` and kube-state-metrics in
+    /// `container_id`: `docker`, `containerd`, `cri-o`; `podman` for
+    /// podman's (Kubernetes never runs those).
+    pub runtime: &'static str,
+    /// The 64 hex digits of its ID.
+    pub id: String,
+}
+
+impl Container {
+    /// `<runtime>://<id>`, kube-state-metrics's `container_id`.
+    pub fn kube_id(&self) -> String {
+        format!("{}://{}", self.runtime, self.id)
+    }
+
+    /// The first 12 digits, as `docker ps` and `podman ps` show an ID.
+    pub fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(12)]
+    }
+}
+
+/// The cgroup of a connection's owner and what its path says.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Cgroup {
+    /// The kernel's id of the cgroup (its directory's inode number).
+    pub id: u64,
+    /// Its path in the hierarchy netlens reads (`/` the root); `None` when
+    /// the directory was not found (removed before netlens looked).
+    pub path: Option<String>,
+    pub container: Option<Container>,
+    /// The Kubernetes pod's UID, from a `kubepods` path.
+    pub pod_uid: Option<String>,
+}
+
 /// Identity and ownership of one connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnInfo {
@@ -104,6 +140,11 @@ pub struct ConnInfo {
     /// Outbound connections netlens saw from their SYN: nanoseconds from the
     /// SYN to the handshake's end (established) or to the failure.
     pub connect_ns: Option<u64>,
+    /// The owner's cgroup, as the kernel saw it at connect or accept (or
+    /// the refresh walk, for connections netlens did not see open); `None`
+    /// without a cgroup hierarchy, or when not known yet. Shared by every
+    /// connection of the cgroup.
+    pub cgroup: Option<Arc<Cgroup>>,
 }
 
 /// Hashes connection ids (sequential u64s, optionally with a PID) cheaply:

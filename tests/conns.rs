@@ -117,6 +117,14 @@ fn exchange_between_namespaces(v6: bool) {
         kernel_us <= app_us,
         "connect_us {kernel_us} > the application's {app_us}"
     );
+    // Both ends are children of this test, in its cgroup: the kernel's id
+    // of it names the path /proc gives (no hierarchy mounted: no cgroup).
+    let own = own_cgroup();
+    for ev in [connect[0], server_side("accept")[0]] {
+        assert_eq!(ev["cgroup"].as_str(), own.as_deref(), "{ev}");
+        assert_eq!(ev["cgroup_id"].is_u64(), own.is_some(), "{ev}");
+        assert!(ev["container_id"].is_null(), "{ev}");
+    }
     let accept = server_side("accept");
     assert_eq!(accept.len(), 1, "{evs:#?}");
     assert_eq!(

@@ -24,13 +24,19 @@ struct Image(String);
 
 impl Image {
     fn build() -> Image {
-        let tag = format!("localhost/netlens-test:{}", std::process::id());
+        Image::of(env!("CARGO_BIN_EXE_netlens"), "netlens-test")
+    }
+
+    /// An image of `binary` (its entry point, whatever its name), tagged
+    /// `localhost/<name>:<this test's PID>`.
+    fn of(binary: &str, name: &str) -> Image {
+        let tag = format!("localhost/{name}:{}", std::process::id());
         let out = Command::new("bash")
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/scripts/build-image.sh"
             ))
-            .args(["--binary", env!("CARGO_BIN_EXE_netlens"), "--tag", &tag])
+            .args(["--binary", binary, "--tag", &tag])
             .output()
             .expect("scripts/build-image.sh");
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -146,4 +152,184 @@ fn the_image_runs_check_and_the_agent_sees_host_connections() {
         "{}",
         stopped.stderr
     );
+}
+
+/// `podman run` of the traffic peer's image as a client in `netns`, with
+/// `args` after `connect`; its container ID is written to `cidfile`.
+fn peer_container(
+    image: &Image,
+    netns: &Netns,
+    cidfile: &std::path::Path,
+    args: &[&str],
+) -> Command {
+    let mut cmd = Command::new("podman");
+    cmd.args(["--runtime", "runc", "run", "--rm", "--cidfile"])
+        .arg(cidfile)
+        .arg(format!("--network=ns:/run/netns/{}", netns.name()))
+        .args([
+            "--ulimit",
+            "nofile=4096:4096",
+            "--ulimit",
+            "nproc=4096:4096",
+            &image.0,
+            "connect",
+        ])
+        .args(args);
+    cmd
+}
+
+fn read_cid(cidfile: &std::path::Path) -> String {
+    let cid = std::fs::read_to_string(cidfile).expect("podman's --cidfile");
+    let cid = cid.trim().to_string();
+    assert!(
+        cid.len() == 64 && cid.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{cid:?}"
+    );
+    cid
+}
+
+/// A container's connections carry its ID (podman's, `podman://<ID>`) and
+/// cgroup, from the kernel at connect time, also when the container is gone
+/// before netlens reads the event; the host's do not; `--container` keeps
+/// only that container's; the Prometheus series has the `container_id`
+/// label; and a connection the container opened before netlens started is
+/// named by the refresh walk.
+#[test]
+fn connections_of_a_container_carry_its_id() {
+    if !require_root() {
+        return;
+    }
+    let image = Image::of(&peer_bin().to_string_lossy(), "netlens-peer-test");
+    let pair = served_pair("ctid", 0, false, &["--respond", "100", "--max-secs", "120"]);
+    let (to, port) = (pair.addr.to_string(), pair.addr.port());
+
+    // Open from before netlens starts: 8 s between connect and send.
+    let held_cid = temp_path("held.cid");
+    let mut held = peer_container(
+        &image,
+        &pair.a,
+        &held_cid,
+        &["--to", &to, "--send", "10", "--hold-ms", "8000"],
+    )
+    .stdout(std::process::Stdio::null())
+    .spawn()
+    .expect("podman run");
+    let deadline = std::time::Instant::now() + WAIT;
+    let ss = [
+        "netns",
+        "exec",
+        pair.b.name(),
+        "ss",
+        "-Htn",
+        "state",
+        "established",
+    ];
+    while run("ip", &ss).stdout.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the held connection never came up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let all = Netlens::start(&["-t", "1", "--port", &port.to_string(), "-P", "127.0.0.1:0"]);
+    let held_id = read_cid(&held_cid);
+    let only_held = Netlens::start(&["-t", "1", "--container", &held_id[..12]]);
+    let seeded = all
+        .wait_for(
+            |v| v["type"] == "metrics" && v["remote_port"] == port && v["container_id"].is_string(),
+            WAIT,
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "the held connection got no container; stderr:\n{}",
+                all.stderr()
+            )
+        });
+    assert_eq!(
+        seeded["container_id"],
+        format!("podman://{held_id}"),
+        "{seeded}"
+    );
+
+    // A short-lived container: connect, send, close, exit.
+    let short_cid = temp_path("short.cid");
+    let out = peer_container(
+        &image,
+        &pair.a,
+        &short_cid,
+        &["--to", &to, "--send", "1000"],
+    )
+    .output()
+    .expect("podman run");
+    assert!(out.status.success(), "{out:?}");
+    let short_id = read_cid(&short_cid);
+    let client: serde_json::Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|v: &serde_json::Value| v["event"] == "conn")
+        .expect("the client's report");
+    let local_port = addr(&client, "local").port();
+    let event = |typ: &'static str| {
+        all.wait_for(|v| v["type"] == typ && v["local_port"] == local_port, WAIT)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {typ} of the container's connection; stderr:\n{}",
+                    all.stderr()
+                )
+            })
+    };
+    let kube_id = format!("podman://{short_id}");
+    let (connect, close) = (event("connect"), event("close"));
+    assert_eq!(connect["container_id"], kube_id, "{connect}");
+    assert_eq!(close["container_id"], kube_id, "{close}");
+    assert_eq!(close["bytes_sent"], 1000, "{close}");
+    // Its cgroup's path, where netlens read it before the container was
+    // removed, is the container's.
+    if let Some(path) = close["cgroup"].as_str() {
+        assert!(path.contains(&short_id), "{close}");
+    }
+    // The server's end is the host's: no container, the test's cgroup.
+    let accept = all
+        .wait_for(
+            |v| v["type"] == "accept" && v["remote_port"] == local_port,
+            WAIT,
+        )
+        .expect("the accept event");
+    assert!(accept["container_id"].is_null(), "{accept}");
+    assert_eq!(
+        accept["cgroup"].as_str(),
+        own_cgroup().as_deref(),
+        "{accept}"
+    );
+
+    // The Prometheus series of the container's client.
+    let labels = [("container_id", kube_id.as_str()), ("direction", "out")];
+    let m = wait_metrics(&all, "the container's series", |s| {
+        prom_value(s, "netlens_tcp_sent_bytes_total", &labels).is_some()
+    });
+    assert_eq!(
+        prom_value(&m, "netlens_tcp_sent_bytes_total", &labels),
+        Some(1000.0)
+    );
+
+    // --container: the held connection's lines, nothing of the other one.
+    assert!(held.wait().expect("podman run").success());
+    let held_kube_id = format!("podman://{held_id}");
+    only_held
+        .wait_for(|v| v["type"] == "close", WAIT)
+        .unwrap_or_else(|| {
+            panic!(
+                "no close of the held connection; stderr:\n{}",
+                only_held.stderr()
+            )
+        });
+    let lines = only_held.events();
+    assert!(lines.iter().any(|v| v["type"] == "metrics"), "{lines:?}");
+    for v in lines.iter().filter(|v| v["type"] != "losses") {
+        assert_eq!(v["container_id"], held_kube_id.as_str(), "{v}");
+    }
+    for nl in [all, only_held] {
+        let stopped = nl.stop();
+        assert!(stopped.status.success(), "{}", stopped.stderr);
+    }
 }

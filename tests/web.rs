@@ -777,6 +777,7 @@ fn one_page_shows_both_roles_as_tabs() {
         direction: Direction::Outbound,
         start: Some(now - 5_000_000_000),
         connect_ns: Some(1_200_000),
+        cgroup: None,
     };
     let mut conns_sink = ConnsWebSink::new(conns);
     conns_sink

@@ -25,6 +25,7 @@ use netlens::output::prometheus::cost::{CostMetrics, CostMetricsSink};
 use netlens::output::prometheus::{self, conns::ConnMetrics, conns::ConnSink};
 use netlens::output::web::{ConnsUi, ConnsWebSink, CostUi, CostWebSink, Site, HISTORY};
 use netlens::output::{self, Sink};
+use netlens::sys::cgroup;
 
 use super::{
     conns_losses_line, cost_stopped_line, preflight, pyroscope_target, resolve_sampler,
@@ -233,6 +234,7 @@ pub fn agent_cmd(args: AgentArgs) -> Result<(), Failure> {
             collector: Config {
                 map_size: args.map_size,
                 filter_loopback: !args.with_loopback,
+                cgroups: cgroup::layout(),
             },
             interval: NO_PRINTS,
             incremental: false,

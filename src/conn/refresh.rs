@@ -71,11 +71,13 @@ pub struct Owner {
 }
 
 /// Owners of passive connections that no accept(2) named (accepted by
-/// io_uring, for one), as the refresh walk found them holding the socket.
-/// Kept until the connection closes.
+/// io_uring, for one), as the refresh walk found them holding the socket;
+/// and the cgroups of connections whose slot has none (those, and the
+/// seeded ones). Kept until the connection closes.
 #[derive(Default)]
 pub struct LateOwners {
     found: IdMap<u64, Owner>,
+    cgroups: IdMap<u64, u64>,
 }
 
 impl LateOwners {
@@ -83,6 +85,9 @@ impl LateOwners {
     /// none, and returns the connections named for the first time.
     pub fn adopt(&mut self, pass: &Pass) -> Vec<u64> {
         let mut named = Vec::new();
+        for r in pass.latest().iter().filter(|r| r.cgroup_id != 0) {
+            self.cgroups.entry(r.id).or_insert(r.cgroup_id);
+        }
         for r in pass.latest().iter().filter(|r| r.pid != 0) {
             self.found.entry(r.id).or_insert_with(|| {
                 named.push(r.id);
@@ -95,8 +100,12 @@ impl LateOwners {
         named
     }
 
-    /// Names the owner in a copy of a slot that has none, when one was found.
+    /// Names the owner (and its cgroup) in a copy of a slot that has none,
+    /// when one was found.
     pub fn apply(&self, v: &mut types::conn_value) {
+        if v.cgroup_id == 0 {
+            v.cgroup_id = self.cgroups.get(&v.id).copied().unwrap_or(0);
+        }
         if v.flags & CONN_OWNED != 0 {
             return;
         }
@@ -113,6 +122,11 @@ impl LateOwners {
     pub fn fix_event(&mut self, e: &mut types::conn_event) -> bool {
         let id = e.conn.id;
         if e.r#type == EV_CLOSE {
+            if let Some(cgroup) = self.cgroups.remove(&id) {
+                if e.conn.cgroup_id == 0 {
+                    e.conn.cgroup_id = cgroup;
+                }
+            }
             if let Some(o) = self.found.remove(&id) {
                 if e.conn.flags & CONN_OWNED == 0 {
                     set_owner(&mut e.conn, &o);
@@ -274,5 +288,33 @@ mod tests {
         assert!(late.fix_event(&mut other));
         assert_eq!(other.conn.pid, 0);
         assert!(late.is_empty());
+    }
+
+    #[test]
+    fn cgroups_fill_slots_without_one_until_the_close() {
+        let mut pass = Pass::default();
+        let mut seeded = record(0, 1, 0, 0);
+        seeded.cgroup_id = 77;
+        pass.load(&bytes(&[seeded, record(2, 3, 0, 0)]));
+        let mut late = LateOwners::default();
+        assert!(late.adopt(&pass).is_empty(), "a cgroup names no owner");
+        let mut v = slot(1, 0);
+        late.apply(&mut v);
+        assert_eq!((v.cgroup_id, v.flags & CONN_OWNED), (77, 0));
+        // The kernel's own record (connect, accept) stays.
+        let mut own = slot(1, 0);
+        own.cgroup_id = 5;
+        late.apply(&mut own);
+        assert_eq!(own.cgroup_id, 5);
+        let mut close = types::conn_event {
+            r#type: EV_CLOSE,
+            conn: slot(1, 0),
+            ..Default::default()
+        };
+        assert!(late.fix_event(&mut close));
+        assert_eq!(close.conn.cgroup_id, 77);
+        let mut again = slot(1, 0);
+        late.apply(&mut again);
+        assert_eq!(again.cgroup_id, 0, "forgotten at the close");
     }
 }

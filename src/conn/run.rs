@@ -13,6 +13,7 @@ use super::seed;
 use super::table::{Clock, ConnTable, Filter, RowsFor};
 use crate::model::Sink;
 use crate::model::{Losses, Readiness, Snapshot};
+use crate::sys::cgroup::Resolver;
 
 /// How often events are drained and output is flushed: a reader sees every
 /// event within this time (plus formatting), well under a second.
@@ -62,7 +63,9 @@ pub fn run(
             f.program, f.error, f.what_is_lost
         ));
     }
-    let mut table = ConnTable::new();
+    let cgroups =
+        Resolver::new(opts.collector.cgroups.clone()).with_names(collector.cgroup_names()?);
+    let mut table = ConnTable::with_cgroups(cgroups);
     let report = seed::seed(&mut collector, &mut table, opts.collector.filter_loopback)?;
     for warning in report.warnings() {
         status(&format!("warning: {warning}"));
@@ -73,6 +76,17 @@ pub fn run(
         "netlens: ready: tracing TCP connections; {}",
         report.summary()
     ));
+    match &opts.collector.cgroups {
+        Some(l) => status(&format!(
+            "netlens: owners' cgroups from the {} hierarchy at {}",
+            l.hierarchy.describe(),
+            l.mount_point.display()
+        )),
+        None => {
+            status("warning: no cgroup hierarchy mounted: connections carry no cgroup or container")
+        }
+    }
+    let mut cgroup_warned = false;
     // Counted by user space once, at start; the BPF side counts the rest.
     let seed_unreached = report.unreached_connections();
     let losses_now = |collector: &Collector| -> Result<Losses> {
@@ -103,6 +117,13 @@ pub fn run(
                     }
                 }
             }
+        }
+        if let (false, Some(e)) = (cgroup_warned, table.cgroup_error()) {
+            status(&format!(
+                "warning: cgroup paths cannot be read ({e}): connections carry their cgroup id \
+                 and container but no path; reading paths needs CAP_DAC_READ_SEARCH"
+            ));
+            cgroup_warned = true;
         }
         let now = Instant::now();
         let live_due = live.is_some() && (stopping || now >= next_live);

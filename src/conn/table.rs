@@ -14,6 +14,7 @@ use super::skel::types;
 use crate::model::{
     ConnEvent, ConnInfo, ConnRow, Direction, EventKind, FailReason, IdMap, Metrics, UnixNanos,
 };
+use crate::sys::cgroup::Resolver;
 
 /// Converts the BPF side's CLOCK_BOOTTIME stamps to wall-clock time.
 #[derive(Clone, Copy, Debug)]
@@ -70,6 +71,11 @@ pub struct Filter {
     /// Matches the local or the remote port.
     pub ports: Vec<u16>,
     pub netns: Vec<u32>,
+    /// Container ID prefixes (`<runtime>://` optional) the owner's
+    /// container must start with.
+    pub containers: Vec<String>,
+    /// Cgroup paths the owner's cgroup must be, or be below.
+    pub cgroups: Vec<String>,
     /// Whether any connection passed so far, so that a filter matching
     /// nothing is reported instead of passing silently.
     matched: AtomicBool,
@@ -81,6 +87,8 @@ impl Clone for Filter {
             pids: self.pids.clone(),
             ports: self.ports.clone(),
             netns: self.netns.clone(),
+            containers: self.containers.clone(),
+            cgroups: self.cgroups.clone(),
             matched: AtomicBool::new(self.matched.load(Ordering::Relaxed)),
         }
     }
@@ -92,8 +100,39 @@ impl Filter {
             pids,
             ports,
             netns,
+            containers: Vec::new(),
+            cgroups: Vec::new(),
             matched: AtomicBool::new(false),
         }
+    }
+
+    /// Also only connections of these containers (ID prefixes, with or
+    /// without `<runtime>://`) and of these cgroups (paths, their
+    /// subtrees included).
+    pub fn with_owners(mut self, containers: Vec<String>, cgroups: Vec<String>) -> Filter {
+        self.containers = containers;
+        self.cgroups = cgroups;
+        self
+    }
+
+    fn owner_matches(&self, c: &ConnInfo) -> bool {
+        let cgroup = c.cgroup.as_deref();
+        let container = cgroup.and_then(|cg| cg.container.as_ref());
+        let containers_ok = self.containers.is_empty()
+            || container.is_some_and(|k| {
+                self.containers.iter().any(|want| {
+                    let id = match want.split_once("://") {
+                        Some((runtime, id)) if runtime == k.runtime => id,
+                        Some(_) => return false,
+                        None => want.as_str(),
+                    };
+                    k.id.starts_with(id)
+                })
+            });
+        let path = cgroup.and_then(|cg| cg.path.as_deref());
+        let cgroups_ok = self.cgroups.is_empty()
+            || path.is_some_and(|p| self.cgroups.iter().any(|want| is_below(p, want)));
+        containers_ok && cgroups_ok
     }
 
     pub fn matches(&self, c: &ConnInfo) -> bool {
@@ -101,7 +140,8 @@ impl Filter {
             && (self.ports.is_empty()
                 || self.ports.contains(&c.tuple.local_port)
                 || self.ports.contains(&c.tuple.remote_port))
-            && (self.netns.is_empty() || self.netns.contains(&c.netns));
+            && (self.netns.is_empty() || self.netns.contains(&c.netns))
+            && self.owner_matches(c);
         if yes && !self.matched.load(Ordering::Relaxed) {
             self.matched.store(true, Ordering::Relaxed);
         }
@@ -110,7 +150,11 @@ impl Filter {
 
     /// Whether the user gave any filter at all.
     pub fn is_set(&self) -> bool {
-        !(self.pids.is_empty() && self.ports.is_empty() && self.netns.is_empty())
+        !(self.pids.is_empty()
+            && self.ports.is_empty()
+            && self.netns.is_empty()
+            && self.containers.is_empty()
+            && self.cgroups.is_empty())
     }
 
     /// Whether any connection or event passed the filter so far.
@@ -124,8 +168,19 @@ impl Filter {
         parts.extend(self.pids.iter().map(|p| format!("--pid {p}")));
         parts.extend(self.ports.iter().map(|p| format!("--port {p}")));
         parts.extend(self.netns.iter().map(|n| format!("--netns {n}")));
+        parts.extend(self.containers.iter().map(|c| format!("--container {c}")));
+        parts.extend(self.cgroups.iter().map(|c| format!("--cgroup {c}")));
         parts.join(" ")
     }
+}
+
+/// Whether cgroup `path` is `dir` or below it.
+fn is_below(path: &str, dir: &str) -> bool {
+    let dir = dir.trim_end_matches('/');
+    dir.is_empty()
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// What the table keeps per established connection between snapshots.
@@ -134,6 +189,7 @@ struct Tracked {
     /// names again is only needed when they change.
     flags: u16,
     pid: u32,
+    cgroup_id: u64,
     info: ConnInfo,
     /// Counters as last printed (for incremental mode).
     printed: Option<Metrics>,
@@ -188,6 +244,7 @@ pub struct ConnTable {
     /// Established connections as of the last snapshot, by connection id.
     tracked: IdMap<u64, Tracked>,
     snapshots: u64,
+    cgroups: Resolver,
 }
 
 /// Identity and owner of a connection as the BPF side recorded it,
@@ -195,6 +252,7 @@ pub struct ConnTable {
 fn build_info(
     seeds: &HashMap<u64, SeedOwner>,
     comms: &mut CommCache,
+    cgroups: &mut Resolver,
     sk: u64,
     v: &types::conn_value,
     clock: &Clock,
@@ -228,12 +286,26 @@ fn build_info(
         direction,
         start: (v.flags & CONN_SEEDED == 0).then(|| clock.to_unix(v.start_ns)),
         connect_ns: (v.connect_ns != 0).then_some(v.connect_ns),
+        cgroup: cgroups.resolve(v.cgroup_id),
     }
 }
 
 impl ConnTable {
     pub fn new() -> ConnTable {
         ConnTable::default()
+    }
+
+    /// A table that names owners' cgroups through `cgroups`.
+    pub fn with_cgroups(cgroups: Resolver) -> ConnTable {
+        ConnTable {
+            cgroups,
+            ..ConnTable::default()
+        }
+    }
+
+    /// The cgroup resolver's last error (a missing privilege), if any.
+    pub fn cgroup_error(&self) -> Option<&std::io::Error> {
+        self.cgroups.error.as_ref()
     }
 
     pub fn add_seed(&mut self, sk: u64, owner: SeedOwner) {
@@ -247,7 +319,14 @@ impl ConnTable {
     /// Identity and owner of a connection as the BPF side recorded it,
     /// completed with what user space knows.
     pub fn conn_info(&mut self, sk: u64, v: &types::conn_value, clock: &Clock) -> ConnInfo {
-        build_info(&self.seeds, &mut self.comms, sk, v, clock)
+        build_info(
+            &self.seeds,
+            &mut self.comms,
+            &mut self.cgroups,
+            sk,
+            v,
+            clock,
+        )
     }
 
     /// Turns one ring-buffer record into an event; forgets what belonged to
@@ -301,17 +380,33 @@ impl ConnTable {
             let t = match self.tracked.entry(v.id) {
                 Entry::Occupied(o) => {
                     let t = o.into_mut();
-                    if t.flags != v.flags || t.pid != v.pid {
-                        t.info = build_info(&self.seeds, &mut self.comms, sk, v, clock);
+                    if t.flags != v.flags || t.pid != v.pid || t.cgroup_id != v.cgroup_id {
+                        t.info = build_info(
+                            &self.seeds,
+                            &mut self.comms,
+                            &mut self.cgroups,
+                            sk,
+                            v,
+                            clock,
+                        );
                         t.flags = v.flags;
                         t.pid = v.pid;
+                        t.cgroup_id = v.cgroup_id;
                     }
                     t
                 }
                 Entry::Vacant(e) => e.insert(Tracked {
                     flags: v.flags,
                     pid: v.pid,
-                    info: build_info(&self.seeds, &mut self.comms, sk, v, clock),
+                    cgroup_id: v.cgroup_id,
+                    info: build_info(
+                        &self.seeds,
+                        &mut self.comms,
+                        &mut self.cgroups,
+                        sk,
+                        v,
+                        clock,
+                    ),
                     printed: None,
                     seen: now,
                 }),
@@ -544,6 +639,58 @@ mod tests {
         assert_eq!(
             Filter::new(vec![7], vec![80, 443], vec![9]).describe(),
             "--pid 7 --port 80 --port 443 --netns 9"
+        );
+    }
+
+    #[test]
+    fn filter_by_container_and_cgroup() {
+        use crate::model::{Cgroup, Container};
+        let clock = Clock::new(0);
+        let mut t = ConnTable::new();
+        let host = t.conn_info(1, &value(1, ESTABLISHED, 5, 40000, 0), &clock);
+        let mut boxed = host.clone();
+        let id = "0123456789abcdef".repeat(4);
+        boxed.cgroup = Some(Arc::new(Cgroup {
+            id: 9,
+            path: Some(format!("/libpod_parent/libpod-{id}")),
+            container: Some(Container {
+                runtime: "podman",
+                id: id.clone(),
+            }),
+            pod_uid: None,
+        }));
+        let only = |containers: &[&str], cgroups: &[&str]| {
+            Filter::default().with_owners(
+                containers.iter().map(|s| s.to_string()).collect(),
+                cgroups.iter().map(|s| s.to_string()).collect(),
+            )
+        };
+        for f in [
+            only(&["0123456789ab"], &[]),
+            only(&[&format!("podman://{id}")], &[]),
+            only(&["fff", "0123"], &[]),
+            only(&[], &["/libpod_parent"]),
+            only(&[], &["/libpod_parent/"]),
+            only(&[], &[&format!("/libpod_parent/libpod-{id}")]),
+            only(&[], &["/"]),
+            only(&["0123"], &["/libpod_parent"]),
+        ] {
+            assert!(f.is_set());
+            assert!(f.matches(&boxed), "{}", f.describe());
+            assert!(!f.matches(&host), "no cgroup: {}", f.describe());
+        }
+        for f in [
+            only(&["123"], &[]),
+            only(&["docker://0123"], &[]),
+            only(&[], &["/libpod"]),
+            only(&[], &["/system.slice"]),
+            only(&["0123"], &["/system.slice"]),
+        ] {
+            assert!(!f.matches(&boxed), "{}", f.describe());
+        }
+        assert_eq!(
+            only(&["abc"], &["/a"]).describe(),
+            "--container abc --cgroup /a"
         );
     }
 

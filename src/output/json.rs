@@ -60,20 +60,27 @@ fn identity_bytes(c: &ConnInfo) -> Vec<u8> {
     b
 }
 
-/// A process name as a JSON string. Names are almost always plain
-/// printable ASCII, which needs no escaping; anything else goes through
-/// serde_json.
-fn push_comm(b: &mut Vec<u8>, comm: &str) {
-    if comm
-        .bytes()
+/// A string (a process name, a cgroup path) as a JSON string. They are
+/// almost always plain printable ASCII, which needs no escaping; anything
+/// else goes through serde_json.
+fn push_str(b: &mut Vec<u8>, s: &str) {
+    if s.bytes()
         .all(|c| (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\')
     {
         b.push(b'"');
-        b.extend_from_slice(comm.as_bytes());
+        b.extend_from_slice(s.as_bytes());
         b.push(b'"');
     } else {
         // Serializing a &str into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *b, comm);
+        let _ = serde_json::to_writer(&mut *b, s);
+    }
+}
+
+/// A string, or `null`.
+fn push_opt_str(b: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => push_str(b, s),
+        None => b.extend_from_slice(b"null"),
     }
 }
 
@@ -88,7 +95,7 @@ fn push_identity(b: &mut Vec<u8>, c: &ConnInfo) {
     b.extend_from_slice(b",\"pid\":");
     b.extend_from_slice(n.format(c.pid).as_bytes());
     b.extend_from_slice(b",\"comm\":");
-    push_comm(b, &c.comm);
+    push_str(b, &c.comm);
     b.extend_from_slice(b",\"netns\":");
     b.extend_from_slice(n.format(c.netns).as_bytes());
     b.extend_from_slice(b",\"family\":");
@@ -103,6 +110,16 @@ fn push_identity(b: &mut Vec<u8>, c: &ConnInfo) {
     push_ip(b, t.remote_addr);
     b.extend_from_slice(b"\",\"remote_port\":");
     b.extend_from_slice(n.format(t.remote_port).as_bytes());
+    if let Some(cg) = &c.cgroup {
+        b.extend_from_slice(b",\"cgroup_id\":");
+        b.extend_from_slice(n.format(cg.id).as_bytes());
+        b.extend_from_slice(b",\"cgroup\":");
+        push_opt_str(b, cg.path.as_deref());
+        b.extend_from_slice(b",\"container_id\":");
+        push_opt_str(b, cg.container.as_ref().map(|c| c.kube_id()).as_deref());
+        b.extend_from_slice(b",\"pod_uid\":");
+        push_opt_str(b, cg.pod_uid.as_deref());
+    }
 }
 
 /// An address in its usual text form (never anything JSON must escape).
@@ -248,8 +265,12 @@ impl<W: Write> Sink for JsonSink<W> {
 mod tests {
     use super::super::test_util::{conn, metrics, CountingWriter, T0};
     use super::*;
-    use crate::model::{ConnRow, Direction, FailReason};
+    use crate::model::{Cgroup, ConnRow, Container, Direction, FailReason};
     use serde_json::{json, Map, Value};
+    use std::sync::Arc;
+
+    const ID: &str = "3f2a6b1c9d8e7f60a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718";
+    const UID: &str = "0a1b2c3d-4e5f-6789-abcd-ef0123456789";
 
     const TIME: &str = "2026-11-23T13:31:47.123456Z";
 
@@ -324,6 +345,8 @@ mod tests {
         local_port: u16,
         remote_addr: String,
         remote_port: u16,
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        cgroup: Option<ReferenceCgroup>,
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
         #[serde(flatten, skip_serializing_if = "Option::is_none")]
@@ -335,6 +358,14 @@ mod tests {
         /// `Some(None)` is written as `null`.
         #[serde(skip_serializing_if = "Option::is_none")]
         age_s: Option<Option<f64>>,
+    }
+
+    #[derive(Serialize)]
+    struct ReferenceCgroup {
+        cgroup_id: u64,
+        cgroup: Option<String>,
+        container_id: Option<String>,
+        pod_uid: Option<String>,
     }
 
     #[derive(Serialize)]
@@ -362,6 +393,12 @@ mod tests {
             local_port: c.tuple.local_port,
             remote_addr: c.tuple.remote_addr.to_string(),
             remote_port: c.tuple.remote_port,
+            cgroup: c.cgroup.as_ref().map(|cg| ReferenceCgroup {
+                cgroup_id: cg.id,
+                cgroup: cg.path.clone(),
+                container_id: cg.container.as_ref().map(|c| c.kube_id()),
+                pod_uid: cg.pod_uid.clone(),
+            }),
             reason: None,
             counters: None,
             connect_us: None,
@@ -399,6 +436,21 @@ mod tests {
         conns[1].comm = "größe".into();
         conns[2].pid = 0;
         conns[2].comm = "".into();
+        conns[0].cgroup = Some(Arc::new(Cgroup {
+            id: 9_001,
+            path: Some(format!("/kubepods/pod{UID}/\"odd\" größe/{ID}")),
+            container: Some(Container {
+                runtime: "containerd",
+                id: ID.into(),
+            }),
+            pod_uid: Some(UID.into()),
+        }));
+        conns[1].cgroup = Some(Arc::new(Cgroup {
+            id: 77,
+            path: None,
+            container: None,
+            pod_uid: None,
+        }));
         let mut m = metrics();
         m.bytes_sent = u64::MAX;
         let mut expected = Vec::new();
@@ -472,7 +524,7 @@ mod tests {
             "größe",
         ] {
             let mut b = Vec::new();
-            push_comm(&mut b, name);
+            push_str(&mut b, name);
             assert_eq!(
                 String::from_utf8(b).unwrap(),
                 serde_json::to_string(name).unwrap()

@@ -405,6 +405,7 @@ pub(crate) mod test_util {
             direction: dir,
             start: Some(T0),
             connect_ns: (dir == Direction::Outbound).then_some(250_000),
+            cgroup: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! Logging mode: one line per event and per connection per snapshot, in the
 //! style NetTracer users know
 //! (`event connect <saddr>:<sport> -> <daddr>:<dport> NS:<netns> PID:<pid>`),
-//! extended with `key:value` fields.
+//! extended with `key:value` fields (`container:` the owner's container's
+//! short ID, when it has one).
 //!
 //! Every field is a single whitespace-free token, except the free-text `hint:`
 //! that closes a `losses` line.
@@ -28,6 +29,10 @@ fn push_conn(s: &mut String, c: &ConnInfo) {
         c.pid,
         comm_token(&c.comm),
     );
+    if let Some(container) = c.cgroup.as_ref().and_then(|cg| cg.container.as_ref()) {
+        s.push_str(" container:");
+        s.push_str(container.short_id());
+    }
 }
 
 fn push_metrics(s: &mut String, m: &Metrics) {
@@ -199,6 +204,25 @@ mod tests {
         assert_eq!(
             event_line(&ev(EventKind::Connect, c, None)),
             format!("{TIME} event connect 192.0.2.1:40000 -> 192.0.2.2:80 NS:4026531840 PID:1234 comm:curl connect_us:250")
+        );
+    }
+
+    #[test]
+    fn a_containers_connection_names_it() {
+        use crate::model::{Cgroup, Container};
+        let mut c = conn("192.0.2.1", 40000, "192.0.2.2", 80, Direction::Outbound);
+        c.cgroup = Some(std::sync::Arc::new(Cgroup {
+            id: 5,
+            path: Some("/docker/0123456789abcdef".into()),
+            container: Some(Container {
+                runtime: "docker",
+                id: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into(),
+            }),
+            pod_uid: None,
+        }));
+        assert_eq!(
+            event_line(&ev(EventKind::Connect, c, None)),
+            format!("{TIME} event connect 192.0.2.1:40000 -> 192.0.2.2:80 NS:4026531840 PID:1234 comm:curl container:0123456789ab connect_us:250")
         );
     }
 

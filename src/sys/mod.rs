@@ -8,6 +8,7 @@
 //! them.
 
 pub mod caps;
+pub mod cgroup;
 pub mod check;
 pub mod kernel;
 pub mod netns;

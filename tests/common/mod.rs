@@ -1329,6 +1329,15 @@ pub fn prom_value(samples: &[PromSample], name: &str, labels: &[(&str, &str)]) -
     found.first().map(|s| s.value)
 }
 
+/// This process's cgroup in the hierarchy netlens reads on this host (what
+/// its children's connections carry); `None` without one.
+pub fn own_cgroup() -> Option<String> {
+    use netlens::sys::cgroup;
+    let layout = cgroup::layout()?;
+    let text = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
+    cgroup::parse_proc_cgroup(&text, layout.hierarchy)
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released: a small window in
 /// which another process could take it).
 pub fn free_local_port() -> u16 {

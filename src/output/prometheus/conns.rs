@@ -20,6 +20,10 @@
 //! - a connection that disappears without a close event (events lost) keeps
 //!   what it added, and is forgotten after [`RETIRE_SNAPSHOTS`] snapshots.
 //!
+//! A connection whose owner is in a container has a sixth label,
+//! `container_id` (`containerd://<ID>`, as kube-state-metrics writes it in
+//! `kube_pod_container_info`, so that a join names the pod and namespace).
+//!
 //! Two histograms per series, in seconds (buckets from 50 µs to 10 s):
 //! `netlens_tcp_rtt_seconds`, the smoothed RTT of each connection observed
 //! once per absolute snapshot in which it had sent or received segments since
@@ -161,6 +165,13 @@ struct SeriesKey {
     direction: Direction,
     remote: IpAddr,
     port: u16,
+    container_id: Option<String>,
+}
+
+/// The owner's container, in kube-state-metrics's form.
+fn container_id(c: &ConnInfo) -> Option<String> {
+    let container = c.cgroup.as_ref()?.container.as_ref()?;
+    Some(container.kube_id())
 }
 
 impl SeriesKey {
@@ -175,18 +186,23 @@ impl SeriesKey {
             direction: c.direction,
             remote: c.tuple.remote_addr,
             port,
+            container_id: container_id(c),
         }
     }
 
     fn labels(&self) -> Labels {
         let mut pid = itoa::Buffer::new();
         let mut port = itoa::Buffer::new();
-        Labels::new()
+        let labels = Labels::new()
             .with("pid", pid.format(self.pid))
             .with("comm", &self.comm)
             .with("direction", self.direction.as_str())
             .with("remote_addr", &self.remote.to_string())
-            .with("port", port.format(self.port))
+            .with("port", port.format(self.port));
+        match &self.container_id {
+            Some(id) => labels.with("container_id", id),
+            None => labels,
+        }
     }
 }
 
@@ -246,6 +262,9 @@ struct Tracked {
     /// Owner the series was chosen for; a change moves the connection.
     pid: u32,
     direction: Direction,
+    /// The owner's cgroup id (0 unknown): a connection seen before its
+    /// cgroup was known moves once it is.
+    cgroup: u64,
     /// Totals when the connection joined its series (non-zero after a move).
     base: Counters,
     /// Highest totals seen.
@@ -353,7 +372,8 @@ impl ConnAggregates {
         match self.conns.entry(c.id) {
             Entry::Occupied(o) => {
                 let t = o.into_mut();
-                if t.pid != c.pid || t.direction != c.direction {
+                let cgroup = c.cgroup.as_ref().map_or(0, |cg| cg.id);
+                if t.pid != c.pid || t.direction != c.direction || t.cgroup != cgroup {
                     let series = table.series_for(c);
                     if series != t.series {
                         table.joined(series, Some(t.series));
@@ -363,6 +383,7 @@ impl ConnAggregates {
                     }
                     t.pid = c.pid;
                     t.direction = c.direction;
+                    t.cgroup = cgroup;
                 }
                 t
             }
@@ -373,6 +394,7 @@ impl ConnAggregates {
                     series,
                     pid: c.pid,
                     direction: c.direction,
+                    cgroup: c.cgroup.as_ref().map_or(0, |cg| cg.id),
                     base: Counters::default(),
                     last: Counters::default(),
                     seen: self.snapshots,
@@ -821,6 +843,45 @@ mod tests {
             value(&t, "netlens_tcp_connections_closed_total", OUT),
             Some(2)
         );
+    }
+
+    #[test]
+    fn containers_get_their_own_series_with_the_kube_container_id() {
+        use crate::model::{Cgroup, Container};
+        let mut a = ConnAggregates::new(10);
+        let host = conn("192.0.2.1", 40000, "192.0.2.2", 80, Direction::Outbound);
+        let mut boxed = conn("192.0.2.1", 40001, "192.0.2.2", 80, Direction::Outbound);
+        let id = "ab".repeat(32);
+        let cgroup = Arc::new(Cgroup {
+            id: 7,
+            path: Some(format!("/system.slice/docker-{id}.scope")),
+            container: Some(Container {
+                runtime: "docker",
+                id: id.clone(),
+            }),
+            pod_uid: None,
+        });
+        boxed.cgroup = Some(Arc::clone(&cgroup));
+        a.event(&ev(EventKind::Connect, &host, None));
+        // Seen first without its cgroup (a seeded connection before the
+        // refresh named it), then with it: it moves, and counts once there.
+        let mut early = boxed.clone();
+        early.cgroup = None;
+        a.snapshot(&snap(&[(&early, sent(100))]));
+        a.snapshot(&snap(&[(&boxed, sent(300))]));
+        let t = render(&a);
+        let in_container = format!("{OUT},container_id=\"docker://{id}\"");
+        assert_eq!(
+            value(&t, "netlens_tcp_sent_bytes_total", &in_container),
+            Some(200)
+        );
+        // The host's series has no container label, and keeps what the
+        // connection added before it moved.
+        let host_line = t
+            .lines()
+            .find(|l| l.starts_with(&format!("netlens_tcp_sent_bytes_total{{{OUT}}} ")))
+            .expect("the host series");
+        assert!(host_line.ends_with(" 100"), "{host_line}");
     }
 
     #[test]

@@ -106,6 +106,8 @@ pub(super) struct ViewRow {
     /// `None` for a group by remote address.
     pub remote_port: Option<u16>,
     pub netns: Option<u32>,
+    /// The owner's container, short (`docker ps`'s 12 digits).
+    pub container: Option<Arc<str>>,
     pub dir: Option<Direction>,
     pub sent: u64,
     pub recv: u64,
@@ -131,6 +133,7 @@ impl ViewRow {
         remote_addr: None,
         remote_port: None,
         netns: None,
+        container: None,
         dir: None,
         sent: 0,
         recv: 0,
@@ -158,6 +161,11 @@ impl ViewRow {
             remote_addr: Some(t.remote_addr),
             remote_port: Some(t.remote_port),
             netns: Some(c.netns),
+            container: c
+                .cgroup
+                .as_ref()
+                .and_then(|cg| cg.container.as_ref())
+                .map(|k| k.short_id().into()),
             dir: Some(c.direction),
             sent: m.bytes_sent,
             recv: m.bytes_received,
@@ -218,11 +226,12 @@ pub(super) enum Col {
     PktsIn,
     Age,
     Netns,
+    Container,
 }
 
 /// Columns of each view, most wanted first: at a given width the table
 /// keeps as many as fit, in this order.
-const CONN_COLUMNS: [Col; 17] = [
+const CONN_COLUMNS: [Col; 18] = [
     Col::Mark,
     Col::Remote,
     Col::Command,
@@ -240,8 +249,9 @@ const CONN_COLUMNS: [Col; 17] = [
     Col::PktsIn,
     Col::RttVar,
     Col::Netns,
+    Col::Container,
 ];
-const PROCESS_COLUMNS: [Col; 12] = [
+const PROCESS_COLUMNS: [Col; 13] = [
     Col::Command,
     Col::Pid,
     Col::Conns,
@@ -254,6 +264,7 @@ const PROCESS_COLUMNS: [Col; 12] = [
     Col::Age,
     Col::PktsOut,
     Col::PktsIn,
+    Col::Container,
 ];
 const REMOTE_COLUMNS: [Col; 11] = [
     Col::Remote,
@@ -290,6 +301,7 @@ impl Col {
             Col::PktsIn => "PKTIN",
             Col::Age => "AGE",
             Col::Netns => "NETNS",
+            Col::Container => "CONTAINER",
         }
     }
 
@@ -307,6 +319,7 @@ impl Col {
             Col::TxRate | Col::RxRate | Col::Rtt | Col::RttVar | Col::PktsOut => 7,
             Col::PktsIn | Col::Age => 6,
             Col::Netns => 10,
+            Col::Container => 12,
         }
     }
 
@@ -357,6 +370,7 @@ impl Col {
             Col::PktsIn => compact_count(r.pkts_in),
             Col::Age => opt(r.age_ns.map(fmt_age)),
             Col::Netns => opt(r.netns.map(|n| n.to_string())),
+            Col::Container => opt(r.container.as_deref().map(str::to_string)),
         }
     }
 }
@@ -427,6 +441,7 @@ fn compare(col: Col, a: &ViewRow, b: &ViewRow) -> Ordering {
         Col::PktsIn => a.pkts_in.cmp(&b.pkts_in),
         Col::Age => a.age_ns.cmp(&b.age_ns),
         Col::Netns => a.netns.cmp(&b.netns),
+        Col::Container => a.container.cmp(&b.container),
     }
 }
 
@@ -461,6 +476,7 @@ impl Filter {
             pid,
             Some(r.local_text()),
             Some(r.remote_text()),
+            r.container.as_deref().map(str::to_string),
         ]
         .into_iter()
         .flatten()
@@ -533,6 +549,7 @@ pub(super) fn group_rows(rows: &[ViewRow], by: Grouping) -> Vec<ViewRow> {
                 ViewRow {
                     pid: r.pid,
                     comm: r.comm.clone(),
+                    container: r.container.clone(),
                     ..ViewRow::EMPTY
                 }
             } else {
@@ -1212,6 +1229,7 @@ mod tests {
         m.rows[2].rtt_us = Some(0);
         m.rows[2].comm = Some("sshd".into());
         m.rows[2].pid = Some(77);
+        m.rows[1].container = Some("0f1e2d3c4b5a".into());
         m.rows.clone()
     }
 
@@ -1265,6 +1283,7 @@ mod tests {
         assert_eq!(matching(":40002"), [40002], "local port");
         assert_eq!(matching("443"), [40000, 40001], "a bare number is text");
         assert!(matching("nothing-like-it").is_empty());
+        assert_eq!(matching("0F1E2D"), [40001], "container ID");
     }
 
     #[test]
@@ -1519,10 +1538,14 @@ mod tests {
         // Grouping by process has no RTTVAR column: back to TX/s.
         s.key(key(KeyCode::Char('g')));
         assert_eq!((s.sort, s.descending), (Col::TxRate, true));
-        // Wrapping around, both ways.
+        // Wrapping around, both ways (CONTAINER is the process view's last).
         s.sort = Col::Age;
         s.key(key(KeyCode::Char('>')));
+        assert_eq!(s.sort, Col::Container);
+        s.key(key(KeyCode::Char('>')));
         assert_eq!(s.sort, Col::Pid);
+        s.key(key(KeyCode::Char('<')));
+        assert_eq!(s.sort, Col::Container);
         s.key(key(KeyCode::Char('<')));
         assert_eq!(s.sort, Col::Age);
     }

@@ -19,7 +19,15 @@ const CONN_COLUMNS = [
   ["rtt_us", "RTT µs", false, (r) => fmtInt(r.rtt_us)],
   ["rtt_var_us", "RTT var µs", false, (r) => fmtInt(r.rtt_var_us)],
   ["netns", "netns", false, (r) => r.netns],
+  ["container", "container", true, (r) => r.container ? esc(shortContainer(r.container)) : "-"],
 ];
+
+// `containerd://0123456789abcdef...` as `containerd 0123456789ab`, the
+// 12 digits `docker ps` shows.
+function shortContainer(id) {
+  const [runtime, digits] = id.split("://");
+  return `${runtime} ${digits.slice(0, 12)}`;
+}
 const TALKERS = 8;
 const EVENTS_SHOWN = 200;
 
@@ -35,8 +43,8 @@ const conns = {
 };
 
 // The filter box: words separated by spaces, all must match; a number
-// matches a port or a PID exactly, other words a part of the process name
-// or of an address (case-insensitive).
+// matches a port or a PID exactly, other words a part of the process name,
+// of an address or of the container ID (case-insensitive).
 function connMatches(r, words) {
   return words.every((w) => {
     if (/^\d+$/.test(w)) {
@@ -44,7 +52,7 @@ function connMatches(r, words) {
       return r.pid === n || portOf(r.local) === n || portOf(r.remote) === n;
     }
     return r.comm.toLowerCase().includes(w) || r.local.toLowerCase().includes(w) ||
-      r.remote.toLowerCase().includes(w);
+      r.remote.toLowerCase().includes(w) || (r.container || "").includes(w);
   });
 }
 

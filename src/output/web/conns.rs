@@ -157,6 +157,10 @@ struct Identity<'a> {
     direction: &'static str,
     local: String,
     remote: String,
+    /// The owner's container (`<runtime>://<ID>`), `null` for none.
+    container: Option<String>,
+    /// The owner's cgroup path, `null` when not known.
+    cgroup: Option<&'a str>,
 }
 
 impl<'a> Identity<'a> {
@@ -170,6 +174,12 @@ impl<'a> Identity<'a> {
             direction: c.direction.as_str(),
             local: fmt_endpoint(t.local_addr, t.local_port),
             remote: fmt_endpoint(t.remote_addr, t.remote_port),
+            container: c
+                .cgroup
+                .as_ref()
+                .and_then(|cg| cg.container.as_ref())
+                .map(|k| k.kube_id()),
+            cgroup: c.cgroup.as_ref().and_then(|cg| cg.path.as_deref()),
         }
     }
 }
