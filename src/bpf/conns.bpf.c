@@ -218,27 +218,19 @@ static __always_inline bool dst_is_loopback(const struct conn_value *v)
 }
 
 /* The kernfs node of the cgroup of `task` that names its container (see
- * enum cgroup_mode). CO-RE probe reads: the v1 controller's index is an
- * enum value of the running kernel, and a kernel without the memory
- * controller simply has no v1 cgroup. */
+ * enum cgroup_mode). Plain loads through the BTF task pointer (no helper
+ * call each: this runs at every connect and accept); the v1 controller's
+ * index is an enum value of the running kernel, and a kernel without the
+ * memory controller simply has no v1 cgroup. */
 static __always_inline struct kernfs_node *task_cgroup_kn(struct task_struct *task)
 {
-	struct cgroup_subsys_state *css = NULL;
-	struct css_set *cset;
-
 	if (cgroup_mode == CGROUP_MODE_UNIFIED)
-		return BPF_CORE_READ(task, cgroups, dfl_cgrp, kn);
+		return task->cgroups->dfl_cgrp->kn;
 	if (cgroup_mode != CGROUP_MODE_V1_MEMORY ||
 	    !bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id))
 		return NULL;
-	cset = BPF_CORE_READ(task, cgroups);
-	if (!cset)
-		return NULL;
-	bpf_probe_read_kernel(&css, sizeof(css),
-			      &cset->subsys[bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id)]);
-	if (!css)
-		return NULL;
-	return BPF_CORE_READ(css, cgroup, kn);
+	return task->cgroups->subsys[bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id)]
+		->cgroup->kn;
 }
 
 /* struct kernfs_node before 6.15, whose parent pointer is now __parent. */
@@ -265,7 +257,7 @@ static __always_inline __u64 task_cgroup_id(struct task_struct *task)
 
 	if (!kn)
 		return 0;
-	id = BPF_CORE_READ(kn, id);
+	id = kn->id;
 	if (!id || bpf_map_lookup_elem(&cgroup_names, &id))
 		return id;
 	names = bpf_map_lookup_elem(&cgroup_names_scratch, &zero);
