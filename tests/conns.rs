@@ -120,6 +120,7 @@ fn exchange_between_namespaces(v6: bool) {
     // Both ends are children of this test, in its cgroup: the kernel's id
     // of it names the path /proc gives (no hierarchy mounted: no cgroup).
     let own = own_cgroup();
+    eprintln!("this test's cgroup: {own:?}");
     for ev in [connect[0], server_side("accept")[0]] {
         assert_eq!(ev["cgroup"].as_str(), own.as_deref(), "{ev}");
         assert_eq!(ev["cgroup_id"].is_u64(), own.is_some(), "{ev}");
