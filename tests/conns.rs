@@ -235,6 +235,55 @@ fn refused_connect_is_connect_failed() {
     }
 }
 
+/// A client in a cgroup of its own (made by the test under the root of the
+/// hierarchy netlens reads: cgroup v2 in the matrix VMs, the v1 memory
+/// controller here): its connection carries that cgroup's id and path, the
+/// server's end the test's cgroup; the kernel's id is the directory's inode.
+#[test]
+fn a_connection_names_its_owners_cgroup() {
+    if !require_root() {
+        return;
+    }
+    let Some(cg) = TestCgroup::new("own") else {
+        eprintln!("skipped: no cgroup hierarchy mounted");
+        return;
+    };
+    let nl = Netlens::start(&["-t", "1"]);
+    let pair = served_pair("cg", 0, false, &["--respond", "10", "--max-conns", "1"]);
+    let cli = peer_in_cgroup(
+        &cg,
+        Some(&pair.a),
+        &["connect", "--to", &pair.addr.to_string(), "--send", "100"],
+    );
+    let cli_pid = u64::from(cli.pid());
+    let out = cli.finish_output();
+    assert!(out.status.success(), "{out:?}");
+    let close = nl
+        .wait_for(
+            |v| v["type"] == "close" && v["pid"] == cli_pid,
+            Duration::from_secs(20),
+        )
+        .unwrap_or_else(|| panic!("no close of the client; stderr:\n{}", nl.stderr()));
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(&cg.dir).expect("the test's cgroup").ino();
+    assert_eq!(close["cgroup"], cg.path.as_str(), "{close}");
+    assert_eq!(u(&close, "cgroup_id"), ino, "{close}");
+    assert!(close["container_id"].is_null(), "{close}");
+    let accept = nl
+        .wait_for(
+            |v| v["type"] == "accept" && v["remote_port"] == close["local_port"],
+            Duration::from_secs(20),
+        )
+        .expect("the server's accept");
+    assert_eq!(
+        accept["cgroup"].as_str(),
+        own_cgroup().as_deref(),
+        "{accept}"
+    );
+    let stopped = nl.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+}
+
 /// A connection opened before netlens started is reported, with its
 /// owners found in /proc and its direction from the listener.
 #[test]

@@ -744,8 +744,26 @@ pub fn peer(netns: Option<&Netns>, args: &[&str]) -> Peer {
     if let Some(ns) = netns {
         cmd.args(["--netns", ns.name()]);
     }
-    cmd.args(args)
-        .stdin(Stdio::piped())
+    cmd.args(args);
+    spawn_peer(cmd, args)
+}
+
+/// [`peer`], started in the cgroup `cg` (a shell moves itself there, then
+/// becomes netlens-peer: same PID).
+pub fn peer_in_cgroup(cg: &TestCgroup, netns: Option<&Netns>, args: &[&str]) -> Peer {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "echo $$ > \"$0\" && exec \"$@\""])
+        .arg(cg.dir.join("cgroup.procs"))
+        .arg(peer_bin());
+    if let Some(ns) = netns {
+        cmd.args(["--netns", ns.name()]);
+    }
+    cmd.args(args);
+    spawn_peer(cmd, args)
+}
+
+fn spawn_peer(mut cmd: Command, args: &[&str]) -> Peer {
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd
@@ -1327,6 +1345,38 @@ pub fn prom_value(samples: &[PromSample], name: &str, labels: &[(&str, &str)]) -
         .collect();
     assert!(found.len() <= 1, "several {name} {labels:?}: {found:?}");
     found.first().map(|s| s.value)
+}
+
+/// A cgroup of this test's own, a child of the root of the hierarchy
+/// netlens reads; removed on Drop (once its processes are gone).
+pub struct TestCgroup {
+    pub dir: PathBuf,
+    /// Its path in the hierarchy, as netlens reports it.
+    pub path: String,
+}
+
+impl TestCgroup {
+    /// `None` without a cgroup hierarchy.
+    pub fn new(tag: &str) -> Option<TestCgroup> {
+        let layout = netlens::sys::cgroup::layout()?;
+        let name = format!("netlens-test-{tag}-{}-{}", std::process::id(), next_seq());
+        let dir = layout.mount_point.join(&name);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let path = format!("{}/{name}", layout.mount_root.trim_end_matches('/'));
+        Some(TestCgroup { dir, path })
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Busy until the last process in it has been reaped.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 /// This process's cgroup in the hierarchy netlens reads on this host (what
