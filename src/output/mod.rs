@@ -337,8 +337,10 @@ pub(crate) struct IdentityCache {
 struct CachedIdentity {
     start: Option<UnixNanos>,
     id: u64,
-    /// The owner can be learned after a connection was first shown.
+    /// The owner, and its cgroup, can be learned after a connection was
+    /// first shown.
     pid: u32,
+    cgroup: u64,
     bytes: Vec<u8>,
 }
 
@@ -347,6 +349,7 @@ impl IdentityCache {
     /// had them.
     pub(crate) fn get(&mut self, c: &ConnInfo, render: impl FnOnce(&ConnInfo) -> Vec<u8>) -> &[u8] {
         let key = (c.start, c.id);
+        let cgroup = c.cgroup.as_ref().map_or(0, |cg| cg.id);
         while self
             .previous
             .get(self.cursor)
@@ -355,13 +358,16 @@ impl IdentityCache {
             self.cursor += 1;
         }
         let bytes = match self.previous.get_mut(self.cursor) {
-            Some(p) if (p.start, p.id) == key && p.pid == c.pid => std::mem::take(&mut p.bytes),
+            Some(p) if (p.start, p.id) == key && p.pid == c.pid && p.cgroup == cgroup => {
+                std::mem::take(&mut p.bytes)
+            }
             _ => render(c),
         };
         self.current.push(CachedIdentity {
             start: c.start,
             id: c.id,
             pid: c.pid,
+            cgroup,
             bytes,
         });
         &self.current[self.current.len() - 1].bytes
@@ -483,6 +489,18 @@ mod tests {
         assert_eq!(cache.get(&c, render), b"3");
         assert_eq!(cache.get(&a2, render), b"1");
         assert_eq!(renders.get(), 5);
+        cache.end_snapshot();
+        // A cgroup learned later (a seeded connection named by the walk).
+        let mut c2 = c.clone();
+        c2.cgroup = Some(Arc::new(crate::model::Cgroup {
+            id: 9,
+            path: None,
+            container: None,
+            pod_uid: None,
+        }));
+        cache.get(&a2, render);
+        cache.get(&c2, render);
+        assert_eq!(renders.get(), 7, "c rendered again");
     }
 
     #[test]
