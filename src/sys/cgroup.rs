@@ -6,8 +6,10 @@
 //! of the cgroup's directory). User space turns it into a path with
 //! `open_by_handle_at(2)` on the hierarchy's mount (kernfs file handles are
 //! the id itself), which needs CAP_DAC_READ_SEARCH and works for a cgroup
-//! as long as it exists: the container of a connection is named once, at
-//! its first event, and remembered.
+//! as long as it exists: each cgroup is looked up once, at its first
+//! connection, and remembered. For a cgroup already removed, the names the
+//! BPF side recorded (its directory's and two parents') still give the
+//! container and pod.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -337,10 +339,6 @@ impl Resolver {
     pub fn with_names(mut self, names: NamesLookup) -> Resolver {
         self.names = Some(names);
         self
-    }
-
-    pub fn layout(&self) -> Option<&Layout> {
-        self.layout.as_ref()
     }
 
     /// The cgroup of kernel id `id`; `None` for 0 (unknown) or without a
