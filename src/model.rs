@@ -114,7 +114,7 @@ pub struct Cgroup {
     /// the directory was not found (removed before netlens looked).
     pub path: Option<String>,
     pub container: Option<Container>,
-    /// The Kubernetes pod's UID, from a `kubepods` path.
+    /// The Kubernetes pod's UID, from a `pod<UID>` component of the path.
     pub pod_uid: Option<String>,
 }
 
@@ -145,6 +145,18 @@ pub struct ConnInfo {
     /// without a cgroup hierarchy, or when not known yet. Shared by every
     /// connection of the cgroup.
     pub cgroup: Option<Arc<Cgroup>>,
+}
+
+impl ConnInfo {
+    /// The owner's container, where its cgroup names one.
+    pub fn container(&self) -> Option<&Container> {
+        self.cgroup.as_ref()?.container.as_ref()
+    }
+
+    /// The kernel's id of the owner's cgroup; 0 when not known.
+    pub fn cgroup_id(&self) -> u64 {
+        self.cgroup.as_ref().map_or(0, |cg| cg.id)
+    }
 }
 
 /// Hashes connection ids (sequential u64s, optionally with a PID) cheaply:
@@ -285,6 +297,17 @@ pub struct ConnEvent {
     pub conn: ConnInfo,
     /// Final counters; present on `Close` only.
     pub metrics: Option<Metrics>,
+}
+
+impl ConnEvent {
+    /// The connect time an event reports: that of a `Connect` or
+    /// `ConnectFailed` netlens saw from its SYN.
+    pub fn connect_ns(&self) -> Option<u64> {
+        match self.kind {
+            EventKind::Connect | EventKind::ConnectFailed(_) => self.conn.connect_ns,
+            EventKind::Accept | EventKind::Close => None,
+        }
+    }
 }
 
 /// One active connection as of a snapshot.

@@ -116,10 +116,8 @@ impl Filter {
     }
 
     fn owner_matches(&self, c: &ConnInfo) -> bool {
-        let cgroup = c.cgroup.as_deref();
-        let container = cgroup.and_then(|cg| cg.container.as_ref());
         let containers_ok = self.containers.is_empty()
-            || container.is_some_and(|k| {
+            || c.container().is_some_and(|k| {
                 self.containers.iter().any(|want| {
                     let id = match want.split_once("://") {
                         Some((runtime, id)) if runtime == k.runtime => id,
@@ -129,7 +127,7 @@ impl Filter {
                     k.id.starts_with(id)
                 })
             });
-        let path = cgroup.and_then(|cg| cg.path.as_deref());
+        let path = c.cgroup.as_ref().and_then(|cg| cg.path.as_deref());
         let cgroups_ok = self.cgroups.is_empty()
             || path.is_some_and(|p| self.cgroups.iter().any(|want| is_below(p, want)));
         containers_ok && cgroups_ok

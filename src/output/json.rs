@@ -116,7 +116,7 @@ fn push_identity(b: &mut Vec<u8>, c: &ConnInfo) {
         b.extend_from_slice(b",\"cgroup\":");
         push_opt_str(b, cg.path.as_deref());
         b.extend_from_slice(b",\"container_id\":");
-        push_opt_str(b, cg.container.as_ref().map(|c| c.kube_id()).as_deref());
+        push_opt_str(b, c.container().map(|k| k.kube_id()).as_deref());
         b.extend_from_slice(b",\"pod_uid\":");
         push_opt_str(b, cg.pod_uid.as_deref());
     }
@@ -205,9 +205,7 @@ impl<W: Write> Sink for JsonSink<W> {
             (EventKind::Close, Some(m)) => push_counters(buf, m),
             _ => {}
         }
-        if let (EventKind::Connect | EventKind::ConnectFailed(_), Some(ns)) =
-            (ev.kind, ev.conn.connect_ns)
-        {
+        if let Some(ns) = ev.connect_ns() {
             buf.extend_from_slice(b",\"connect_us\":");
             buf.extend_from_slice(itoa::Buffer::new().format(ns / 1000).as_bytes());
         }

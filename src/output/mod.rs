@@ -349,7 +349,7 @@ impl IdentityCache {
     /// had them.
     pub(crate) fn get(&mut self, c: &ConnInfo, render: impl FnOnce(&ConnInfo) -> Vec<u8>) -> &[u8] {
         let key = (c.start, c.id);
-        let cgroup = c.cgroup.as_ref().map_or(0, |cg| cg.id);
+        let cgroup = c.cgroup_id();
         while self
             .previous
             .get(self.cursor)

@@ -29,7 +29,7 @@ fn push_conn(s: &mut String, c: &ConnInfo) {
         c.pid,
         comm_token(&c.comm),
     );
-    if let Some(container) = c.cgroup.as_ref().and_then(|cg| cg.container.as_ref()) {
+    if let Some(container) = c.container() {
         s.push_str(" container:");
         s.push_str(container.short_id());
     }
@@ -81,9 +81,7 @@ fn push_event_line(s: &mut String, times: &mut TimeFormatter, ev: &ConnEvent) {
         }
         EventKind::Connect | EventKind::Accept => {}
     }
-    if let (EventKind::Connect | EventKind::ConnectFailed(_), Some(ns)) =
-        (ev.kind, ev.conn.connect_ns)
-    {
+    if let Some(ns) = ev.connect_ns() {
         s.push_str(" connect_us:");
         s.push_str(itoa::Buffer::new().format(ns / 1000));
     }

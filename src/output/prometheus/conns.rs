@@ -170,8 +170,7 @@ struct SeriesKey {
 
 /// The owner's container, in kube-state-metrics's form.
 fn container_id(c: &ConnInfo) -> Option<String> {
-    let container = c.cgroup.as_ref()?.container.as_ref()?;
-    Some(container.kube_id())
+    c.container().map(|k| k.kube_id())
 }
 
 impl SeriesKey {
@@ -372,7 +371,7 @@ impl ConnAggregates {
         match self.conns.entry(c.id) {
             Entry::Occupied(o) => {
                 let t = o.into_mut();
-                let cgroup = c.cgroup.as_ref().map_or(0, |cg| cg.id);
+                let cgroup = c.cgroup_id();
                 if t.pid != c.pid || t.direction != c.direction || t.cgroup != cgroup {
                     let series = table.series_for(c);
                     if series != t.series {
@@ -394,7 +393,7 @@ impl ConnAggregates {
                     series,
                     pid: c.pid,
                     direction: c.direction,
-                    cgroup: c.cgroup.as_ref().map_or(0, |cg| cg.id),
+                    cgroup: c.cgroup_id(),
                     base: Counters::default(),
                     last: Counters::default(),
                     seen: self.snapshots,

@@ -161,11 +161,7 @@ impl ViewRow {
             remote_addr: Some(t.remote_addr),
             remote_port: Some(t.remote_port),
             netns: Some(c.netns),
-            container: c
-                .cgroup
-                .as_ref()
-                .and_then(|cg| cg.container.as_ref())
-                .map(|k| k.short_id().into()),
+            container: c.container().map(|k| k.short_id().into()),
             dir: Some(c.direction),
             sent: m.bytes_sent,
             recv: m.bytes_received,

@@ -174,11 +174,7 @@ impl<'a> Identity<'a> {
             direction: c.direction.as_str(),
             local: fmt_endpoint(t.local_addr, t.local_port),
             remote: fmt_endpoint(t.remote_addr, t.remote_port),
-            container: c
-                .cgroup
-                .as_ref()
-                .and_then(|cg| cg.container.as_ref())
-                .map(|k| k.kube_id()),
+            container: c.container().map(|k| k.kube_id()),
             cgroup: c.cgroup.as_ref().and_then(|cg| cg.path.as_deref()),
         }
     }
