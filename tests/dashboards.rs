@@ -102,6 +102,7 @@ fn dashboards_are_well_formed() {
         assert_eq!(ids.len(), count, "{name}: panel ids are not unique");
         assert!(queries(&d).len() >= 10, "{name}");
     }
+    uids.sort_unstable();
     uids.dedup();
     assert_eq!(
         uids.len(),
@@ -119,9 +120,7 @@ fn every_panel_query_returns_data_from_a_real_prometheus() {
     if !require_root() {
         return;
     }
-    let Some(binary) = PrometheusServer::binary() else {
-        panic!("the prometheus binary is needed for this test (scripts/deps.sh installs it)");
-    };
+    let binary = PrometheusServer::binary();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_netlens"));
     cmd.args(["agent", "-P", "127.0.0.1:0", "--user-period", "500"]);
     let nl = Netlens::start_cmd(cmd);

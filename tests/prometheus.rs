@@ -130,12 +130,7 @@ fn bounds(samples: &[PromSample], name: &str, labels: &[(&str, &str)]) -> Vec<(S
     let bucket = format!("{name}_bucket");
     let mut found: Vec<(String, u64)> = samples
         .iter()
-        .filter(|s| s.name == bucket)
-        .filter(|s| {
-            labels
-                .iter()
-                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
+        .filter(|s| s.name == bucket && s.has_labels(labels))
         .filter_map(|s| {
             let le = s.labels.get("le")?;
             let seconds: f64 = le.parse().ok().filter(|v: &f64| v.is_finite())?;
@@ -311,9 +306,7 @@ fn prometheus_server_scrapes_and_answers_queries() {
     if !require_root() {
         return;
     }
-    let Some(binary) = PrometheusServer::binary() else {
-        panic!("the prometheus binary is needed for this test (scripts/deps.sh installs it)");
-    };
+    let binary = PrometheusServer::binary();
     let nl = Netlens::start(&["-t", "30", "-P", "127.0.0.1:0"]);
     let prom = PrometheusServer::start(&binary, &[nl.prometheus_addr()]);
 

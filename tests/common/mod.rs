@@ -1331,17 +1331,21 @@ fn parse_labels(mut r: &str) -> Option<(std::collections::BTreeMap<String, Strin
     }
 }
 
+impl PromSample {
+    /// Whether the sample's labels include all of `labels`.
+    pub fn has_labels(&self, labels: &[(&str, &str)]) -> bool {
+        labels
+            .iter()
+            .all(|(k, v)| self.labels.get(*k).map(String::as_str) == Some(*v))
+    }
+}
+
 /// The value of the one sample named `name` whose labels include all of
 /// `labels`; None if there is none, panics if several match.
 pub fn prom_value(samples: &[PromSample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let found: Vec<&PromSample> = samples
         .iter()
-        .filter(|s| s.name == name)
-        .filter(|s| {
-            labels
-                .iter()
-                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
+        .filter(|s| s.name == name && s.has_labels(labels))
         .collect();
     assert!(found.len() <= 1, "several {name} {labels:?}: {found:?}");
     found.first().map(|s| s.value)
@@ -1420,15 +1424,17 @@ pub struct PrometheusServer {
 
 impl PrometheusServer {
     /// The `prometheus` binary, or None with a message saying how to get it.
-    pub fn binary() -> Option<PathBuf> {
-        let found = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
+    /// The prometheus binary; panics without one (the tests that need it
+    /// do not skip: scripts/deps.sh installs it).
+    pub fn binary() -> PathBuf {
+        ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
             .into_iter()
             .map(PathBuf::from)
-            .find(|p| p.exists());
-        if found.is_none() {
-            eprintln!("prometheus not found: `apt-get install prometheus` (scripts/deps.sh does)");
-        }
-        found
+            .find(|p| p.exists())
+            .expect(
+                "the prometheus binary is needed for this test: `apt-get install prometheus` \
+                 (scripts/deps.sh does)",
+            )
     }
 
     /// Starts Prometheus scraping `targets` (job `netlens`) and waits (up to
