@@ -163,7 +163,7 @@ fn exchange_between_namespaces(v6: bool) {
     let slack = Slack {
         bytes: 0,
         segs: 3,
-        retrans: 0,
+        ..Slack::default()
     };
     let (sent_extra, recv_extra) = (
         u(sc, "packets_sent") - ti(&s, "segs_out"),
@@ -173,7 +173,12 @@ fn exchange_between_namespaces(v6: bool) {
         sent_extra <= slack.segs && recv_extra <= slack.segs,
         "{sc}\n{s}"
     );
-    assert_eq!(u(sc, "retransmits"), ti(&s, "total_retrans"));
+    // A retransmission after that snapshot (the FIN's, when the peer's ACK
+    // is slow on an emulated CPU) is one of the segments sent after it.
+    let retrans_extra = u(sc, "retransmits")
+        .checked_sub(ti(&s, "total_retrans"))
+        .unwrap_or_else(|| panic!("fewer retransmits than TCP_INFO had:\n{sc}\n{s}"));
+    assert!(retrans_extra <= sent_extra, "{sc}\n{s}");
     assert!(u(sc, "rtt_us") > 0 && u(sc, "rtt_var_us") > 0);
 }
 
