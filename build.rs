@@ -28,6 +28,8 @@ fn main() {
     );
     println!("cargo:rerun-if-changed=src/bpf/conns.h");
     println!("cargo:rerun-if-changed=src/bpf/cost.h");
+    println!("cargo:rerun-if-changed=src/bpf/cgroup.h");
+    println!("cargo:rerun-if-changed=src/bpf/cgroup.bpf.h");
     // bpf_tracing.h needs the target architecture to read system call
     // arguments out of struct pt_regs.
     let target_arch_define = match arch.as_str() {

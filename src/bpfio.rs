@@ -8,8 +8,9 @@ use std::ptr::NonNull;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use libbpf_rs::{libbpf_sys, Link, Object, OpenObject, RingBuffer};
+use libbpf_rs::{libbpf_sys, Link, MapCore, Object, OpenObject, RingBuffer};
 
+use crate::sys::cgroup;
 use crate::sys::kernel::{Hook, Probe};
 
 /// A tracepoint a collector attaches to, the BPF program attached there,
@@ -223,6 +224,41 @@ unsafe impl Send for ObjectStorage {}
 
 /// Waits up to `timeout` for the ring to signal data, then runs the
 /// callbacks of every record queued. A signal interrupting the wait (that
+/// The value of rodata `cgroup_mode` (enum cgroup_mode of src/bpf/cgroup.h,
+/// which both objects share) for a host's cgroup layout.
+pub fn cgroup_mode(layout: Option<&cgroup::Layout>) -> u32 {
+    use crate::conn::skel::types::cgroup_mode as mode;
+    match layout.map(|l| l.hierarchy) {
+        None => mode::CGROUP_MODE_OFF.0,
+        Some(cgroup::Hierarchy::Unified) => mode::CGROUP_MODE_UNIFIED.0,
+        Some(cgroup::Hierarchy::V1Memory) => mode::CGROUP_MODE_V1_MEMORY.0,
+    }
+}
+
+/// A lookup of the names an object's map `cgroup_names` (src/bpf/
+/// cgroup.bpf.h) recorded, usable apart from its collector (it holds its
+/// own descriptor of the map).
+pub fn cgroup_names_lookup(map: &libbpf_rs::Map<'_>) -> Result<cgroup::NamesLookup> {
+    use crate::conn::skel::types::cgroup_names_layout as layout;
+    let map = libbpf_rs::MapHandle::try_from(map).context("opening the cgroup names map")?;
+    let levels = layout::NL_CGROUP_LEVELS.0 as usize;
+    let len = layout::NL_CGROUP_NAME_LEN.0 as usize;
+    Ok(Box::new(move |id: u64| {
+        let value = map
+            .lookup(&id.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+            .ok()??;
+        let names = value
+            .chunks_exact(len)
+            .take(levels)
+            .map(|name| {
+                let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
+                String::from_utf8_lossy(&name[..end]).into_owned()
+            })
+            .collect();
+        Some(names)
+    }))
+}
+
 /// is how Ctrl-C arrives) is not an error. `what` names the ring in errors.
 pub fn poll_ring(ring: &RingBuffer<'_>, timeout: Duration, what: &str) -> Result<()> {
     if let Err(e) = ring.poll(timeout) {

@@ -228,6 +228,18 @@ struct CostArgs {
         value_delimiter = ','
     )]
     user_pids: Vec<u32>,
+    /// Account the network CPU time of every process, and of every
+    /// container, keeping at most N processes in the kernel at once
+    /// (records of exited processes are removed every period; time of
+    /// processes beyond N is counted as unattributed). 0 turns it off.
+    #[arg(long, value_name = "N", default_value_t = netlens::cost::processes::DEFAULT_MAX_PROCESSES,
+          value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    max_processes: u32,
+    /// Processes and containers shown in the table and written to the log
+    /// each period (the most network time first; 0 to 1000).
+    #[arg(long, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u16).range(0..=1000))]
+    top: u16,
     /// Stop after this many seconds (0.1 to 86400, decimals allowed);
     /// default: until Ctrl-C.
     #[arg(long, value_parser = parse_interval)]
@@ -747,6 +759,9 @@ fn cost_cmd(mut args: CostArgs) -> Result<(), Failure> {
         sampler_auto,
         period: Duration::from_millis(args.user_period),
         pids: args.user_pids.clone(),
+        max_processes: args.max_processes,
+        cgroups: (args.max_processes > 0).then(cgroup::layout).flatten(),
+        top: usize::from(args.top),
         bpf_stats: args.bpf_stats,
         syscall_hook: args.syscall_hook,
         // The web UI draws a flame graph of the last periods' stacks.
@@ -1112,6 +1127,9 @@ fn check_cmd(args: CheckArgs) -> Result<(), Failure> {
                     sampler_auto: true,
                     period: Duration::from_secs(1),
                     pids: Vec::new(),
+                    max_processes: netlens::cost::processes::DEFAULT_MAX_PROCESSES,
+                    cgroups: cgroup::layout(),
+                    top: 10,
                     bpf_stats: netlens::cost::selfstats::StatsMode::Sampled,
                     syscall_hook: args.syscall_hook,
                     period_stacks: false,

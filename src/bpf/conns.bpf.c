@@ -10,6 +10,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "conns.h"
+#include "cgroup.bpf.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -27,8 +28,6 @@ const volatile bool filter_loopback = true;
 const volatile __u64 wakeup_bytes = 1 << 20;
 /* max_entries of conns, conn_slots and free_slots (-m/--map-size). */
 const volatile __u32 map_size = 65536;
-/* enum cgroup_mode: which cgroup id task_cgroup_id() reads. */
-const volatile __u32 cgroup_mode = CGROUP_MODE_OFF;
 
 /* A tracked socket's entry in conns. */
 struct tracked {
@@ -78,33 +77,13 @@ struct {
 	__type(value, __u64);
 } losses SEC(".maps");
 
-/* Names of the cgroups connections were seen in (struct cgroup_names), by
- * cgroup id; least recently used ones go first. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64);
-	__uint(value_size, sizeof(struct cgroup_names));
-} cgroup_names SEC(".maps");
-
-/* Where a cgroup's names are assembled: too large for the stack beside a
- * struct conn_value. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__uint(value_size, sizeof(struct cgroup_names));
-} cgroup_names_scratch SEC(".maps");
-
 /* Put the shared types into BTF so libbpf-cargo generates them for Rust. */
 struct conn_event _conn_event = {};
 struct seed_record _seed_record = {};
 struct conn_refresh _conn_refresh = {};
-enum cgroup_names_layout _cgroup_names_layout;
 enum conn_flag _conn_flag;
 enum conn_event_type _conn_event_type;
 enum loss_counter _loss_counter;
-enum cgroup_mode _cgroup_mode;
 
 __u64 next_id = 1;
 /* Slots below this index have been used at least once; no slot above it
@@ -215,65 +194,6 @@ static __always_inline bool dst_is_loopback(const struct conn_value *v)
 		return v6_loopback(v->daddr);
 	__builtin_memcpy(&d, v->daddr, 4);
 	return v4_loopback(d);
-}
-
-/* The kernfs node of the cgroup of `task` that names its container (see
- * enum cgroup_mode). Plain loads through the BTF task pointer (no helper
- * call each: this runs at every connect and accept); the v1 controller's
- * index is an enum value of the running kernel, and a kernel without the
- * memory controller simply has no v1 cgroup. */
-static __always_inline struct kernfs_node *task_cgroup_kn(struct task_struct *task)
-{
-	if (cgroup_mode == CGROUP_MODE_UNIFIED)
-		return task->cgroups->dfl_cgrp->kn;
-	if (cgroup_mode != CGROUP_MODE_V1_MEMORY ||
-	    !bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id))
-		return NULL;
-	return task->cgroups->subsys[bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id)]
-		->cgroup->kn;
-}
-
-/* struct kernfs_node before 6.15, whose parent pointer is now __parent. */
-struct kernfs_node___pre615 {
-	struct kernfs_node *parent;
-} __attribute__((preserve_access_index));
-
-static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
-{
-	if (bpf_core_field_exists(struct kernfs_node___pre615, parent))
-		return BPF_CORE_READ((struct kernfs_node___pre615 *)kn, parent);
-	return BPF_CORE_READ(kn, __parent);
-}
-
-/* The id of `task`'s cgroup (its directory's inode number, which user
- * space maps to a path), its names recorded in cgroup_names the first
- * time (one map lookup afterwards); 0 if none. */
-static __always_inline __u64 task_cgroup_id(struct task_struct *task)
-{
-	struct kernfs_node *kn = task_cgroup_kn(task);
-	struct cgroup_names *names;
-	__u32 zero = 0;
-	__u64 id;
-
-	if (!kn)
-		return 0;
-	id = kn->id;
-	if (!id || bpf_map_lookup_elem(&cgroup_names, &id))
-		return id;
-	names = bpf_map_lookup_elem(&cgroup_names_scratch, &zero);
-	if (!names)
-		return id;
-#pragma unroll
-	for (int i = 0; i < NL_CGROUP_LEVELS; i++) {
-		names->name[i][0] = 0;
-		if (kn) {
-			bpf_probe_read_kernel_str(names->name[i], NL_CGROUP_NAME_LEN,
-						  BPF_CORE_READ(kn, name));
-			kn = kn_parent(kn);
-		}
-	}
-	bpf_map_update_elem(&cgroup_names, &id, names, BPF_NOEXIST);
-	return id;
 }
 
 static __always_inline void set_owner(struct conn_value *v)

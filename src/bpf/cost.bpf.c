@@ -17,6 +17,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "cost.h"
+#include "cgroup.bpf.h"
 
 #define PF_IO_WORKER 0x00000010
 #define PF_KTHREAD 0x00200000
@@ -102,12 +103,15 @@ struct {
 	__type(value, struct cpu_state);
 } cpu_states SEC(".maps");
 
-/* Processes (-u/--user-pids) whose own TX/RX system call time is kept;
- * user space inserts their keys before attaching. */
-const volatile bool track_pids = false;
+/* enum pid_mode: which processes pid_costs holds. */
+const volatile __u32 pid_mode = PIDS_OFF;
+/* Every process's network time, by thread group id (-u processes are
+ * inserted by user space before attaching). max_entries is set by user
+ * space (--max-processes); it deletes the records of processes that have
+ * exited once it has read them. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
+	__uint(max_entries, 8192);
 	__type(key, __u32);
 	__type(value, struct pid_cost);
 } pid_costs SEC(".maps");
@@ -138,6 +142,7 @@ struct {
 struct rx_sample _rx_sample = {};
 enum cost_entry _cost_entry;
 enum syscall_kind _syscall_kind;
+enum pid_mode _pid_mode;
 
 static __always_inline struct cpu_cost *cpu_cost(void)
 {
@@ -157,58 +162,63 @@ static __always_inline bool in_softirq(const struct cpu_state *cs)
 	return cs->softirq && !cs->softirq_paused;
 }
 
-static __always_inline void charge(__u32 entry, __u64 ns, bool span_end)
+/* The record of the current process (every charge is made in the context
+ * of the task it is charged to: at sched_switch, prev is still current),
+ * created on a miss when `create` and pid_mode is PIDS_ALL. NULL when it
+ * has none (or the map is full). */
+static __always_inline struct pid_cost *current_pid_cost(bool create)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct task_struct *task;
+	struct pid_cost *p, fresh = {};
+
+	p = bpf_map_lookup_elem(&pid_costs, &tgid);
+	if (p || !create || pid_mode != PIDS_ALL)
+		return p;
+	task = bpf_get_current_task_btf();
+	/* the process's name, not the thread's (see set_owner in conns) */
+	bpf_probe_read_kernel(fresh.comm, sizeof(fresh.comm), task->group_leader->comm);
+	fresh.cgroup_id = task_cgroup_id(task);
+	bpf_map_update_elem(&pid_costs, &tgid, &fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&pid_costs, &tgid);
+}
+
+/* Charges ns to entry on this CPU and to the current process; intr_wall is
+ * the wall time of an outermost-level interrupt that ends here (0 for any
+ * other charge), kept per process for -u. */
+static __always_inline void charge_current(__u32 entry, __u64 ns, bool span_end,
+					   __u64 intr_wall)
 {
 	struct cpu_cost *c = cpu_cost();
+	struct pid_cost *p;
+	bool network;
 
 	if (!c || entry >= COST_ENTRY_MAX)
 		return;
 	c->ns[entry] += ns;
 	if (span_end)
 		c->spans[entry]++;
-}
-
-/* Task-level charge of a TX/RX system call stint of the process tgid. */
-static __always_inline void charge_syscall(__u32 tgid, __u32 entry, __u64 ns,
-					   bool span_end)
-{
-	struct pid_cost *p;
-
-	charge(entry, ns, span_end);
-	if (!track_pids)
+	if (pid_mode == PIDS_OFF)
 		return;
-	p = bpf_map_lookup_elem(&pid_costs, &tgid);
-	if (!p)
+	/* only network time creates a record: a process that merely ran
+	 * when a timer softirq came takes no room */
+	network = entry != COST_OTHER_SOFTIRQ && entry != COST_OTHER_IRQ;
+	p = current_pid_cost(network);
+	if (!p) {
+		if (network && pid_mode == PIDS_ALL)
+			c->pid_lost_ns[entry] += ns;
 		return;
-	if (entry == COST_TX_SYSCALL) {
-		__sync_fetch_and_add(&p->tx_ns, ns);
-		if (span_end)
-			__sync_fetch_and_add(&p->tx_calls, 1);
-	} else if (entry == COST_RX_SYSCALL) {
-		__sync_fetch_and_add(&p->rx_ns, ns);
-		if (span_end)
-			__sync_fetch_and_add(&p->rx_calls, 1);
 	}
+	__sync_fetch_and_add(&p->ns[entry], ns);
+	if (span_end)
+		__sync_fetch_and_add(&p->spans[entry], 1);
+	if (intr_wall)
+		__sync_fetch_and_add(&p->intr_ns, intr_wall);
 }
 
-/* The current process, where charge_syscall needs it (-u). */
-static __always_inline __u32 current_tgid(void)
+static __always_inline void charge(__u32 entry, __u64 ns, bool span_end)
 {
-	return track_pids ? bpf_get_current_pid_tgid() >> 32 : 0;
-}
-
-/* Interrupt time (outermost level) that ran while a -u process was current. */
-static __always_inline void charge_interrupted(__u64 ns)
-{
-	struct pid_cost *p;
-	__u32 tgid;
-
-	if (!track_pids)
-		return;
-	tgid = bpf_get_current_pid_tgid() >> 32;
-	p = bpf_map_lookup_elem(&pid_costs, &tgid);
-	if (p)
-		__sync_fetch_and_add(&p->intr_ns, ns);
+	charge_current(entry, ns, span_end, 0);
 }
 
 /* Task-level time of the current stint: wall time minus the interrupt
@@ -313,8 +323,7 @@ static __always_inline void syscall_exit(void)
 	if (!cs || cs->cur.mode == MODE_NONE || cs->cur.role != ROLE_USER)
 		return;
 	if (cs->cur.mode == MODE_SPAN)
-		charge_syscall(current_tgid(), cs->cur.entry,
-			       stint_ns(&cs->cur, cs, bpf_ktime_get_ns()), true);
+		charge(cs->cur.entry, stint_ns(&cs->cur, cs, bpf_ktime_get_ns()), true);
 	/* MODE_SEGMENT (io_uring_enter): what was not followed by a socket
 	 * operation was other I/O */
 	cs->cur.mode = MODE_NONE;
@@ -496,8 +505,7 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev,
 			 * stint is not in it */
 			t->mode = MODE_NONE;
 		else if (t->mode == MODE_SPAN)
-			charge_syscall(track_pids ? prev->tgid : 0, t->entry, stint_ns(t, cs, now),
-				       false);
+			charge(t->entry, stint_ns(t, cs, now), false);
 		else if (t->mode == MODE_THREAD)
 			charge(t->entry, stint_ns(t, cs, now), true);
 		else if (t->mode == MODE_SEGMENT)
@@ -603,8 +611,7 @@ int BPF_PROG(on_io_uring_complete, void *ring, void *req)
 		if (t->role == ROLE_IO_WORKER)
 			charge(COST_IO_URING_WORKER, t->pending + stint_ns(t, cs, now), true);
 		else
-			charge_syscall(current_tgid(), entry, t->pending + stint_ns(t, cs, now),
-				       true);
+			charge(entry, t->pending + stint_ns(t, cs, now), true);
 	}
 	t->pending = 0;
 	start_stint(t, cs, now);
@@ -649,8 +656,7 @@ int BPF_PROG(on_softirq_exit, unsigned int vec)
 		entry = COST_NET_TX_SOFTIRQ;
 	else
 		entry = COST_OTHER_SOFTIRQ;
-	charge(entry, busy, true);
-	charge_interrupted(wall);
+	charge_current(entry, busy, true, wall);
 	cs->intr_ns += ran;
 	/* last: an IRQ arriving before this line is still counted as inside
 	 * the softirq, whose time already went to intr_ns */
@@ -682,13 +688,13 @@ int BPF_PROG(on_irq_exit, int irq, struct irqaction *action, int ret)
 		return 0;
 	wall = bpf_ktime_get_ns() - cs->irq_start;
 	is_net = bpf_map_lookup_elem(&net_irqs, &key);
-	charge(is_net && *is_net ? COST_NET_IRQ : COST_OTHER_IRQ, wall, true);
-	if (in_softirq(cs)) {
+	/* inside a softirq, its wall time is the softirq's */
+	charge_current(is_net && *is_net ? COST_NET_IRQ : COST_OTHER_IRQ, wall, true,
+		       in_softirq(cs) ? 0 : wall);
+	if (in_softirq(cs))
 		cs->softirq_irq_ns += wall;
-	} else {
-		charge_interrupted(wall);
+	else
 		cs->intr_ns += wall;
-	}
 	cs->irq = 0;
 	return 0;
 }

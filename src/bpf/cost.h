@@ -5,6 +5,8 @@
 #ifndef NETLENS_COST_H
 #define NETLENS_COST_H
 
+#include "cgroup.h"
+
 /* What a span of CPU time is charged to. Exactly one entry is charged for
  * any nanosecond: time in a hard IRQ handler is taken out of the softirq or
  * task it interrupted, time in a softirq out of the task it interrupted. */
@@ -43,17 +45,35 @@ struct cpu_cost {
 	__u64 samples;               /* perf_event samples taken on this CPU */
 	__u64 net_rx_samples;        /* ... of which while NET_RX was running */
 	__u64 samples_lost;          /* NET_RX samples dropped: ring buffer full */
+	/* network time of processes that found the pid_costs map full
+	 * (PIDS_ALL): on no process's record */
+	__u64 pid_lost_ns[COST_ENTRY_MAX];
 };
 
-/* Network system call time of one process given with -u/--user-pids. */
+/* Which processes have a struct pid_cost (rodata pid_mode). */
+enum pid_mode {
+	PIDS_OFF = 0,    /* none */
+	PIDS_LISTED = 1, /* only those user space inserted (-u) */
+	PIDS_ALL = 2,    /* every process, inserted at its first network charge */
+};
+
+/* The time charged while one process (thread group) was current on a CPU,
+ * since it was first seen: its own system calls, its io-wq workers, a NAPI
+ * kthread's polling, and the interrupts that ran in its context. For the
+ * network entries the sum over all processes (the idle tasks are process
+ * 0), plus cpu_cost.pid_lost_ns, is the per-CPU total exactly; the other
+ * entries are charged only to processes that already have a record. */
 struct pid_cost {
-	__u64 tx_ns;
-	__u64 rx_ns;
-	__u64 tx_calls;
-	__u64 rx_calls;
-	/* softirqs and IRQ handlers that ran while the process was on the CPU
-	 * (with tick-based accounting the kernel counts them in its stime) */
+	__u64 ns[COST_ENTRY_MAX];
+	__u64 spans[COST_ENTRY_MAX];
+	/* softirqs and IRQ handlers (outermost level, wall time, network or
+	 * not) that ran while it was current; with tick-based accounting the
+	 * kernel counts them in its stime */
 	__u64 intr_ns;
+	/* its cgroup (kernfs id, see enum cgroup_mode) at its first charge */
+	__u64 cgroup_id;
+	/* its main thread's name then (NUL-padded) */
+	__u8 comm[16];
 };
 
 /* Kernel stack depth kept per sample (the kernel's own maximum is 127). */

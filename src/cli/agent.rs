@@ -86,6 +86,12 @@ pub struct AgentArgs {
     /// cost: how TX/RX system calls are timed, as `netlens cost --syscall-hook`.
     #[arg(long, value_enum, default_value = "raw")]
     syscall_hook: SyscallHookWanted,
+    /// cost: processes whose network CPU time is kept at once in the kernel
+    /// (0 turns per-process and per-container accounting off), as
+    /// `netlens cost --max-processes`.
+    #[arg(long, value_name = "N", default_value_t = netlens::cost::processes::DEFAULT_MAX_PROCESSES,
+          value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    pub max_processes: u32,
     /// cost: how netlens's own BPF run time is measured.
     #[arg(long, value_enum, default_value = "sampled")]
     bpf_stats: netlens::cost::selfstats::StatsMode,
@@ -189,6 +195,10 @@ pub fn agent_cmd(args: AgentArgs) -> Result<(), Failure> {
             sampler_auto: sampler.1,
             period: Duration::from_millis(args.user_period),
             pids: Vec::new(),
+            max_processes: args.max_processes,
+            cgroups: (args.max_processes > 0).then(cgroup::layout).flatten(),
+            // What the web UI shows.
+            top: 50,
             bpf_stats: args.bpf_stats,
             syscall_hook: args.syscall_hook,
             // The web UI's flame graph and the pushes are drawn from each

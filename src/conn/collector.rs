@@ -29,7 +29,7 @@ use crate::bpfio::{
     attach_tracepoints, load_error, prog_stats, skip_missing_tracepoints, ObjectStorage, Role,
 };
 use crate::model::Losses;
-use crate::sys::cgroup::{self, Hierarchy};
+use crate::sys::cgroup;
 use crate::sys::kernel::Probe;
 
 /// Size of the event ring buffer. At the ~20,000 connections/s this machine
@@ -179,11 +179,7 @@ impl Collector {
         rodata.filter_loopback = cfg.filter_loopback;
         rodata.wakeup_bytes = WAKEUP_BYTES;
         rodata.map_size = cfg.map_size;
-        rodata.cgroup_mode = match cfg.cgroups.as_ref().map(|l| l.hierarchy) {
-            None => types::cgroup_mode::CGROUP_MODE_OFF.0,
-            Some(Hierarchy::Unified) => types::cgroup_mode::CGROUP_MODE_UNIFIED.0,
-            Some(Hierarchy::V1Memory) => types::cgroup_mode::CGROUP_MODE_V1_MEMORY.0,
-        };
+        rodata.cgroup_mode = crate::bpfio::cgroup_mode(cfg.cgroups.as_ref());
         for map in [
             &mut open.maps.conns,
             &mut open.maps.conn_slots,
@@ -307,26 +303,9 @@ impl Collector {
         Ok(&self.values)
     }
 
-    /// A lookup of the cgroup names the BPF side recorded (map
-    /// `cgroup_names`), usable apart from the collector (it holds its own
-    /// descriptor of the map).
+    /// A lookup of the cgroup names the BPF side recorded.
     pub fn cgroup_names(&self) -> Result<cgroup::NamesLookup> {
-        let map = libbpf_rs::MapHandle::try_from(&self.skel.maps.cgroup_names)
-            .context("opening the cgroup names map")?;
-        let levels = types::cgroup_names_layout::NL_CGROUP_LEVELS.0 as usize;
-        let len = types::cgroup_names_layout::NL_CGROUP_NAME_LEN.0 as usize;
-        Ok(Box::new(move |id: u64| {
-            let value = map.lookup(&id.to_ne_bytes(), MapFlags::ANY).ok()??;
-            let names = value
-                .chunks_exact(len)
-                .take(levels)
-                .map(|name| {
-                    let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
-                    String::from_utf8_lossy(&name[..end]).into_owned()
-                })
-                .collect();
-            Some(names)
-        }))
+        crate::bpfio::cgroup_names_lookup(&self.skel.maps.cgroup_names)
     }
 
     /// What the last [`Collector::connections`] returned, without a new

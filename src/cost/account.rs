@@ -14,6 +14,7 @@ pub struct CpuTotals {
     pub samples: u64,
     pub net_rx_samples: u64,
     pub samples_lost: u64,
+    pub pid_lost_ns: [u64; 9],
 }
 
 /// Rows for every entry: per CPU (in `cpus` order) the time in this period

@@ -23,6 +23,7 @@ use crate::bpfio::{
     ObjectStorage, Role,
 };
 use crate::model::cost::Sampler;
+use crate::sys::cgroup;
 use crate::sys::kernel::Probe;
 
 /// Per-CPU totals as the BPF side keeps them (cumulative since load).
@@ -37,6 +38,12 @@ pub struct Config {
     pub sampler: Sampler,
     /// Processes whose own TX/RX system call time is kept (-u).
     pub pids: Vec<u32>,
+    /// Capacity of the per-process map (`--max-processes`); 0 keeps no
+    /// process but the -u ones.
+    pub max_processes: u32,
+    /// The cgroup hierarchy that names processes' containers
+    /// ([`cgroup::layout`]); `None` records no cgroup.
+    pub cgroups: Option<cgroup::Layout>,
     /// How TX/RX system calls are to be hooked (`--syscall-hook`).
     pub syscall_hook: SyscallHookWanted,
 }
@@ -65,7 +72,9 @@ impl SampleQueue {
 
 pub struct Collector {
     skel: CostSkel<'static>,
-    _links: Vec<Link>,
+    /// The accounting programs' links (empty before attach and after
+    /// detach).
+    links: Vec<Link>,
     /// The sampling program's links, one per CPU.
     sample_links: Vec<Link>,
     ring: RingBuffer<'static>,
@@ -86,7 +95,9 @@ pub struct Collector {
 }
 
 impl Collector {
-    pub fn start(cfg: &Config) -> Result<Collector> {
+    /// Loads the programs (nothing runs until [`Collector::attach`]: every
+    /// counter is zero until then).
+    pub fn load(cfg: &Config) -> Result<Collector> {
         // Declared before everything that borrows it, so that on an early
         // return it is dropped after them.
         let mut storage = ObjectStorage::new();
@@ -106,7 +117,23 @@ impl Collector {
                 *slot = kind.0 as u8;
             }
         }
-        rodata.track_pids = !cfg.pids.is_empty();
+        rodata.pid_mode = if cfg.max_processes > 0 {
+            types::pid_mode::PIDS_ALL.0
+        } else if !cfg.pids.is_empty() {
+            types::pid_mode::PIDS_LISTED.0
+        } else {
+            types::pid_mode::PIDS_OFF.0
+        };
+        rodata.cgroup_mode = crate::bpfio::cgroup_mode(cfg.cgroups.as_ref());
+        // Room for every -u process beside the others.
+        let pid_capacity = cfg
+            .max_processes
+            .saturating_add(cfg.pids.len() as u32)
+            .max(1);
+        open.maps
+            .pid_costs
+            .set_max_entries(pid_capacity)
+            .context("setting the per-process map size")?;
         let cpus = libbpf_rs::num_possible_cpus().context("counting CPUs")?;
         open.maps
             .samples
@@ -139,7 +166,7 @@ impl Collector {
                 ROLE.command,
             )?);
         }
-        let mut skel = open.load().map_err(|e| load_error(&e, ROLE))?;
+        let skel = open.load().map_err(|e| load_error(&e, ROLE))?;
 
         for pid in &cfg.pids {
             let zero = [0u8; std::mem::size_of::<types::pid_cost>()];
@@ -148,17 +175,6 @@ impl Collector {
                 .update(&pid.to_ne_bytes(), &zero, MapFlags::NO_EXIST)
                 .context("registering a -u process")?;
         }
-
-        // The sampling program (on_sample) is attached per CPU below. The
-        // context switch program is attached before any system call program
-        // (a span must never meet a context switch unseen), the system call
-        // exits before their enters (every span opened is closed).
-        let links = attach_tracepoints(
-            skel.object_mut(),
-            COST_TRACEPOINTS.iter().chain(syscall_hook.tracepoints()),
-            &mut attach_failures,
-            ROLE,
-        )?;
 
         let pending: Rc<RefCell<SampleQueue>> = Rc::default();
         let sink = Rc::clone(&pending);
@@ -177,7 +193,7 @@ impl Collector {
             .context("setting up the sample ring buffer")?;
         let mut collector = Collector {
             skel,
-            _links: links,
+            links: Vec::new(),
             sample_links: Vec::new(),
             ring,
             pending,
@@ -191,6 +207,32 @@ impl Collector {
         };
         collector.refresh_net_irqs()?;
         Ok(collector)
+    }
+
+    /// Attaches the accounting programs: from here on every counter grows.
+    pub fn attach(&mut self) -> Result<()> {
+        // The sampling program (on_sample) is attached per CPU by
+        // start_sampling. The context switch program is attached before any
+        // system call program (a span must never meet a context switch
+        // unseen), the system call exits before their enters (every span
+        // opened is closed).
+        self.links = attach_tracepoints(
+            self.skel.object_mut(),
+            COST_TRACEPOINTS
+                .iter()
+                .chain(self.syscall_hook.tracepoints()),
+            &mut self.attach_failures,
+            ROLE,
+        )?;
+        Ok(())
+    }
+
+    /// Detaches every program: the counters stop where they are, and a
+    /// final read of them all agrees with itself (give a program already
+    /// running on another CPU a moment to finish first).
+    pub fn detach(&mut self) {
+        self.sample_links.clear();
+        self.links.clear();
     }
 
     /// Marks the IRQs of network devices for the BPF side (devices come and
@@ -282,7 +324,9 @@ impl Collector {
         self.sample_links.clear();
     }
 
-    /// TX/RX system call time of each -u process, since start.
+    /// The network time of every process that has a record (each -u
+    /// process, and with `--max-processes` every process seen), since it
+    /// was first seen.
     pub fn pid_costs(&self) -> Result<Vec<(u32, types::pid_cost)>> {
         let map = &self.skel.maps.pid_costs;
         let mut out = Vec::new();
@@ -298,6 +342,39 @@ impl Collector {
             }
         }
         Ok(out)
+    }
+
+    /// Removes the record of a process that has exited and returns its
+    /// last values: read and removed at once where the kernel can (5.14 on;
+    /// before, read then removed, and a charge in between is lost).
+    pub fn take_pid_cost(&self, pid: u32) -> Result<Option<types::pid_cost>> {
+        let map = &self.skel.maps.pid_costs;
+        let key = pid.to_ne_bytes();
+        let value = match map.lookup_and_delete(&key) {
+            Ok(v) => v,
+            Err(e)
+                if e.kind() == libbpf_rs::ErrorKind::InvalidInput
+                    || e.kind() == libbpf_rs::ErrorKind::Unsupported =>
+            {
+                let v = map
+                    .lookup(&key, MapFlags::ANY)
+                    .context("reading an exited process's network time")?;
+                match map.delete(&key) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e).context("removing an exited process's record"),
+                }
+                v
+            }
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).context("removing an exited process's record"),
+        };
+        Ok(value.as_deref().and_then(read_record::<types::pid_cost>))
+    }
+
+    /// A lookup of the cgroup names the BPF side recorded.
+    pub fn cgroup_names(&self) -> Result<cgroup::NamesLookup> {
+        crate::bpfio::cgroup_names_lookup(&self.skel.maps.cgroup_names)
     }
 
     /// Waits up to `timeout`, then hands every queued NET_RX sample to `f`.

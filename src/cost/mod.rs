@@ -11,6 +11,7 @@ pub mod folded;
 pub mod irqs;
 pub mod kallsyms;
 pub mod probes;
+pub mod processes;
 pub mod run;
 pub mod selfstats;
 pub mod skel;

@@ -2,6 +2,8 @@
 //! NET_RX samples as they come, and every period turns the counters into a
 //! [`CostReport`] for the outputs.
 
+use std::collections::HashSet;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,17 +14,21 @@ use super::account::{self, CpuTotals};
 use super::classify::{category_times, Category};
 use super::collector::{Collector, Config, RawCpuCost};
 use super::probes::SyscallHookWanted;
+use super::processes::{comm_string, ProcessBook, Record};
 use super::selfstats::{BpfStatsSampler, StatsMode};
 use super::stacks::StackBook;
-use crate::model::cost::{CategoryRow, CostReport, PerCpu, PidCpu, Sampler, Sampling, SelfCost};
+use crate::model::cost::{
+    CategoryRow, CostReport, Entry, PerCpu, PerEntry, PidCpu, Processes, Sampler, Sampling,
+    SelfCost,
+};
 use crate::model::Readiness;
 use crate::model::Sink;
-use crate::sys::procfs;
+use crate::sys::{cgroup, procfs};
 
 /// How often samples are drained (the ring is sized for half a second).
 const DRAIN_PERIOD: Duration = Duration::from_millis(100);
-/// Far longer than one run of the sampling program (microseconds).
-const SAMPLER_GRACE: Duration = Duration::from_millis(20);
+/// Far longer than one run of any of the programs (microseconds).
+const DETACH_GRACE: Duration = Duration::from_millis(20);
 /// How often the list of network device IRQs is refreshed.
 const IRQ_REFRESH: Duration = Duration::from_secs(5);
 
@@ -36,6 +42,14 @@ pub struct Options {
     pub period: Duration,
     /// Processes whose CPU time is shown beside the kernel cost.
     pub pids: Vec<u32>,
+    /// How many processes the kernel accounts at once (`--max-processes`);
+    /// 0: no per-process accounting (but the -u processes).
+    pub max_processes: u32,
+    /// The cgroup hierarchy that names processes' containers.
+    pub cgroups: Option<cgroup::Layout>,
+    /// Processes in each report (most network time first); the totals
+    /// and the containers count them all.
+    pub top: usize,
     /// How TX/RX system calls are hooked (`--syscall-hook`).
     pub syscall_hook: SyscallHookWanted,
     /// How netlens's own BPF run time is measured.
@@ -113,9 +127,11 @@ pub fn run(
     status: &mut dyn FnMut(&str),
 ) -> Result<Finished> {
     let mut pids = track_pids(&opts.pids)?;
-    let mut collector = Collector::start(&Config {
+    let mut collector = Collector::load(&Config {
         sampler: opts.sampler,
         pids: opts.pids.clone(),
+        max_processes: opts.max_processes,
+        cgroups: opts.cgroups.clone(),
         syscall_hook: opts.syscall_hook,
     })?;
     // Kernel symbols are read once netlens's own programs are loaded, so
@@ -125,6 +141,13 @@ pub fn run(
     } else {
         None
     };
+    let mut resolver =
+        cgroup::Resolver::new(opts.cgroups.clone()).with_names(collector.cgroup_names()?);
+    let mut book = ProcessBook::default();
+    // Every counter is zero until now: totals count from here, per CPU and
+    // per process alike, and agree exactly.
+    collector.attach()?;
+    let first = vec![CpuTotals::default(); num_cpus_fallback() as usize];
     for f in &collector.attach_failures {
         status(&format!(
             "warning: {} not attached ({}); lost: {}",
@@ -136,7 +159,6 @@ pub fn run(
     rebase_pids(&mut pids);
     let cpus = online_columns();
     let ns_per_tick = 1_000_000_000 / procfs::clock_ticks_per_sec();
-    let first = totals(&collector.cpu_costs()?);
     collector.start_sampling()?;
     let mut prev = first.clone();
     let first_process_ns = process_cpu_ns();
@@ -182,12 +204,12 @@ pub fn run(
             stop.load(Ordering::Relaxed) || opts.duration.is_some_and(|d| started.elapsed() >= d);
         if stopping {
             // No sample may arrive between the last drain and the last
-            // counter read: the counts in the final report are exact.
-            // Detaching does not wait for a sampling program already
-            // running on another CPU (it counts, then submits): give it
-            // time to finish before the last drain.
-            collector.stop_sampling();
-            std::thread::sleep(SAMPLER_GRACE);
+            // counter read, and no charge between the reads of the per-CPU
+            // and per-process counters: the final report is exact and
+            // agrees with itself. Detaching does not wait for a program
+            // already running on another CPU: give it time to finish.
+            collector.detach();
+            std::thread::sleep(DETACH_GRACE);
         }
         let mut due = last_report + opts.period;
         if let Some(d) = opts.duration {
@@ -219,6 +241,36 @@ pub fn run(
         last_report = now_instant;
 
         let entries = account::entry_rows(&cpus, &first, &prev, &now);
+        let (records, exited) = read_processes(&collector)?;
+        let (mut processes, containers) = book.period(
+            &records,
+            &exited,
+            &mut |id| resolver.resolve(id),
+            now_instant,
+        );
+        processes.truncate(opts.top);
+        let lost = |v: &[CpuTotals]| -> PerEntry {
+            let mut sum = [0; 9];
+            for c in cpus.iter().filter_map(|&cpu| v.get(cpu as usize)) {
+                for (s, x) in sum.iter_mut().zip(&c.pid_lost_ns) {
+                    *s += x;
+                }
+            }
+            sum
+        };
+        let (lost_now, lost_prev) = (lost(&now), lost(&prev));
+        let processes = Processes {
+            enabled: opts.max_processes > 0,
+            capacity: opts.max_processes,
+            tracked: records.len() - exited.len(),
+            processes,
+            containers,
+            attributed_total_ns: book.attributed_total(),
+            unattributed_total_ns: lost_now,
+            unattributed_period_ns: std::array::from_fn(|i| {
+                lost_now[i].saturating_sub(lost_prev[i])
+            }),
+        };
         let categories = match stacks.as_mut() {
             Some(book) => category_rows(&cpus, book, &entries),
             None => Vec::new(),
@@ -285,7 +337,8 @@ pub fn run(
             categories,
             proc_stat,
             proc_stat_total,
-            pids: pid_rows(&mut pids, &collector.pid_costs()?, ns_per_tick),
+            pids: pid_rows(&mut pids, &records, ns_per_tick),
+            processes,
             self_cost,
             sampling,
             net_rx_stacks,
@@ -317,6 +370,7 @@ fn totals(raw: &[RawCpuCost]) -> Vec<CpuTotals> {
             samples: c.samples,
             net_rx_samples: c.net_rx_samples,
             samples_lost: c.samples_lost,
+            pid_lost_ns: c.pid_lost_ns,
         })
         .collect()
 }
@@ -426,17 +480,40 @@ fn rebase_pids(pids: &mut [TrackedPid]) {
     }
 }
 
-fn pid_rows(
-    pids: &mut [TrackedPid],
-    syscalls: &[(u32, super::skel::types::pid_cost)],
-    ns_per_tick: u64,
-) -> Vec<PidCpu> {
+/// Every per-process record, and which of them belong to processes that
+/// have exited: those records are removed, their final values returned.
+fn read_processes(collector: &Collector) -> Result<(Vec<Record>, HashSet<u32>)> {
+    let mut exited = HashSet::new();
+    let mut records = Vec::new();
+    for (pid, mut value) in collector.pid_costs()? {
+        // PID 0 is the idle tasks. Process IDs are those of the initial
+        // PID namespace, which /proc shows when netlens shares it.
+        if pid != 0 && !Path::new(&format!("/proc/{pid}")).exists() {
+            if let Some(last) = collector.take_pid_cost(pid)? {
+                value = last;
+            }
+            exited.insert(pid);
+        }
+        records.push(Record {
+            pid,
+            ns: value.ns,
+            spans: value.spans,
+            intr_ns: value.intr_ns,
+            cgroup_id: value.cgroup_id,
+            comm: comm_string(&value.comm),
+        });
+    }
+    Ok((records, exited))
+}
+
+fn pid_rows(pids: &mut [TrackedPid], records: &[Record], ns_per_tick: u64) -> Vec<PidCpu> {
+    let (tx, rx) = (Entry::TxSyscall as usize, Entry::RxSyscall as usize);
     pids.iter_mut()
         .map(|p| {
-            let sys = syscalls
+            let sys = records
                 .iter()
-                .find(|(pid, _)| *pid == p.pid)
-                .map_or(p.prev_syscalls, |(_, c)| (c.tx_ns, c.rx_ns, c.intr_ns));
+                .find(|r| r.pid == p.pid)
+                .map_or(p.prev_syscalls, |r| (r.ns[tx], r.ns[rx], r.intr_ns));
             let now = if p.alive {
                 match classify_pid_read(&procfs::pid_stat(p.pid), p.start_time) {
                     PidRead::Running(utime, stime) => (utime, stime),

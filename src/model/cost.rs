@@ -1,7 +1,9 @@
 //! The data model of `netlens cost`: one [`CostReport`] per period feeds the
 //! table, the JSON log and the Prometheus endpoint alike.
 
-use super::UnixNanos;
+use std::sync::Arc;
+
+use super::{Cgroup, Container, UnixNanos};
 
 /// Where NET_RX stack samples come from (`-f`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -246,6 +248,104 @@ pub struct PidCpu {
     pub alive: bool,
 }
 
+/// Nanoseconds (or spans) per [`Entry`], in [`Entry::ALL`] order.
+pub type PerEntry = [u64; 9];
+
+/// The network entries of `ns` added up.
+pub fn network_sum(ns: &PerEntry) -> u64 {
+    Entry::ALL
+        .iter()
+        .zip(ns)
+        .filter(|(e, _)| e.is_network())
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// The CPU time charged while one process (thread group) was current: its
+/// own TX/RX system calls, its io_uring workers, a NAPI kthread's polling,
+/// and the softirqs and IRQ handlers that ran in its context (NET_RX inside
+/// its own sends on loopback, or a device's packets for anyone). Measured
+/// like the per-CPU rows; over all processes (the idle tasks are PID 0) the
+/// network entries add up to the per-CPU rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessCost {
+    pub pid: u32,
+    /// Its main thread's name when first seen (`swapper` for PID 0).
+    pub comm: String,
+    pub cgroup: Option<Arc<Cgroup>>,
+    pub period_ns: PerEntry,
+    /// Since netlens started (or the process did, if later).
+    pub total_ns: PerEntry,
+    /// Spans completed in this period (system calls, softirq runs, ...).
+    pub spans_period: PerEntry,
+    /// False in the report of the period it exited in (its final values);
+    /// it is not in later reports.
+    pub alive: bool,
+}
+
+impl ProcessCost {
+    pub fn network_period_ns(&self) -> u64 {
+        network_sum(&self.period_ns)
+    }
+
+    pub fn network_total_ns(&self) -> u64 {
+        network_sum(&self.total_ns)
+    }
+
+    pub fn container(&self) -> Option<&Container> {
+        self.cgroup.as_ref()?.container.as_ref()
+    }
+}
+
+/// The processes of one container added up, or those of no container
+/// (`container: None`: the host's own processes and kernel threads).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerCost {
+    pub container: Option<Container>,
+    pub pod_uid: Option<String>,
+    /// Processes with time in this period.
+    pub processes_period: usize,
+    pub period_ns: PerEntry,
+    /// Since netlens started, exited processes included.
+    pub total_ns: PerEntry,
+}
+
+impl ContainerCost {
+    pub fn network_period_ns(&self) -> u64 {
+        network_sum(&self.period_ns)
+    }
+
+    pub fn network_total_ns(&self) -> u64 {
+        network_sum(&self.total_ns)
+    }
+}
+
+/// Network CPU time per process and per container (`--max-processes`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Processes {
+    /// Every process is accounted (`--max-processes` above 0).
+    pub enabled: bool,
+    /// How many processes the kernel keeps at once.
+    pub capacity: u32,
+    /// Records the kernel holds now.
+    pub tracked: usize,
+    /// Every process with time in this period or that exited in it, most
+    /// network time in this period first.
+    pub processes: Vec<ProcessCost>,
+    /// Every container with time since start (and the processes outside
+    /// containers), most network time in this period first, then since
+    /// start.
+    pub containers: Vec<ContainerCost>,
+    /// Since start, per entry: the time on process records (exited ones
+    /// included); with `unattributed_total_ns` the network entries equal
+    /// the per-CPU totals.
+    pub attributed_total_ns: PerEntry,
+    /// Network time of processes that found the kernel's table full (raise
+    /// `--max-processes`), since start and in this period.
+    pub unattributed_total_ns: PerEntry,
+    pub unattributed_period_ns: PerEntry,
+}
+
 /// What netlens itself costs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SelfCost {
@@ -314,6 +414,7 @@ pub struct CostReport {
     /// The same since start.
     pub proc_stat_total: Vec<CpuStat>,
     pub pids: Vec<PidCpu>,
+    pub processes: Processes,
     pub self_cost: SelfCost,
     pub sampling: Sampling,
     /// The NET_RX stacks sampled in this period, folded

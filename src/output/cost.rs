@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::pyroscope::{PushCounters, PushTotals};
 use super::{fmt_time, Sink};
-use crate::model::cost::{CostReport, CpuStat, Entry, PerCpu, Sampler};
+use crate::model::cost::{CostReport, CpuStat, Entry, PerCpu, PerEntry, Processes, Sampler};
 
 /// The per-CPU table: on a terminal it is redrawn in place, otherwise each
 /// period is appended (separated by a blank line).
@@ -264,6 +264,61 @@ impl Sink for CostLogSink {
     }
 }
 
+/// The network entries of `ns`, by name.
+fn network_entries_json(ns: &PerEntry) -> Value {
+    let m: Map<String, Value> = Entry::ALL
+        .iter()
+        .zip(ns)
+        .filter(|(e, _)| e.is_network())
+        .map(|(e, v)| (e.name().to_string(), json!(v)))
+        .collect();
+    Value::Object(m)
+}
+
+fn processes_json(p: &Processes) -> Value {
+    let (tx, rx) = (Entry::TxSyscall as usize, Entry::RxSyscall as usize);
+    let processes: Vec<Value> = p
+        .processes
+        .iter()
+        .map(|p| {
+            let cgroup = p.cgroup.as_deref();
+            json!({
+                "pid": p.pid, "comm": p.comm, "alive": p.alive,
+                "cgroup": cgroup.and_then(|c| c.path.as_deref()),
+                "container_id": p.container().map(|c| c.kube_id()),
+                "pod_uid": cgroup.and_then(|c| c.pod_uid.as_deref()),
+                "network_ns": p.network_period_ns(),
+                "network_ns_total": p.network_total_ns(),
+                "ns": network_entries_json(&p.period_ns),
+                "ns_total": network_entries_json(&p.total_ns),
+                "tx_calls": p.spans_period[tx], "rx_calls": p.spans_period[rx],
+            })
+        })
+        .collect();
+    let containers: Vec<Value> = p
+        .containers
+        .iter()
+        .map(|c| {
+            json!({
+                "container_id": c.container.as_ref().map(|c| c.kube_id()),
+                "pod_uid": c.pod_uid,
+                "processes": c.processes_period,
+                "network_ns": c.network_period_ns(),
+                "network_ns_total": c.network_total_ns(),
+                "ns": network_entries_json(&c.period_ns),
+                "ns_total": network_entries_json(&c.total_ns),
+            })
+        })
+        .collect();
+    json!({
+        "enabled": p.enabled, "capacity": p.capacity, "tracked": p.tracked,
+        "top": processes, "containers": containers,
+        "attributed_ns_total": network_entries_json(&p.attributed_total_ns),
+        "unattributed_ns_total": network_entries_json(&p.unattributed_total_ns),
+        "unattributed_ns": network_entries_json(&p.unattributed_period_ns),
+    })
+}
+
 fn per_cpu_json(time: &PerCpu) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("period_ns".into(), json!(time.period_ns));
@@ -314,6 +369,7 @@ pub fn report_json_with_pushes(r: &CostReport, pushes: Option<PushTotals>) -> Va
     let s = &r.self_cost;
     let sm = &r.sampling;
     json!({
+        "processes": processes_json(&r.processes),
         "timestamp": fmt_time(r.timestamp),
         "timestamp_ns": r.timestamp,
         "period_ns": r.period_ns,

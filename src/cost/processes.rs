@@ -1,0 +1,312 @@
+//! Network CPU time per process and per container: turns the kernel's
+//! cumulative per-process records (map `pid_costs`) into the per-period
+//! rows of [`Processes`]. Pure bookkeeping, unit-tested without BPF; the
+//! run loop reads the records and finds which processes exited.
+//!
+//! Exactness: a record starts at zero when the kernel creates it (nothing
+//! is charged before the programs are attached), the run loop hands over
+//! the final values of an exited process's record, taken as it is removed,
+//! and every delta of every record is added to `attributed_total`; so over
+//! a run the network entries of `attributed_total` plus the time the kernel
+//! could not put on any record equal the per-CPU totals.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::model::cost::{ContainerCost, PerEntry, ProcessCost};
+use crate::model::{Cgroup, Container};
+
+/// `--max-processes` by default: a record is about 250 bytes of kernel
+/// memory, preallocated (2 MiB); only processes with network time in the
+/// last period, or still alive, take one.
+pub const DEFAULT_MAX_PROCESSES: u32 = 8192;
+
+/// One record as read from the kernel (cumulative since it was created).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Record {
+    pub pid: u32,
+    pub ns: PerEntry,
+    pub spans: PerEntry,
+    /// Interrupt wall time in its context (for -u).
+    pub intr_ns: u64,
+    pub cgroup_id: u64,
+    pub comm: String,
+}
+
+/// A container that had no network time for this long is forgotten (its
+/// totals with it): containers come and go on a node, the table must not
+/// grow without end.
+const CONTAINER_FORGET: Duration = Duration::from_secs(600);
+
+/// What is remembered of a process between two periods.
+struct Known {
+    ns: PerEntry,
+    spans: PerEntry,
+    comm: String,
+    cgroup: Option<Arc<Cgroup>>,
+}
+
+struct ContainerTotals {
+    container: Option<Container>,
+    pod_uid: Option<String>,
+    total_ns: PerEntry,
+    last_active: Instant,
+}
+
+#[derive(Default)]
+pub struct ProcessBook {
+    known: HashMap<u32, Known>,
+    /// By kube-style container ID; `None`: processes in no container.
+    containers: HashMap<Option<String>, ContainerTotals>,
+    attributed_total: PerEntry,
+}
+
+fn sub(a: &PerEntry, b: &PerEntry) -> PerEntry {
+    std::array::from_fn(|i| a[i].saturating_sub(b[i]))
+}
+
+fn add(a: &mut PerEntry, b: &PerEntry) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+}
+
+impl ProcessBook {
+    /// One period: every record the kernel holds (for processes in
+    /// `exited`, the final values taken as the record was removed).
+    /// `resolve` names a cgroup id (called once per process). Returns the
+    /// processes with time in this period or that exited in it, most
+    /// network time first, and every container remembered.
+    pub fn period(
+        &mut self,
+        records: &[Record],
+        exited: &HashSet<u32>,
+        resolve: &mut dyn FnMut(u64) -> Option<Arc<Cgroup>>,
+        now: Instant,
+    ) -> (Vec<ProcessCost>, Vec<ContainerCost>) {
+        let mut processes = Vec::new();
+        let mut period_by_container: HashMap<Option<String>, (PerEntry, usize)> = HashMap::new();
+        for r in records {
+            let known = self.known.entry(r.pid).or_insert_with(|| Known {
+                ns: [0; 9],
+                spans: [0; 9],
+                comm: if r.pid == 0 {
+                    "swapper".to_string()
+                } else {
+                    r.comm.clone()
+                },
+                cgroup: resolve(r.cgroup_id),
+            });
+            let period_ns = sub(&r.ns, &known.ns);
+            let spans_period = sub(&r.spans, &known.spans);
+            known.ns = r.ns;
+            known.spans = r.spans;
+            add(&mut self.attributed_total, &period_ns);
+            let alive = !exited.contains(&r.pid);
+            let active = period_ns.iter().any(|&v| v > 0);
+            let container = known.cgroup.as_ref().and_then(|c| c.container.clone());
+            let key = container.as_ref().map(Container::kube_id);
+            let totals = self
+                .containers
+                .entry(key.clone())
+                .or_insert_with(|| ContainerTotals {
+                    container,
+                    pod_uid: known.cgroup.as_ref().and_then(|c| c.pod_uid.clone()),
+                    total_ns: [0; 9],
+                    last_active: now,
+                });
+            add(&mut totals.total_ns, &period_ns);
+            if active {
+                totals.last_active = now;
+                let slot = period_by_container.entry(key).or_default();
+                add(&mut slot.0, &period_ns);
+                slot.1 += 1;
+            }
+            if active || !alive {
+                processes.push(ProcessCost {
+                    pid: r.pid,
+                    comm: known.comm.clone(),
+                    cgroup: known.cgroup.clone(),
+                    period_ns,
+                    total_ns: r.ns,
+                    spans_period,
+                    alive,
+                });
+            }
+        }
+        for pid in exited {
+            self.known.remove(pid);
+        }
+        self.containers
+            .retain(|key, c| key.is_none() || now.duration_since(c.last_active) < CONTAINER_FORGET);
+        processes.sort_by(|a, b| {
+            b.network_period_ns()
+                .cmp(&a.network_period_ns())
+                .then(b.network_total_ns().cmp(&a.network_total_ns()))
+                .then(a.pid.cmp(&b.pid))
+        });
+        let mut containers: Vec<ContainerCost> = self
+            .containers
+            .iter()
+            .map(|(key, c)| {
+                let (period_ns, processes_period) =
+                    period_by_container.get(key).copied().unwrap_or_default();
+                ContainerCost {
+                    container: c.container.clone(),
+                    pod_uid: c.pod_uid.clone(),
+                    processes_period,
+                    period_ns,
+                    total_ns: c.total_ns,
+                }
+            })
+            .collect();
+        containers.sort_by(|a, b| {
+            b.network_period_ns()
+                .cmp(&a.network_period_ns())
+                .then(b.network_total_ns().cmp(&a.network_total_ns()))
+                .then_with(|| {
+                    let id = |c: &ContainerCost| c.container.as_ref().map(|c| c.id.clone());
+                    id(a).cmp(&id(b))
+                })
+        });
+        (processes, containers)
+    }
+
+    /// Time put on process records since start, per entry.
+    pub fn attributed_total(&self) -> PerEntry {
+        self.attributed_total
+    }
+}
+
+/// A record's `comm` bytes as a string (NUL-padded in the kernel).
+pub fn comm_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&c| c == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(pid: u32, tx: u64, rx: u64, cgroup_id: u64) -> Record {
+        let mut ns = [0; 9];
+        ns[0] = tx;
+        ns[1] = rx;
+        Record {
+            pid,
+            ns,
+            spans: [0; 9],
+            intr_ns: 0,
+            cgroup_id,
+            comm: format!("p{pid}"),
+        }
+    }
+
+    fn cgroup(id: u64, container: Option<&str>) -> Option<Arc<Cgroup>> {
+        Some(Arc::new(Cgroup {
+            id,
+            path: Some(format!("/c{id}")),
+            container: container.map(|c| Container {
+                runtime: "containerd",
+                id: c.to_string(),
+            }),
+            pod_uid: None,
+        }))
+    }
+
+    fn resolver() -> impl FnMut(u64) -> Option<Arc<Cgroup>> {
+        |id| match id {
+            7 => cgroup(7, Some("aaaa")),
+            8 => cgroup(8, Some("bbbb")),
+            _ => cgroup(id, None),
+        }
+    }
+
+    #[test]
+    fn periods_are_deltas_and_totals_add_up_across_exits() {
+        let mut book = ProcessBook::default();
+        let t0 = Instant::now();
+        let mut resolve = resolver();
+        let (p, c) = book.period(
+            &[
+                record(10, 100, 50, 7),
+                record(11, 10, 0, 1),
+                record(0, 0, 5, 1),
+            ],
+            &HashSet::new(),
+            &mut resolve,
+            t0,
+        );
+        assert_eq!(p.iter().map(|p| p.pid).collect::<Vec<_>>(), [10, 11, 0]);
+        assert_eq!(p[2].comm, "swapper");
+        assert_eq!(c[0].container.as_ref().unwrap().id, "aaaa");
+        assert_eq!(c[0].network_period_ns(), 150);
+        assert_eq!(c[1].container, None);
+        assert_eq!((c[1].network_period_ns(), c[1].processes_period), (15, 2));
+        // 10 exits with 30 more; 11 is idle (not listed); 0 grows.
+        let exited: HashSet<u32> = [10].into();
+        let (p, c) = book.period(
+            &[
+                record(10, 130, 50, 7),
+                record(11, 10, 0, 1),
+                record(0, 0, 9, 1),
+            ],
+            &exited,
+            &mut resolve,
+            t0 + Duration::from_secs(1),
+        );
+        assert_eq!(p.iter().map(|p| p.pid).collect::<Vec<_>>(), [10, 0]);
+        assert_eq!(
+            (p[0].period_ns[0], p[0].total_ns[0], p[0].alive),
+            (30, 130, false)
+        );
+        assert_eq!(c[0].total_ns[0], 130);
+        // The record is gone; the same PID again is a new process from 0.
+        let (p, c) = book.period(
+            &[
+                record(10, 5, 0, 8),
+                record(11, 10, 0, 1),
+                record(0, 0, 9, 1),
+            ],
+            &HashSet::new(),
+            &mut resolve,
+            t0 + Duration::from_secs(2),
+        );
+        assert_eq!((p[0].pid, p[0].period_ns[0]), (10, 5));
+        assert_eq!(p[0].container().unwrap().id, "bbbb");
+        assert_eq!(book.attributed_total()[0], 130 + 10 + 5);
+        assert_eq!(book.attributed_total()[1], 50 + 9);
+        let total: u64 = c.iter().map(|c| c.total_ns[0] + c.total_ns[1]).sum();
+        assert_eq!(total, 130 + 10 + 5 + 50 + 9);
+    }
+
+    #[test]
+    fn idle_containers_are_forgotten_the_host_never() {
+        let mut book = ProcessBook::default();
+        let t0 = Instant::now();
+        let mut resolve = resolver();
+        book.period(
+            &[record(10, 100, 0, 7), record(11, 1, 0, 1)],
+            &[10, 11].into(),
+            &mut resolve,
+            t0,
+        );
+        let (_, c) = book.period(
+            &[],
+            &HashSet::new(),
+            &mut resolve,
+            t0 + CONTAINER_FORGET / 2,
+        );
+        assert_eq!(c.len(), 2);
+        let (_, c) = book.period(&[], &HashSet::new(), &mut resolve, t0 + CONTAINER_FORGET);
+        assert_eq!(c.len(), 1);
+        assert_eq!((c[0].container.clone(), c[0].total_ns[0]), (None, 1));
+    }
+
+    #[test]
+    fn comm_stops_at_the_first_nul() {
+        assert_eq!(comm_string(b"nginx\0\0\0\0\0\0\0\0\0\0\0"), "nginx");
+        assert_eq!(comm_string(b"0123456789abcdef"), "0123456789abcdef");
+    }
+}
