@@ -24,6 +24,9 @@
 //!   to a file;
 //! - `cost-per-call`: the same with `--syscall-hook per-call` (system calls
 //!   timed on their own tracepoints instead of raw_syscalls, the default);
+//! - `cost-no-processes`: `netlens cost --max-processes 0`, without the
+//!   per-process and per-container accounting (what that accounting
+//!   costs is the pair of this and `cost`);
 //! - `tcplife`, `tcpstates`, `softirqs`, `hardirqs`: Debian's libbpf-tools
 //!   (/usr/sbin), default options, output to a file.
 //!
@@ -166,6 +169,8 @@ enum Tool {
     Cost,
     /// `cost --syscall-hook per-call`.
     CostPerCall,
+    /// `cost --max-processes 0`: no per-process accounting.
+    CostNoProcesses,
     /// A libbpf-tools program: its name, the start of its output (which
     /// shows that it ran), and whether it streams events through a perf
     /// buffer (it then prints `lost N events on CPU #C` on stderr for each
@@ -182,7 +187,12 @@ const PEERS: [Tool; 4] = [
 
 impl Tool {
     fn all() -> Vec<Tool> {
-        let mut v = vec![Tool::Conns, Tool::Cost, Tool::CostPerCall];
+        let mut v = vec![
+            Tool::Conns,
+            Tool::Cost,
+            Tool::CostPerCall,
+            Tool::CostNoProcesses,
+        ];
         v.extend(PEERS);
         v
     }
@@ -193,6 +203,7 @@ impl Tool {
             Tool::Conns => "conns",
             Tool::Cost => "cost",
             Tool::CostPerCall => "cost-per-call",
+            Tool::CostNoProcesses => "cost-no-processes",
             Tool::Peer(name, ..) => name,
         }
     }
@@ -203,6 +214,7 @@ impl Tool {
             Tool::Baseline => "baseline".into(),
             Tool::Conns | Tool::Cost => format!("`netlens {}`", self.name()),
             Tool::CostPerCall => "`netlens cost --syscall-hook per-call`".into(),
+            Tool::CostNoProcesses => "`netlens cost --max-processes 0`".into(),
             Tool::Peer(name, ..) => format!("`{name}`"),
         }
     }
@@ -215,6 +227,7 @@ impl Tool {
             Tool::Conns => vec!["conns", "-f", "--json", "--no-log-file"],
             Tool::Cost => vec!["cost"],
             Tool::CostPerCall => vec!["cost", "--syscall-hook", "per-call"],
+            Tool::CostNoProcesses => vec!["cost", "--max-processes", "0"],
             Tool::Peer(..) => vec![],
         }
     }
@@ -222,7 +235,7 @@ impl Tool {
     fn command(self) -> String {
         match self {
             Tool::Baseline => String::new(),
-            Tool::Conns | Tool::Cost | Tool::CostPerCall => {
+            Tool::Conns | Tool::Cost | Tool::CostPerCall | Tool::CostNoProcesses => {
                 format!("netlens {}", self.args().join(" "))
             }
             Tool::Peer(name, ..) => format!("/usr/sbin/{name}"),
@@ -741,7 +754,7 @@ impl Running {
         let stdout = fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?;
         match tool {
             Tool::Baseline => unreachable!("the baseline runs nothing"),
-            Tool::Conns | Tool::Cost | Tool::CostPerCall => {
+            Tool::Conns | Tool::Cost | Tool::CostPerCall | Tool::CostNoProcesses => {
                 let netlens = env!("CARGO_BIN_EXE_netlens");
                 let n = QuietNetlens::start_to(netlens, &tool.args(), stdout.into(), err);
                 Ok(Running {
@@ -814,7 +827,7 @@ impl Running {
             ));
         }
         let losses = match self.tool {
-            Tool::Conns | Tool::Cost | Tool::CostPerCall => {
+            Tool::Conns | Tool::Cost | Tool::CostPerCall | Tool::CostNoProcesses => {
                 let l = exit_losses(&stderr);
                 if l.is_empty() {
                     problems.push("no loss counts on netlens's exit".into());

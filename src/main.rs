@@ -599,12 +599,20 @@ fn cost_stopped_line(
         .sum();
     format!(
         "stopped after {:.1} s; the kernel spent {:.3} CPU-seconds in networking; lost: \
-         {} NET_RX samples, {} unreadable stacks, {} BPF program runs skipped{}{}",
+         {} NET_RX samples, {} unreadable stacks, {} BPF program runs skipped{}{}{}",
         r.elapsed_ns as f64 / 1e9,
         network as f64 / 1e9,
         r.sampling.lost_total,
         r.sampling.stack_errors_total,
         r.self_cost.bpf_runs_missed_total,
+        match netlens::model::cost::network_sum(&r.processes.unattributed_total_ns) {
+            0 => String::new(),
+            ns => format!(
+                ", {:.3} CPU-seconds on no process (--max-processes {} was full)",
+                ns as f64 / 1e9,
+                r.processes.capacity
+            ),
+        },
         match pushes {
             Some(summary) => format!("; Pyroscope: {summary}"),
             None => String::new(),

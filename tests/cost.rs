@@ -231,7 +231,12 @@ impl CostRun {
         CostLog::read_while_written(&self.log)
     }
 
-    fn stop(mut self) -> CostLog {
+    fn stop(self) -> CostLog {
+        self.stop_with_stderr().0
+    }
+
+    /// [`CostRun::stop`], with what netlens printed on stderr.
+    fn stop_with_stderr(mut self) -> (CostLog, String) {
         let out = self.nl.take().unwrap().stop_any_output();
         assert!(
             out.status.success(),
@@ -244,7 +249,7 @@ impl CostRun {
             "no exit line: {}",
             out.stderr
         );
-        CostLog::read(&self.log)
+        (CostLog::read(&self.log), out.stderr)
     }
 }
 
@@ -1626,5 +1631,222 @@ fn unwritable_log_never_stops_measuring() {
     assert!(
         (tables..=16).contains(&dropped),
         "{dropped} reports dropped, {tables} tables printed: {stderr}"
+    );
+}
+
+/// Per network entry of a log's last report: the per-CPU total, the time
+/// on process records (exited processes included) and on none.
+fn attribution(log: &CostLog) -> Vec<(String, u64, u64, u64)> {
+    let last = log.last();
+    let p = &last["processes"];
+    let names: Vec<String> = p["attributed_ns_total"]
+        .as_object()
+        .expect("processes.attributed_ns_total")
+        .keys()
+        .cloned()
+        .collect();
+    names
+        .into_iter()
+        .map(|e| {
+            let per_cpu = sum(&last["entries"][&e]["total_ns"]);
+            let on = u(&p["attributed_ns_total"], &e);
+            let none = u(&p["unattributed_ns_total"], &e);
+            (e, per_cpu, on, none)
+        })
+        .collect()
+}
+
+/// Every process's network time, exactly like the per-CPU rows: over a run
+/// (the final report is read with the programs detached) the processes'
+/// records, exited ones included, plus the time on none add up to the
+/// per-CPU totals to the nanosecond, entry by entry; a sender in a
+/// Kubernetes-style container cgroup is attributed to that container and
+/// its pod in the log and in Prometheus; short-lived senders that exit
+/// keep their time.
+#[test]
+fn every_process_and_container_adds_up_to_the_per_cpu_totals() {
+    if !require_root() {
+        return;
+    }
+    let _serial = serial();
+    let Some((cg, id, uid)) = TestCgroup::kube_container() else {
+        eprintln!("skipped: no cgroup hierarchy mounted");
+        return;
+    };
+    let kube_id = format!("containerd://{id}");
+    let p = sink_pair("cproc");
+    let to = p.addr.to_string();
+    let run = CostRun::start(&["-f", "0", "--top", "1000", "-P", "127.0.0.1:0"]);
+    run.wait_stderr("netlens: ready");
+    let ep = run.nl.as_ref().unwrap().prometheus_addr();
+    let client = peer_in_cgroup(&cg, Some(&p.a), &["bulk", "--to", &to, "--secs", "2"]);
+    let client_pid = u64::from(client.pid());
+    let short_pids: Vec<u64> = (0..3)
+        .map(|_| {
+            let short = peer(Some(&p.a), &["bulk", "--to", &to, "--secs", "0.2"]);
+            let pid = u64::from(short.pid());
+            short.finish();
+            pid
+        })
+        .collect();
+    client.finish();
+    // Two whole periods after the client is gone: its container's
+    // counters no longer move.
+    let settled = run.log_after(&run.log_so_far(), 2);
+    let container_total = |log: &CostLog| -> Option<u64> {
+        let c = log.last()["processes"]["containers"]
+            .as_array()?
+            .iter()
+            .find(|c| c["container_id"] == kube_id.as_str())?
+            .clone();
+        Some(u(&c, "network_ns_total"))
+    };
+    let in_log = container_total(&settled).expect("the container in the log");
+    let samples = scrape(ep);
+    let in_prom: f64 = samples
+        .iter()
+        .filter(|s| {
+            s.name == "netlens_cost_container_cpu_seconds_total"
+                && s.has_labels(&[("container_id", &kube_id)])
+        })
+        .map(|s| s.value)
+        .sum();
+    let by_name: f64 = samples
+        .iter()
+        .filter(|s| {
+            s.name == "netlens_cost_command_cpu_seconds_total"
+                && s.has_labels(&[("comm", "netlens-peer"), ("entry", "tx_syscall")])
+        })
+        .map(|s| s.value)
+        .sum();
+    let log = run.stop();
+    drop(p.server);
+
+    // Exact agreement, entry by entry.
+    for (entry, per_cpu, on, none) in attribution(&log) {
+        eprintln!("{entry}: per CPU {per_cpu} ns, on processes {on} + on none {none}");
+        assert_eq!(on + none, per_cpu, "{entry}");
+        assert_eq!(none, 0, "{entry}: the table did not fill");
+    }
+    // The containers (and the host's processes) hold every process's time.
+    let last = log.last();
+    let procs = &last["processes"];
+    for e in ["tx_syscall", "rx_syscall", "net_rx_softirq"] {
+        let by_container: u64 = procs["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| u(&c["ns_total"], e))
+            .sum();
+        assert_eq!(by_container, u(&procs["attributed_ns_total"], e), "{e}");
+    }
+    // Each sender, seen in some period: the client in its container and
+    // pod, the short ones exited with their time.
+    let rows = |pid: u64| -> Vec<Value> {
+        log.lines
+            .iter()
+            .flat_map(|l| {
+                l["processes"]["top"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|t| u(t, "pid") == pid)
+            .collect()
+    };
+    let client_rows = rows(client_pid);
+    let last_row = client_rows.last().expect("the client in the log");
+    assert_eq!(last_row["comm"], "netlens-peer");
+    assert_eq!(last_row["container_id"], kube_id.as_str());
+    assert_eq!(last_row["pod_uid"], uid.as_str());
+    assert_eq!(last_row["cgroup"], cg.path.as_str());
+    assert_eq!(last_row["alive"], false, "the client exited: {last_row}");
+    let client_tx: u64 = client_rows.iter().map(|r| u(&r["ns"], "tx_syscall")).sum();
+    assert_eq!(client_tx, u(&last_row["ns_total"], "tx_syscall"));
+    assert!(client_tx > 10_000_000, "client TX {client_tx} ns");
+    let container = procs["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["container_id"] == kube_id.as_str())
+        .expect("the container");
+    assert_eq!(container["pod_uid"], uid.as_str());
+    assert_eq!(
+        u(&container["ns_total"], "tx_syscall"),
+        client_tx,
+        "one process in the container"
+    );
+    assert_eq!(u(container, "network_ns_total"), in_log);
+    assert!(
+        (in_prom - in_log as f64 / 1e9).abs() < 1e-6,
+        "Prometheus {in_prom} s, log {in_log} ns"
+    );
+    // By name: the client and the short senders at least (the server
+    // too, if it sent anything).
+    let short_tx: u64 = short_pids
+        .iter()
+        .map(|&pid| u(&rows(pid).last().unwrap()["ns_total"], "tx_syscall"))
+        .sum();
+    assert!(
+        by_name * 1e9 >= (client_tx + short_tx) as f64 - 1.0,
+        "netlens-peer's TX by name {by_name} s, its processes {client_tx} + {short_tx} ns"
+    );
+    for pid in short_pids {
+        let r = rows(pid);
+        let last = r
+            .last()
+            .unwrap_or_else(|| panic!("short sender {pid} not in the log"));
+        assert_eq!(last["alive"], false);
+        assert!(u(&last["ns_total"], "tx_syscall") > 0, "{last}");
+        assert!(last["container_id"].is_null());
+    }
+    // The sink server read in its own process.
+    let server_rx: u64 = log
+        .lines
+        .iter()
+        .flat_map(|l| {
+            l["processes"]["top"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|t| t["comm"] == "netlens-peer")
+        .map(|t| u(&t["ns"], "rx_syscall"))
+        .sum();
+    assert!(server_rx > 0, "no RX time on the sink server");
+}
+
+/// A table too small for the host's processes: the time of those beyond it
+/// is counted on none, said once on stderr and at exit, and the totals
+/// still agree exactly.
+#[test]
+fn a_full_process_table_counts_what_it_could_not_attribute() {
+    if !require_root() {
+        return;
+    }
+    let _serial = serial();
+    let p = sink_pair("cfull");
+    let run = CostRun::start(&["-f", "0", "--max-processes", "1"]);
+    run.wait_stderr("netlens: ready");
+    // Two processes at least (sender and sink) for one record.
+    bulk(&p.a, p.addr, "1");
+    run.wait_stderr("warning: the per-process table is full (1 processes)");
+    let (log, stderr) = run.stop_with_stderr();
+    drop(p.server);
+    let mut none_total = 0;
+    for (entry, per_cpu, on, none) in attribution(&log) {
+        assert_eq!(on + none, per_cpu, "{entry}");
+        none_total += none;
+    }
+    assert!(none_total > 0, "nothing counted on no process");
+    assert!(u(&log.last()["processes"], "tracked") <= 1);
+    assert_eq!(
+        stderr.matches("per-process table is full").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("CPU-seconds on no process (--max-processes 1 was full)"),
+        "{stderr}"
     );
 }

@@ -663,6 +663,34 @@ fn cost_page_in_a_browser_shows_the_table_charts_and_flame_graph() {
     );
     assert_eq!(layout[0], json!(true), "{layout}");
     assert_eq!(layout[1], json!(true), "{layout}");
+    // The sender among the processes with network time, with its command,
+    // and the host's processes as a container row.
+    let sender = bulk.pid().to_string();
+    let row = browser.wait(
+        "the sender in the process table",
+        &format!(
+            "const tr = document.querySelector('#process-table tr[data-pid=\"{sender}\"]'); \
+             return tr ? [...tr.cells].map((td) => td.textContent) : null"
+        ),
+        |v| v.is_array(),
+    );
+    assert_eq!(row[0], sender.as_str(), "{row}");
+    assert_eq!(row[1], "netlens-peer", "{row}");
+    assert!(
+        row[3].as_str().is_some_and(|c| c.ends_with('%')),
+        "TX cell: {row}"
+    );
+    let containers = browser.run(
+        "return [...document.querySelectorAll('#container-table tbody tr')]\
+         .map((tr) => tr.cells[0].textContent)",
+        json!([]),
+    );
+    assert!(
+        containers
+            .as_array()
+            .is_some_and(|c| c.contains(&json!("(host)"))),
+        "{containers}"
+    );
     bulk.finish();
 
     // The time axis: the right edge is now, the left edge the whole

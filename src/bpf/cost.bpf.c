@@ -103,6 +103,12 @@ struct {
 	__type(value, struct cpu_state);
 } cpu_states SEC(".maps");
 
+/* Set by user space when it stops: nothing is charged from then on, at
+ * once on every CPU, so its last reads of the per-CPU and per-process
+ * counters agree exactly (detaching the programs takes seconds with the
+ * per-call system call tracepoints, and is not atomic). */
+__u32 frozen = 0;
+
 /* enum pid_mode: which processes pid_costs holds. */
 const volatile __u32 pid_mode = PIDS_OFF;
 /* Every process's network time, by thread group id (-u processes are
@@ -193,7 +199,7 @@ static __always_inline void charge_current(__u32 entry, __u64 ns, bool span_end,
 	struct pid_cost *p;
 	bool network;
 
-	if (!c || entry >= COST_ENTRY_MAX)
+	if (!c || entry >= COST_ENTRY_MAX || frozen)
 		return;
 	c->ns[entry] += ns;
 	if (span_end)

@@ -72,8 +72,7 @@ impl SampleQueue {
 
 pub struct Collector {
     skel: CostSkel<'static>,
-    /// The accounting programs' links (empty before attach and after
-    /// detach).
+    /// The accounting programs' links (empty before attach).
     links: Vec<Link>,
     /// The sampling program's links, one per CPU.
     sample_links: Vec<Link>,
@@ -227,12 +226,18 @@ impl Collector {
         Ok(())
     }
 
-    /// Detaches every program: the counters stop where they are, and a
-    /// final read of them all agrees with itself (give a program already
-    /// running on another CPU a moment to finish first).
-    pub fn detach(&mut self) {
-        self.sample_links.clear();
-        self.links.clear();
+    /// Stops every charge at once, on every CPU (the programs stay
+    /// attached until the collector is dropped): the counters stay where
+    /// they are, and a last read of them all agrees with itself (give a
+    /// program already past the test on another CPU a moment to finish
+    /// first).
+    pub fn freeze(&mut self) {
+        if let Some(bss) = self.skel.maps.bss_data.as_deref_mut() {
+            // SAFETY: the field is a plain integer in memory the kernel
+            // maps for the programs and this process; a volatile store
+            // makes sure it is written, whatever the compiler sees.
+            unsafe { std::ptr::write_volatile(&mut bss.frozen, 1) };
+        }
     }
 
     /// Marks the IRQs of network devices for the BPF side (devices come and

@@ -34,10 +34,10 @@ pub struct Record {
     pub comm: String,
 }
 
-/// A container that had no network time for this long is forgotten (its
-/// totals with it): containers come and go on a node, the table must not
-/// grow without end.
-const CONTAINER_FORGET: Duration = Duration::from_secs(600);
+/// A container or command name that had no network time for this long is
+/// forgotten (its totals with it): containers come and go on a node, the
+/// tables must not grow without end.
+const FORGET: Duration = Duration::from_secs(600);
 
 /// What is remembered of a process between two periods.
 struct Known {
@@ -45,6 +45,17 @@ struct Known {
     spans: PerEntry,
     comm: String,
     cgroup: Option<Arc<Cgroup>>,
+}
+
+/// Command names kept at most (each a Prometheus series per network
+/// entry); the time of further ones goes to [`OTHER_COMMANDS`].
+pub const MAX_COMMANDS: usize = 1000;
+/// Where the time of command names beyond [`MAX_COMMANDS`] goes.
+pub const OTHER_COMMANDS: &str = "(other)";
+
+struct CommandTotals {
+    total_ns: PerEntry,
+    last_active: Instant,
 }
 
 struct ContainerTotals {
@@ -59,6 +70,8 @@ pub struct ProcessBook {
     known: HashMap<u32, Known>,
     /// By kube-style container ID; `None`: processes in no container.
     containers: HashMap<Option<String>, ContainerTotals>,
+    /// By process name (`comm`).
+    commands: HashMap<String, CommandTotals>,
     attributed_total: PerEntry,
 }
 
@@ -118,6 +131,19 @@ impl ProcessBook {
                 });
             add(&mut totals.total_ns, &period_ns);
             if active {
+                let name = if self.commands.len() < MAX_COMMANDS
+                    || self.commands.contains_key(&known.comm)
+                {
+                    known.comm.clone()
+                } else {
+                    OTHER_COMMANDS.to_string()
+                };
+                let command = self.commands.entry(name).or_insert(CommandTotals {
+                    total_ns: [0; 9],
+                    last_active: now,
+                });
+                add(&mut command.total_ns, &period_ns);
+                command.last_active = now;
                 totals.last_active = now;
                 let slot = period_by_container.entry(key).or_default();
                 add(&mut slot.0, &period_ns);
@@ -139,7 +165,9 @@ impl ProcessBook {
             self.known.remove(pid);
         }
         self.containers
-            .retain(|key, c| key.is_none() || now.duration_since(c.last_active) < CONTAINER_FORGET);
+            .retain(|key, c| key.is_none() || now.duration_since(c.last_active) < FORGET);
+        self.commands
+            .retain(|_, c| now.duration_since(c.last_active) < FORGET);
         processes.sort_by(|a, b| {
             b.network_period_ns()
                 .cmp(&a.network_period_ns())
@@ -171,6 +199,19 @@ impl ProcessBook {
                 })
         });
         (processes, containers)
+    }
+
+    /// Network time per command name (`comm`) since start, exited
+    /// processes included, of the names active in the last 10 minutes;
+    /// sorted by name.
+    pub fn commands(&self) -> Vec<(String, PerEntry)> {
+        let mut v: Vec<(String, PerEntry)> = self
+            .commands
+            .iter()
+            .map(|(name, c)| (name.clone(), c.total_ns))
+            .collect();
+        v.sort();
+        v
     }
 
     /// Time put on process records since start, per entry.
@@ -292,16 +333,45 @@ mod tests {
             &mut resolve,
             t0,
         );
-        let (_, c) = book.period(
-            &[],
-            &HashSet::new(),
-            &mut resolve,
-            t0 + CONTAINER_FORGET / 2,
-        );
+        let (_, c) = book.period(&[], &HashSet::new(), &mut resolve, t0 + FORGET / 2);
         assert_eq!(c.len(), 2);
-        let (_, c) = book.period(&[], &HashSet::new(), &mut resolve, t0 + CONTAINER_FORGET);
+        let (_, c) = book.period(&[], &HashSet::new(), &mut resolve, t0 + FORGET);
         assert_eq!(c.len(), 1);
         assert_eq!((c[0].container.clone(), c[0].total_ns[0]), (None, 1));
+    }
+
+    #[test]
+    fn commands_add_up_their_processes_and_are_bounded() {
+        let mut book = ProcessBook::default();
+        let t0 = Instant::now();
+        let mut resolve = resolver();
+        book.period(
+            &[record(10, 100, 0, 1), record(11, 50, 0, 1)],
+            &[10].into(),
+            &mut resolve,
+            t0,
+        );
+        // Another "p11"-named process is the same command.
+        let mut again = record(12, 7, 0, 1);
+        again.comm = "p11".into();
+        book.period(
+            &[record(11, 60, 0, 1), again],
+            &HashSet::new(),
+            &mut resolve,
+            t0,
+        );
+        let commands = book.commands();
+        assert_eq!(commands.len(), 2);
+        assert_eq!((commands[0].0.as_str(), commands[0].1[0]), ("p10", 100));
+        assert_eq!((commands[1].0.as_str(), commands[1].1[0]), ("p11", 67));
+        let many: Vec<Record> = (100..100 + MAX_COMMANDS as u32)
+            .map(|pid| record(pid, 1, 0, 1))
+            .collect();
+        book.period(&many, &HashSet::new(), &mut resolve, t0);
+        let commands = book.commands();
+        assert_eq!(commands.len(), MAX_COMMANDS + 1);
+        let other = commands.iter().find(|(n, _)| n == OTHER_COMMANDS).unwrap();
+        assert_eq!(other.1[0], 2, "the two names beyond the bound");
     }
 
     #[test]

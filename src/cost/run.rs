@@ -28,7 +28,7 @@ use crate::sys::{cgroup, procfs};
 /// How often samples are drained (the ring is sized for half a second).
 const DRAIN_PERIOD: Duration = Duration::from_millis(100);
 /// Far longer than one run of any of the programs (microseconds).
-const DETACH_GRACE: Duration = Duration::from_millis(20);
+const STOP_GRACE: Duration = Duration::from_millis(20);
 /// How often the list of network device IRQs is refreshed.
 const IRQ_REFRESH: Duration = Duration::from_secs(5);
 
@@ -174,6 +174,7 @@ pub fn run(
     let mut last_report = started;
     let mut last_irq_refresh = started;
     let mut warned_throttle = false;
+    let mut warned_full = false;
     // Before the line, so that whoever reads it finds /healthz ready.
     opts.ready.set_ready();
     status(&format!(
@@ -206,10 +207,11 @@ pub fn run(
             // No sample may arrive between the last drain and the last
             // counter read, and no charge between the reads of the per-CPU
             // and per-process counters: the final report is exact and
-            // agrees with itself. Detaching does not wait for a program
-            // already running on another CPU: give it time to finish.
-            collector.detach();
-            std::thread::sleep(DETACH_GRACE);
+            // agrees with itself. Neither waits for a program already
+            // running on another CPU: give it time to finish.
+            collector.stop_sampling();
+            collector.freeze();
+            std::thread::sleep(STOP_GRACE);
         }
         let mut due = last_report + opts.period;
         if let Some(d) = opts.duration {
@@ -259,12 +261,21 @@ pub fn run(
             sum
         };
         let (lost_now, lost_prev) = (lost(&now), lost(&prev));
+        if !warned_full && lost_now.iter().zip(&lost_prev).any(|(n, p)| n > p) {
+            warned_full = true;
+            status(&format!(
+                "warning: the per-process table is full ({} processes): the network time of \
+                 processes beyond it is counted as on no process; raise --max-processes",
+                opts.max_processes
+            ));
+        }
         let processes = Processes {
             enabled: opts.max_processes > 0,
             capacity: opts.max_processes,
             tracked: records.len() - exited.len(),
             processes,
             containers,
+            commands: book.commands(),
             attributed_total_ns: book.attributed_total(),
             unattributed_total_ns: lost_now,
             unattributed_period_ns: std::array::from_fn(|i| {

@@ -336,6 +336,10 @@ pub struct Processes {
     /// containers), most network time in this period first, then since
     /// start.
     pub containers: Vec<ContainerCost>,
+    /// Network time per command name (`comm`) since start, exited
+    /// processes included, of the names with time in the last 10 minutes
+    /// (at most 1000, the rest under `(other)`); sorted by name.
+    pub commands: Vec<(String, PerEntry)>,
     /// Since start, per entry: the time on process records (exited ones
     /// included); with `unattributed_total_ns` the network entries equal
     /// the per-CPU totals.

@@ -87,6 +87,111 @@ fn row(out: &mut String, label: &str, time: &PerCpu, period_ns: u64) {
     let _ = writeln!(out, "{:>12.3}", time.total_sum() as f64 / 1e9);
 }
 
+/// Entries of a process's row: its own calls, interrupts in its context,
+/// kernel workers (a NAPI kthread's polling, io-wq workers).
+const PROCESS_GROUPS: [(&str, &[Entry]); 4] = [
+    ("TX", &[Entry::TxSyscall]),
+    ("RX", &[Entry::RxSyscall]),
+    (
+        "INTR",
+        &[Entry::NetTxSoftirq, Entry::NetRxSoftirq, Entry::NetIrq],
+    ),
+    ("WORKER", &[Entry::NapiThread, Entry::IoUringWorker]),
+];
+
+/// A percentage of one CPU in 7 columns (`100.0%` and a space).
+fn pct7(ns: u64, period_ns: u64) -> String {
+    if period_ns == 0 {
+        return format!("{:>7}", "-");
+    }
+    format!("{:>6.1}%", ns as f64 * 100.0 / period_ns as f64)
+}
+
+fn group_cells(ns: &PerEntry, period_ns: u64, out: &mut String) {
+    for (_, entries) in PROCESS_GROUPS {
+        let sum: u64 = entries.iter().map(|&e| ns[e as usize]).sum();
+        out.push_str(&pct7(sum, period_ns));
+    }
+    out.push_str(&pct7(crate::model::cost::network_sum(ns), period_ns));
+}
+
+/// A container as the tables name it: `runtime:` and the short ID, or
+/// `(host)` for the processes in no container.
+pub(crate) fn container_label(c: Option<&crate::model::Container>) -> String {
+    c.map_or("(host)".to_string(), |c| {
+        format!("{}:{}", c.runtime, c.short_id())
+    })
+}
+
+/// The per-process and per-container sections of the table (80 columns):
+/// each a title, a header and the rows of the report (the `--top` first),
+/// then a line for network time on no process when there was some. Empty
+/// when per-process accounting is off.
+pub(crate) fn process_lines(r: &CostReport) -> Vec<String> {
+    let p = &r.processes;
+    let mut lines = Vec::new();
+    if !p.enabled {
+        return lines;
+    }
+    let groups: String = PROCESS_GROUPS
+        .iter()
+        .map(|(name, _)| format!("{name:>7}"))
+        .collect();
+    lines.push(format!(
+        "network CPU by process (% of one CPU; {} processes held in the kernel)",
+        p.tracked
+    ));
+    lines.push(format!(
+        "{:>7} {:<15} {:<12}{groups}{:>7}{:>9}",
+        "PID", "COMM", "CONTAINER", "ALL", "total s"
+    ));
+    for proc in &p.processes {
+        let mut line = format!(
+            "{:>7} {:<15} {:<12}",
+            proc.pid,
+            crate::output::tui::format::clip(&proc.comm, 15),
+            proc.container().map_or("-", |c| c.short_id())
+        );
+        group_cells(&proc.period_ns, r.period_ns, &mut line);
+        let _ = write!(
+            line,
+            "{:>9.3}{}",
+            proc.network_total_ns() as f64 / 1e9,
+            if proc.alive { "" } else { " exited" }
+        );
+        lines.push(line);
+    }
+    lines.push("network CPU by container (% of one CPU)".to_string());
+    lines.push(format!(
+        "{:<24}{:>6}{groups}{:>7}{:>9}",
+        "CONTAINER", "PROCS", "ALL", "total s"
+    ));
+    for c in p.containers.iter().take(p.processes.len().max(1)) {
+        let mut line = format!(
+            "{:<24}{:>6}",
+            container_label(c.container.as_ref()),
+            c.processes_period
+        );
+        group_cells(&c.period_ns, r.period_ns, &mut line);
+        let _ = write!(line, "{:>9.3}", c.network_total_ns() as f64 / 1e9);
+        lines.push(line);
+    }
+    let lost_total = crate::model::cost::network_sum(&p.unattributed_total_ns);
+    if lost_total > 0 {
+        lines.push(format!(
+            "on no process (table of {} full: raise --max-processes): {} of one CPU, {:.3} s in all",
+            p.capacity,
+            pct7(
+                crate::model::cost::network_sum(&p.unattributed_period_ns),
+                r.period_ns
+            )
+            .trim(),
+            lost_total as f64 / 1e9
+        ));
+    }
+    lines
+}
+
 /// The whole table as text (one line per entry point, NET_RX category,
 /// /proc/stat field, process), columns per CPU, all CPUs, cumulative seconds.
 pub fn render_table(r: &CostReport, out: &mut String) {
@@ -164,6 +269,10 @@ pub fn render_table_with_pushes(r: &CostReport, pushes: Option<PushTotals>, out:
             p.user_ns_total as f64 / 1e9,
             p.system_ns_total as f64 / 1e9
         );
+    }
+    for line in process_lines(r) {
+        out.push_str(&line);
+        out.push('\n');
     }
     let s = &r.self_cost;
     let bpf = match s.bpf_ns_period {
@@ -503,6 +612,145 @@ mod tests {
         );
         assert!(out.contains("BPF programs 1.00%"), "{out}");
         assert!(!out.contains("lost:"), "nothing lost, no line: {out}");
+    }
+
+    /// Two processes (one in a container) and the two container rows.
+    fn with_processes() -> CostReport {
+        use crate::model::cost::{ContainerCost, ProcessCost, Processes};
+        use crate::model::{Cgroup, Container};
+        let mut r = report();
+        let mut nginx = [0; 9];
+        nginx[Entry::TxSyscall as usize] = 100_000_000;
+        nginx[Entry::NetRxSoftirq as usize] = 50_000_000;
+        let mut idle = [0; 9];
+        idle[Entry::NetRxSoftirq as usize] = 25_000_000;
+        let container = Container {
+            runtime: "containerd",
+            id: "0123456789ab".repeat(5) + "cdef",
+        };
+        r.processes = Processes {
+            enabled: true,
+            capacity: 8192,
+            tracked: 7,
+            processes: vec![
+                ProcessCost {
+                    pid: 4242,
+                    comm: "nginx-with-a-long-name".into(),
+                    cgroup: Some(std::sync::Arc::new(Cgroup {
+                        id: 9,
+                        path: Some("/kubepods/x".into()),
+                        container: Some(container.clone()),
+                        pod_uid: Some("11111111-2222-3333-4444-555555555555".into()),
+                    })),
+                    period_ns: nginx,
+                    total_ns: nginx,
+                    spans_period: [3; 9],
+                    alive: true,
+                },
+                ProcessCost {
+                    pid: 0,
+                    comm: "swapper".into(),
+                    cgroup: None,
+                    period_ns: idle,
+                    total_ns: idle,
+                    spans_period: [0; 9],
+                    alive: true,
+                },
+            ],
+            containers: vec![
+                ContainerCost {
+                    container: Some(container),
+                    pod_uid: Some("11111111-2222-3333-4444-555555555555".into()),
+                    processes_period: 1,
+                    period_ns: nginx,
+                    total_ns: nginx,
+                },
+                ContainerCost {
+                    container: None,
+                    pod_uid: None,
+                    processes_period: 1,
+                    period_ns: idle,
+                    total_ns: idle,
+                },
+            ],
+            commands: Vec::new(),
+            attributed_total_ns: [0; 9],
+            unattributed_total_ns: [0; 9],
+            unattributed_period_ns: [0; 9],
+        };
+        r
+    }
+
+    #[test]
+    fn table_shows_processes_and_containers_in_80_columns() {
+        let r = with_processes();
+        let lines = process_lines(&r);
+        for l in &lines {
+            assert!(
+                l.chars().count() <= 80,
+                "{} columns: {l}",
+                l.chars().count()
+            );
+        }
+        // 100 ms TX + 50 ms NET_RX of a 500 ms period.
+        let nginx = lines.iter().find(|l| l.contains("4242")).unwrap();
+        assert_eq!(
+            nginx,
+            "   4242 nginx-with-a-l… 0123456789ab  20.0%   0.0%  10.0%   0.0%  30.0%    0.150"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with("      0 swapper")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("containerd:0123456789ab      1  20.0%")),
+            "{lines:?}"
+        );
+        assert!(lines.iter().any(|l| l.starts_with("(host)")), "{lines:?}");
+        assert!(!lines.iter().any(|l| l.contains("no process")), "{lines:?}");
+        let mut full = r.clone();
+        full.processes.unattributed_total_ns[Entry::RxSyscall as usize] = 2_000_000_000;
+        full.processes.unattributed_period_ns[Entry::RxSyscall as usize] = 100_000_000;
+        let lines = process_lines(&full);
+        assert_eq!(
+            lines.last().unwrap(),
+            "on no process (table of 8192 full: raise --max-processes): 20.0% of one CPU, \
+             2.000 s in all"
+        );
+        // Off: no section at all.
+        assert!(process_lines(&report()).is_empty());
+    }
+
+    #[test]
+    fn json_has_the_processes_and_containers() {
+        let v = report_json(&with_processes());
+        let p = &v["processes"];
+        assert_eq!(
+            (p["enabled"].clone(), p["tracked"].clone()),
+            (json!(true), json!(7))
+        );
+        let top = &p["top"][0];
+        assert_eq!(top["pid"], 4242);
+        assert_eq!(
+            top["container_id"],
+            json!(format!(
+                "containerd://{}",
+                "0123456789ab".repeat(5) + "cdef"
+            ))
+        );
+        assert_eq!(top["cgroup"], "/kubepods/x");
+        assert_eq!(top["network_ns"], 150_000_000);
+        assert_eq!(top["ns"]["tx_syscall"], 100_000_000);
+        assert!(
+            top["ns"].get("other_softirq").is_none(),
+            "network entries only"
+        );
+        assert_eq!(top["tx_calls"], 3);
+        assert_eq!(p["containers"][1]["container_id"], Value::Null);
+        assert_eq!(p["containers"][1]["network_ns_total"], 25_000_000);
+        assert_eq!(p["unattributed_ns_total"]["rx_syscall"], 0);
     }
 
     #[test]

@@ -1368,28 +1368,61 @@ pub struct TestCgroup {
     pub dir: PathBuf,
     /// Its path in the hierarchy, as netlens reports it.
     pub path: String,
+    /// The directories made for it, the innermost (`dir`) last.
+    made: Vec<PathBuf>,
 }
 
 impl TestCgroup {
     /// `None` without a cgroup hierarchy.
     pub fn new(tag: &str) -> Option<TestCgroup> {
-        let layout = netlens::sys::cgroup::layout()?;
         let name = format!("netlens-test-{tag}-{}-{}", std::process::id(), next_seq());
-        let dir = layout.mount_point.join(&name);
-        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        let path = format!("{}/{name}", layout.mount_root.trim_end_matches('/'));
-        Some(TestCgroup { dir, path })
+        TestCgroup::nested(&[&name])
+    }
+
+    /// A cgroup at `names` (outermost first) below the root, as a
+    /// container runtime names its cgroups; `None` without a hierarchy.
+    pub fn nested(names: &[&str]) -> Option<TestCgroup> {
+        let layout = netlens::sys::cgroup::layout()?;
+        let mut dir = layout.mount_point.clone();
+        let mut made = Vec::new();
+        for name in names {
+            dir = dir.join(name);
+            std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+            made.push(dir.clone());
+        }
+        let path = format!(
+            "{}/{}",
+            layout.mount_root.trim_end_matches('/'),
+            names.join("/")
+        );
+        Some(TestCgroup { dir, path, made })
+    }
+
+    /// A cgroup named as containerd names a Kubernetes container's (systemd
+    /// driver): `kubepods-pod<UID>.slice/cri-containerd-<ID>.scope`, with a
+    /// fresh ID and pod UID; returns it with them.
+    pub fn kube_container() -> Option<(TestCgroup, String, String)> {
+        let seed = u64::from(std::process::id()) << 20 | u64::from(next_seq());
+        let id = format!("{:016x}{:048x}", seed, 0xfeed_u64);
+        let uid = format!("{:08x}-0000-4000-8000-{:012x}", seed as u32, seed);
+        let cg = TestCgroup::nested(&[
+            &format!("kubepods-pod{}.slice", uid.replace('-', "_")),
+            &format!("cri-containerd-{id}.scope"),
+        ])?;
+        Some((cg, id, uid))
     }
 }
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
         // Busy until the last process in it has been reaped.
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.dir).is_ok() {
-                return;
+        for dir in self.made.iter().rev() {
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 }

@@ -2,14 +2,18 @@
 //! counters of every entry point and NET_RX category, the `/proc/stat`
 //! context, the `-u` processes and netlens's own cost, all cumulative since
 //! netlens started. The number of series is bounded by construction: CPUs ×
-//! (entries + categories + /proc/stat fields), plus the `-u` processes.
+//! (entries + categories + /proc/stat fields), plus the `-u` processes and
+//! the containers and command names that had network time in the last 10
+//! minutes (one per network entry each; command names at most 1000;
+//! processes are in the log and the UIs, not here: PIDs would make series
+//! without end).
 
 use std::sync::{Arc, Mutex};
 
 use super::exposition::{Exposition, Kind, Labels};
 use super::server::Producer;
 use super::{BPF_RUNS_MISSED_HELP, BPF_RUNS_MISSED_TOTAL};
-use crate::model::cost::{CostReport, CpuStat, Sampler};
+use crate::model::cost::{CostReport, CpuStat, Entry, Sampler};
 use crate::output::Sink;
 
 const NS: f64 = 1e9;
@@ -112,6 +116,69 @@ impl Producer for CostMetrics {
         }
 
         let none = Labels::new();
+        if r.processes.enabled {
+            let network = || Entry::ALL.iter().filter(|e| e.is_network());
+            let mut f = out.family(
+                "netlens_cost_container_cpu_seconds_total",
+                Kind::Counter,
+                "Network CPU time charged while the processes of a container were on the CPU, \
+                 by entry as in netlens_cost_cpu_seconds_total, exited processes included \
+                 (container_id as kube-state-metrics writes it; \"\" for the processes in no \
+                 container). A container idle for 10 minutes is dropped.",
+            );
+            for c in &r.processes.containers {
+                let l = none.and(
+                    "container_id",
+                    &c.container
+                        .as_ref()
+                        .map(|c| c.kube_id())
+                        .unwrap_or_default(),
+                );
+                for &e in network() {
+                    f.sample_f64(
+                        &l.and("entry", e.name()),
+                        c.total_ns[e as usize] as f64 / NS,
+                    );
+                }
+            }
+            let mut f = out.family(
+                "netlens_cost_command_cpu_seconds_total",
+                Kind::Counter,
+                "Network CPU time charged while processes of each name (comm) were on the CPU, \
+                 by entry, exited processes included; names without network time for 10 \
+                 minutes are dropped, names beyond 1000 are counted as comm=\"(other)\".",
+            );
+            for (comm, ns) in &r.processes.commands {
+                let l = none.and("comm", comm);
+                for &e in network() {
+                    f.sample_f64(&l.and("entry", e.name()), ns[e as usize] as f64 / NS);
+                }
+            }
+            let mut f = out.family(
+                "netlens_cost_unattributed_cpu_seconds_total",
+                Kind::Counter,
+                "Network CPU time on no process because the per-process table was full \
+                 (--max-processes).",
+            );
+            for &e in network() {
+                f.sample_f64(
+                    &none.and("entry", e.name()),
+                    r.processes.unattributed_total_ns[e as usize] as f64 / NS,
+                );
+            }
+            out.family(
+                "netlens_cost_processes_tracked",
+                Kind::Gauge,
+                "Processes whose network time the kernel holds now.",
+            )
+            .sample(&none, r.processes.tracked as u64);
+            out.family(
+                "netlens_cost_processes_capacity",
+                Kind::Gauge,
+                "Processes the kernel can hold at once (--max-processes).",
+            )
+            .sample(&none, u64::from(r.processes.capacity));
+        }
         if let Some(bpf) = r.self_cost.bpf_ns_total {
             out.family(
                 "netlens_self_bpf_seconds_total",
@@ -274,6 +341,72 @@ mod tests {
     #[test]
     fn nothing_before_the_first_report() {
         assert_eq!(render(&CostMetrics::default()), "");
+    }
+
+    #[test]
+    fn containers_and_the_unattributed_time_when_processes_are_accounted() {
+        use crate::model::cost::{ContainerCost, Entry, Processes};
+        use crate::model::Container;
+        let m = CostMetrics::new();
+        m.update(&report(500_000_000));
+        let text = render(&m);
+        assert!(!text.contains("netlens_cost_container_cpu"), "off: {text}");
+        let mut r = report(500_000_000);
+        let mut ns = [0; 9];
+        ns[Entry::TxSyscall as usize] = 1_500_000_000;
+        r.processes = Processes {
+            enabled: true,
+            capacity: 64,
+            tracked: 3,
+            containers: vec![
+                ContainerCost {
+                    container: Some(Container {
+                        runtime: "docker",
+                        id: "ab".repeat(32),
+                    }),
+                    pod_uid: None,
+                    processes_period: 1,
+                    period_ns: ns,
+                    total_ns: ns,
+                },
+                ContainerCost {
+                    container: None,
+                    pod_uid: None,
+                    processes_period: 0,
+                    period_ns: [0; 9],
+                    total_ns: [0; 9],
+                },
+            ],
+            unattributed_total_ns: ns,
+            commands: vec![("nginx".into(), ns)],
+            ..Processes::default()
+        };
+        m.update(&r);
+        let text = render(&m);
+        let id = "ab".repeat(32);
+        for line in [
+            format!(
+                "netlens_cost_container_cpu_seconds_total{{container_id=\"docker://{id}\",\
+                 entry=\"tx_syscall\"}} 1.5"
+            ),
+            "netlens_cost_container_cpu_seconds_total{container_id=\"\",entry=\"napi_thread\"} 0"
+                .to_string(),
+            "netlens_cost_unattributed_cpu_seconds_total{entry=\"tx_syscall\"} 1.5".to_string(),
+            "netlens_cost_processes_tracked 3".to_string(),
+            "netlens_cost_command_cpu_seconds_total{comm=\"nginx\",entry=\"tx_syscall\"} 1.5"
+                .to_string(),
+            "netlens_cost_processes_capacity 64".to_string(),
+        ] {
+            assert!(text.contains(&line), "{line} in:\n{text}");
+        }
+        assert!(
+            !text.contains("entry=\"other_irq\",container"),
+            "network entries only"
+        );
+        assert!(
+            !text.contains("container_id=\"\",entry=\"other_softirq\""),
+            "network entries only"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use ratatui::Frame;
 use super::format::{cell, clip, Align};
 use super::{scroll_or_quit, Flow, Screen};
 use crate::model::cost::{CostReport, CpuStat, Entry};
-use crate::output::cost::{pct, sampling_note};
+use crate::output::cost::{pct, process_lines, sampling_note};
 use crate::output::fmt_time;
 
 /// Width of the row labels (the longest NET_RX category, indented).
@@ -131,6 +131,7 @@ pub(super) fn cost_lines(r: &CostReport) -> Vec<CostLine> {
             p.system_ns_total as f64 / 1e9
         )));
     }
+    lines.extend(process_lines(r).into_iter().map(CostLine::Text));
     lines
 }
 

@@ -12,7 +12,7 @@
 
 mod conns;
 mod cost;
-mod format;
+pub(crate) mod format;
 mod terminal;
 
 use std::io::IsTerminal;

@@ -100,6 +100,49 @@ function renderCostTable(r) {
   $("cost-table").tBodies[0].innerHTML = rows.join("");
 }
 
+// Columns of the process and container tables: entries added up, as the
+// terminal's table groups them.
+const PROCESS_GROUPS = [
+  ["TX syscalls", ["tx_syscall"]], ["RX syscalls", ["rx_syscall"]],
+  ["interrupts in its context", ["net_tx_softirq", "net_rx_softirq", "net_irq"]],
+  ["NAPI / io_uring workers", ["napi_thread", "io_uring_worker"]],
+];
+
+function groupCells(ns, period) {
+  return PROCESS_GROUPS.map(([, keys]) =>
+    `<td>${pct(sum(keys.map((k) => ns[k] || 0)), period)}</td>`).join("");
+}
+
+// The processes with the most network time in the period (--top of the
+// command, 50 in the agent), and every container with network time.
+function renderProcessTables(r) {
+  const p = r.processes;
+  $("processes-panel").hidden = !(p && p.enabled);
+  if (!p || !p.enabled) return;
+  const heads = PROCESS_GROUPS.map(([label]) => `<th>${esc(label)}</th>`).join("");
+  $("process-table").tHead.innerHTML = `<tr><th class="text">PID</th><th class="text">command</th>` +
+    `<th class="text">container</th>${heads}<th>network</th><th>total s</th></tr>`;
+  $("process-table").tBodies[0].innerHTML = p.top.map((t) =>
+    `<tr data-pid="${t.pid}"><td class="text">${t.pid}</td><td class="text">${esc(t.comm)}` +
+    `${t.alive ? "" : " (exited)"}</td>` +
+    `<td class="text" title="${esc(t.cgroup || "")}">` +
+    `${t.container_id ? esc(t.container_id.replace(/:\/\/(.{12}).*/, ":$1")) : "-"}</td>` +
+    `${groupCells(t.ns, r.period_ns)}<td>${pct(t.network_ns, r.period_ns)}</td>` +
+    `<td>${(t.network_ns_total / 1e9).toFixed(3)}</td></tr>`).join("");
+  $("container-table").tHead.innerHTML = `<tr><th class="text">container</th>` +
+    `<th class="text">pod UID</th><th>processes</th>${heads}<th>network</th>` +
+    `<th>total s</th></tr>`;
+  $("container-table").tBodies[0].innerHTML = p.containers.map((c) =>
+    `<tr><td class="text">${c.container_id ? esc(c.container_id) : "(host)"}</td>` +
+    `<td class="text">${esc(c.pod_uid || "")}</td><td>${c.processes}</td>` +
+    `${groupCells(c.ns, r.period_ns)}<td>${pct(c.network_ns, r.period_ns)}</td>` +
+    `<td>${(c.network_ns_total / 1e9).toFixed(3)}</td></tr>`).join("");
+  const lost = sum(Object.values(p.unattributed_ns_total));
+  $("processes-note").textContent = `${p.tracked} processes held in the kernel (at most ` +
+    `${p.capacity})` + (lost > 0 ? `; ${(lost / 1e9).toFixed(3)} s of network time on no ` +
+    `process: the table was full (raise --max-processes)` : "");
+}
+
 // % of the chosen CPU (or of all CPUs together) that `perCpu` is in report r.
 function share(r, perCpu) {
   if (!perCpu || perCpu.length === 0 || r.period_ns === 0) return 0;
@@ -223,6 +266,7 @@ function renderCost() {
   $("cost-status").textContent = costStatusLine(r);
   updateCpuChoices(r);
   renderCostTable(r);
+  renderProcessTables(r);
   renderCharts();
   refreshFlame();
 }
