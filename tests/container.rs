@@ -28,9 +28,13 @@ impl Image {
     }
 
     /// An image of `binary` (its entry point, whatever its name), tagged
-    /// `localhost/<name>:<this test's PID>`.
+    /// `localhost/<name>:<this test's PID>-<N>`.
     fn of(binary: &str, name: &str) -> Image {
-        let tag = format!("localhost/{name}:{}", std::process::id());
+        // Unique per call: tests of this file run at once, and each
+        // removes its image when done.
+        static BUILT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("localhost/{name}:{}-{n}", std::process::id());
         let out = Command::new("bash")
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -332,4 +336,92 @@ fn connections_of_a_container_carry_its_id() {
         let stopped = nl.stop();
         assert!(stopped.status.success(), "{}", stopped.stderr);
     }
+}
+
+/// The network CPU of a container's process is charged to that container
+/// (`podman://<ID>`) by `netlens cost`, from the cgroup the kernel saw at
+/// its first charge, although the container is gone before netlens writes
+/// the period's report; the host's own processes are `(host)`.
+#[test]
+fn network_cpu_of_a_container_is_charged_to_it() {
+    if !require_root() {
+        return;
+    }
+    let image = Image::of(&peer_bin().to_string_lossy(), "netlens-peer-test");
+    let pair = served_pair("ccpu", 0, false, &["--respond", "100", "--max-secs", "120"]);
+    let log = temp_path("container-cost.json");
+    let nl = Netlens::start_cost(&[
+        "-f",
+        "0",
+        "--user-period",
+        "250",
+        "--top",
+        "1000",
+        "-l",
+        log.to_str().unwrap(),
+    ]);
+    let cidfile = temp_path("cost.cid");
+    let out = peer_container(
+        &image,
+        &pair.a,
+        &cidfile,
+        &["--to", &pair.addr.to_string(), "--send", "20000000"],
+    )
+    .output()
+    .expect("podman run");
+    assert!(out.status.success(), "{out:?}");
+    let kube_id = format!("podman://{}", read_cid(&cidfile));
+    // A whole period after the container is gone.
+    std::thread::sleep(Duration::from_millis(600));
+    let stopped = nl.stop_any_output();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let text = std::fs::read_to_string(&log).expect("the cost log");
+    let _ = std::fs::remove_file(&log);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let last = &lines.last().expect("a report")["processes"];
+    let container = last["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["container_id"] == kube_id.as_str())
+        .unwrap_or_else(|| panic!("{kube_id} not among {}", last["containers"]));
+    let tx = u(&container["ns_total"], "tx_syscall");
+    assert!(
+        tx > 1_000_000,
+        "the container's TX time {tx} ns: {container}"
+    );
+    // Its process, under its host PID, with the container's ID.
+    let rows: Vec<&serde_json::Value> = lines
+        .iter()
+        .flat_map(|l| l["processes"]["top"].as_array().into_iter().flatten())
+        .filter(|t| t["container_id"] == kube_id.as_str())
+        .collect();
+    // runc's set-up processes run in the container's cgroup too; the
+    // program (runc's init until it executes it) is named by its own name:
+    // the image's entry point, `netlens` (build-image.sh names it so).
+    let peer_rows: Vec<&&serde_json::Value> =
+        rows.iter().filter(|t| t["comm"] == "netlens").collect();
+    assert!(
+        !peer_rows.is_empty(),
+        "no entry point in {kube_id}: {rows:?}"
+    );
+    let peer_tx: u64 = peer_rows.iter().map(|t| u(&t["ns"], "tx_syscall")).sum();
+    assert!(
+        peer_tx * 10 >= tx * 9,
+        "the program's TX {peer_tx} of {tx}: {rows:?}"
+    );
+    let by_process: u64 = rows.iter().map(|t| u(&t["ns"], "tx_syscall")).sum();
+    assert_eq!(by_process, tx, "the container is its processes: {rows:?}");
+    assert!(
+        last["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["container_id"].is_null()),
+        "no (host) row: {}",
+        last["containers"]
+    );
 }

@@ -227,6 +227,26 @@ static __always_inline void charge(__u32 entry, __u64 ns, bool span_end)
 	charge_current(entry, ns, span_end, 0);
 }
 
+/* A process executes a program: its record, if it has one, takes the new
+ * name (runc's init becomes the container's program) and its cgroup now.
+ * The name is set before this tracepoint, and the task is the thread
+ * group's leader by then. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 tgid = p->tgid;
+	struct pid_cost *rec;
+
+	if (pid_mode == PIDS_OFF)
+		return 0;
+	rec = bpf_map_lookup_elem(&pid_costs, &tgid);
+	if (!rec)
+		return 0;
+	bpf_probe_read_kernel(rec->comm, sizeof(rec->comm), p->comm);
+	rec->cgroup_id = task_cgroup_id(p);
+	return 0;
+}
+
 /* Task-level time of the current stint: wall time minus the interrupt
  * time this CPU accumulated meanwhile. */
 static __always_inline __u64 stint_ns(const struct task_acct *t,

@@ -188,7 +188,7 @@ impl SyscallHook {
 /// The other tracepoints `cost` attaches to (`required`: required by cost),
 /// before those of its [`SyscallHook`]. The cost collector attaches from
 /// this table.
-pub const COST_TRACEPOINTS: [Tracepoint; 6] = [
+pub const COST_TRACEPOINTS: [Tracepoint; 7] = [
     Tracepoint {
         category: "sched",
         name: "sched_switch",
@@ -242,6 +242,15 @@ pub const COST_TRACEPOINTS: [Tracepoint; 6] = [
         required: false,
         gives: "io_uring socket operations (io-wq workers, io_uring_enter)",
         without: "no io_uring worker time, and no io_uring_enter time for socket operations",
+    },
+    Tracepoint {
+        category: "sched",
+        name: "sched_process_exec",
+        program: "on_exec",
+        hook: Hook::TpBtf,
+        required: false,
+        gives: "per-process names and cgroups renewed when a process executes a program",
+        without: "a process keeps the name and cgroup of its first network charge across exec",
     },
 ];
 

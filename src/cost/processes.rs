@@ -44,6 +44,7 @@ struct Known {
     ns: PerEntry,
     spans: PerEntry,
     comm: String,
+    cgroup_id: u64,
     cgroup: Option<Arc<Cgroup>>,
 }
 
@@ -109,8 +110,17 @@ impl ProcessBook {
                 } else {
                     r.comm.clone()
                 },
+                cgroup_id: r.cgroup_id,
                 cgroup: resolve(r.cgroup_id),
             });
+            // A program executed since: the kernel renewed both.
+            if r.pid != 0 && r.comm != known.comm {
+                known.comm.clone_from(&r.comm);
+            }
+            if r.cgroup_id != known.cgroup_id {
+                known.cgroup_id = r.cgroup_id;
+                known.cgroup = resolve(r.cgroup_id);
+            }
             let period_ns = sub(&r.ns, &known.ns);
             let spans_period = sub(&r.spans, &known.spans);
             known.ns = r.ns;
@@ -320,6 +330,21 @@ mod tests {
         assert_eq!(book.attributed_total()[1], 50 + 9);
         let total: u64 = c.iter().map(|c| c.total_ns[0] + c.total_ns[1]).sum();
         assert_eq!(total, 130 + 10 + 5 + 50 + 9);
+    }
+
+    #[test]
+    fn a_process_that_executes_a_program_takes_its_name_and_cgroup() {
+        let mut book = ProcessBook::default();
+        let t0 = Instant::now();
+        let mut resolve = resolver();
+        let mut r = record(10, 100, 0, 1);
+        r.comm = "runc:[2:INIT]".into();
+        book.period(&[r], &HashSet::new(), &mut resolve, t0);
+        let (p, c) = book.period(&[record(10, 150, 0, 7)], &HashSet::new(), &mut resolve, t0);
+        assert_eq!((p[0].comm.as_str(), p[0].period_ns[0]), ("p10", 50));
+        assert_eq!(p[0].container().unwrap().id, "aaaa");
+        assert_eq!(c[0].total_ns[0], 50, "the time since goes to the container");
+        assert_eq!(c[1].total_ns[0], 100, "the time before stays with the host");
     }
 
     #[test]
