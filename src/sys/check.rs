@@ -628,6 +628,7 @@ mod tests {
                 "irq/irq_handler_entry",
                 "irq/irq_handler_exit",
                 "io_uring/io_uring_complete",
+                "sched/sched_process_exec",
             ]
         );
     }
