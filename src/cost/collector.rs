@@ -357,10 +357,10 @@ impl Collector {
         let key = pid.to_ne_bytes();
         let value = match map.lookup_and_delete(&key) {
             Ok(v) => v,
-            Err(e)
-                if e.kind() == libbpf_rs::ErrorKind::InvalidInput
-                    || e.kind() == libbpf_rs::ErrorKind::Unsupported =>
-            {
+            // Before 5.14 a hash map refuses it (ENOTSUPP, an errno of
+            // the kernel's own that has no io::ErrorKind): any error falls
+            // back, and a real one shows again below.
+            Err(_) => {
                 let v = map
                     .lookup(&key, MapFlags::ANY)
                     .context("reading an exited process's network time")?;
@@ -371,8 +371,6 @@ impl Collector {
                 }
                 v
             }
-            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).context("removing an exited process's record"),
         };
         Ok(value.as_deref().and_then(read_record::<types::pid_cost>))
     }
