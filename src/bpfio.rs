@@ -222,8 +222,6 @@ impl Drop for ObjectStorage {
 // goes through the skeleton, which is Send itself.
 unsafe impl Send for ObjectStorage {}
 
-/// Waits up to `timeout` for the ring to signal data, then runs the
-/// callbacks of every record queued. A signal interrupting the wait (that
 /// The value of rodata `cgroup_mode` (enum cgroup_mode of src/bpf/cgroup.h,
 /// which both objects share) for a host's cgroup layout.
 pub fn cgroup_mode(layout: Option<&cgroup::Layout>) -> u32 {
@@ -259,6 +257,8 @@ pub fn cgroup_names_lookup(map: &libbpf_rs::Map<'_>) -> Result<cgroup::NamesLook
     }))
 }
 
+/// Waits up to `timeout` for the ring to signal data, then runs the
+/// callbacks of every record queued. A signal interrupting the wait (that
 /// is how Ctrl-C arrives) is not an error. `what` names the ring in errors.
 pub fn poll_ring(ring: &RingBuffer<'_>, timeout: Duration, what: &str) -> Result<()> {
     if let Err(e) = ring.poll(timeout) {

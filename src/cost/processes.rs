@@ -14,12 +14,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::model::cost::{ContainerCost, PerEntry, ProcessCost};
+use crate::model::cost::{network_sum, ContainerCost, PerEntry, ProcessCost};
 use crate::model::{Cgroup, Container};
 
 /// `--max-processes` by default: a record is about 250 bytes of kernel
-/// memory, preallocated (2 MiB); only processes with network time in the
-/// last period, or still alive, take one.
+/// memory, preallocated (2 MiB); a process holds one from its first
+/// network charge until netlens finds it exited (within a period).
 pub const DEFAULT_MAX_PROCESSES: u32 = 8192;
 
 /// One record as read from the kernel (cumulative since it was created).
@@ -127,7 +127,9 @@ impl ProcessBook {
             known.spans = r.spans;
             add(&mut self.attributed_total, &period_ns);
             let alive = !exited.contains(&r.pid);
-            let active = period_ns.iter().any(|&v| v > 0);
+            // Context entries alone (a timer softirq in its context) do not
+            // make a row.
+            let active = network_sum(&period_ns) > 0;
             let container = known.cgroup.as_ref().and_then(|c| c.container.clone());
             let key = container.as_ref().map(Container::kube_id);
             let totals = self
