@@ -117,7 +117,7 @@ fn group_cells(ns: &PerEntry, period_ns: u64, out: &mut String) {
 
 /// A container as the tables name it: `runtime:` and the short ID, or
 /// `(host)` for the processes in no container.
-pub(crate) fn container_label(c: Option<&crate::model::Container>) -> String {
+fn container_label(c: Option<&crate::model::Container>) -> String {
     c.map_or("(host)".to_string(), |c| {
         format!("{}:{}", c.runtime, c.short_id())
     })
@@ -138,7 +138,7 @@ pub(crate) fn process_lines(r: &CostReport) -> Vec<String> {
         .map(|(name, _)| format!("{name:>7}"))
         .collect();
     lines.push(format!(
-        "network CPU by process (% of one CPU; {} processes held in the kernel)",
+        "network CPU by process (% of one CPU; * exited; {} processes held in the kernel)",
         p.tracked
     ));
     lines.push(format!(
@@ -147,18 +147,14 @@ pub(crate) fn process_lines(r: &CostReport) -> Vec<String> {
     ));
     for proc in &p.processes {
         let mut line = format!(
-            "{:>7} {:<15} {:<12}",
+            "{:>6}{} {:<15} {:<12}",
             proc.pid,
+            if proc.alive { ' ' } else { '*' },
             crate::output::tui::format::clip(&proc.comm, 15),
             proc.container().map_or("-", |c| c.short_id())
         );
         group_cells(&proc.period_ns, r.period_ns, &mut line);
-        let _ = write!(
-            line,
-            "{:>9.3}{}",
-            proc.network_total_ns() as f64 / 1e9,
-            if proc.alive { "" } else { " exited" }
-        );
+        let _ = write!(line, "{:>9.3}", proc.network_total_ns() as f64 / 1e9);
         lines.push(line);
     }
     lines.push("network CPU by container (% of one CPU)".to_string());
@@ -696,12 +692,18 @@ mod tests {
         let nginx = lines.iter().find(|l| l.contains("4242")).unwrap();
         assert_eq!(
             nginx,
-            "   4242 nginx-with-a-l… 0123456789ab  20.0%   0.0%  10.0%   0.0%  30.0%    0.150"
+            "  4242  nginx-with-a-l… 0123456789ab  20.0%   0.0%  10.0%   0.0%  30.0%    0.150"
         );
         assert!(
-            lines.iter().any(|l| l.starts_with("      0 swapper")),
+            lines.iter().any(|l| l.starts_with("     0  swapper")),
             "{lines:?}"
         );
+        let mut gone = r.clone();
+        gone.processes.processes[0].alive = false;
+        let gone_lines = process_lines(&gone);
+        let row = gone_lines.iter().find(|l| l.contains("4242")).unwrap();
+        assert!(row.starts_with("  4242* nginx"), "{row}");
+        assert!(row.chars().count() <= 80, "{row}");
         assert!(
             lines
                 .iter()
