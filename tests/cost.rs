@@ -1097,7 +1097,7 @@ fn io_uring_worker_time_is_measured() {
     let mut client = uring_peer(&p.a, p.addr, "2", true, true);
     client.wait_event("connected");
     let pid = client.pid().to_string();
-    let run = CostRun::start(&["-f", "0", "-u", &pid]);
+    let run = CostRun::start(&["-f", "0", "-u", &pid, "--top", "1000"]);
     run.wait_stderr("netlens: ready");
     client.release();
     let done = uring_result(client);
@@ -1121,13 +1121,31 @@ fn io_uring_worker_time_is_measured() {
     // Every send ran in a worker, and nearly every one completed there,
     // ending one worker span. The exceptions: a send that finds the socket
     // buffer full is retried when it drains and completes in the client's
-    // own io_uring_enter (as TX; 1 in 779 on an emulated CPU, none in
+    // own io_uring_enter, as one TX call of the client (1 in 779 on an
+    // emulated CPU, 29 in 2,248 once on emulated 6.1 PREEMPT_RT, none in
     // 85,638 here), and runs of netlens's programs the kernel skipped
-    // (counted). Sends made anywhere else would leave ~0 worker spans.
+    // (counted). So worker spans plus the client's TX calls (its
+    // per-process record) account for the sends, but for a few that are
+    // in neither (2-4 of 21,000-25,000 here; the cause is not established,
+    // hence the 1 % allowance); most must be workers' (sends made anywhere
+    // else would leave ~0 worker spans).
     let missed = u(&log.last()["self"], "bpf_runs_missed_total");
+    let inline: u64 = log
+        .lines
+        .iter()
+        .flat_map(|l| {
+            l["processes"]["top"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|t| t["pid"].as_u64().map(|p| p.to_string()) == Some(pid.clone()))
+        .map(|t| u(&t, "tx_calls"))
+        .sum();
     assert!(
-        (worker_spans + missed) * 100 >= ops * 99,
-        "{worker_spans} io_uring_worker spans for {ops} sends ({missed} BPF runs skipped)"
+        (worker_spans + inline + missed) * 100 >= ops * 99 && worker_spans * 10 >= ops * 9,
+        "{worker_spans} io_uring_worker spans and {inline} TX calls of the client for {ops} \
+         sends ({missed} BPF runs skipped)"
     );
     // The client's io_uring_enter only queued requests and waited: ending
     // in no socket operation, its time is not TX. Counted as TX, the wait
