@@ -104,6 +104,13 @@ impl CostLog {
         sums
     }
 
+    /// The `--top` process rows of every period, oldest first.
+    fn process_rows(&self) -> impl Iterator<Item = &Value> {
+        self.lines
+            .iter()
+            .flat_map(|l| l["processes"]["top"].as_array().into_iter().flatten())
+    }
+
     fn all_category_samples(&self) -> u64 {
         self.lines
             .iter()
@@ -1131,16 +1138,9 @@ fn io_uring_worker_time_is_measured() {
     // else would leave ~0 worker spans).
     let missed = u(&log.last()["self"], "bpf_runs_missed_total");
     let inline: u64 = log
-        .lines
-        .iter()
-        .flat_map(|l| {
-            l["processes"]["top"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
+        .process_rows()
         .filter(|t| t["pid"].as_u64().map(|p| p.to_string()) == Some(pid.clone()))
-        .map(|t| u(&t, "tx_calls"))
+        .map(|t| u(t, "tx_calls"))
         .sum();
     assert!(
         (worker_spans + inline + missed) * 100 >= ops * 99 && worker_spans * 10 >= ops * 9,
@@ -1760,18 +1760,8 @@ fn every_process_and_container_adds_up_to_the_per_cpu_totals() {
     }
     // Each sender, seen in some period: the client in its container and
     // pod, the short ones exited with their time.
-    let rows = |pid: u64| -> Vec<Value> {
-        log.lines
-            .iter()
-            .flat_map(|l| {
-                l["processes"]["top"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .filter(|t| u(t, "pid") == pid)
-            .collect()
-    };
+    let rows =
+        |pid: u64| -> Vec<&Value> { log.process_rows().filter(|t| u(t, "pid") == pid).collect() };
     let client_rows = rows(client_pid);
     let last_row = client_rows.last().expect("the client in the log");
     assert_eq!(last_row["comm"], "netlens-peer");
@@ -1820,14 +1810,7 @@ fn every_process_and_container_adds_up_to_the_per_cpu_totals() {
     }
     // The sink server read in its own process.
     let server_rx: u64 = log
-        .lines
-        .iter()
-        .flat_map(|l| {
-            l["processes"]["top"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
+        .process_rows()
         .filter(|t| t["comm"] == "netlens-peer")
         .map(|t| u(&t["ns"], "rx_syscall"))
         .sum();

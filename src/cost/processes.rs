@@ -10,6 +10,7 @@
 //! a run the network entries of `attributed_total` plus the time the kernel
 //! could not put on any record equal the per-CPU totals.
 
+use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -180,11 +181,12 @@ impl ProcessBook {
             .retain(|key, c| key.is_none() || now.duration_since(c.last_active) < FORGET);
         self.commands
             .retain(|_, c| now.duration_since(c.last_active) < FORGET);
-        processes.sort_by(|a, b| {
-            b.network_period_ns()
-                .cmp(&a.network_period_ns())
-                .then(b.network_total_ns().cmp(&a.network_total_ns()))
-                .then(a.pid.cmp(&b.pid))
+        processes.sort_by_key(|p| {
+            (
+                Reverse(p.network_period_ns()),
+                Reverse(p.network_total_ns()),
+                p.pid,
+            )
         });
         let mut containers: Vec<ContainerCost> = self
             .containers
@@ -201,14 +203,13 @@ impl ProcessBook {
                 }
             })
             .collect();
-        containers.sort_by(|a, b| {
-            b.network_period_ns()
-                .cmp(&a.network_period_ns())
-                .then(b.network_total_ns().cmp(&a.network_total_ns()))
-                .then_with(|| {
-                    let id = |c: &ContainerCost| c.container.as_ref().map(|c| c.id.clone());
-                    id(a).cmp(&id(b))
-                })
+        // The same order as the processes', then by ID (the host first).
+        containers.sort_by_cached_key(|c| {
+            (
+                Reverse(c.network_period_ns()),
+                Reverse(c.network_total_ns()),
+                c.container.as_ref().map(|c| c.id.clone()),
+            )
         });
         (processes, containers)
     }

@@ -12,7 +12,9 @@ use serde_json::{json, Map, Value};
 
 use super::pyroscope::{PushCounters, PushTotals};
 use super::{fmt_time, Sink};
-use crate::model::cost::{CostReport, CpuStat, Entry, PerCpu, PerEntry, Processes, Sampler};
+use crate::model::cost::{
+    network_sum, CostReport, CpuStat, Entry, PerCpu, PerEntry, Processes, Sampler,
+};
 
 /// The per-CPU table: on a terminal it is redrawn in place, otherwise each
 /// period is appended (separated by a blank line).
@@ -112,7 +114,7 @@ fn group_cells(ns: &PerEntry, period_ns: u64, out: &mut String) {
         let sum: u64 = entries.iter().map(|&e| ns[e as usize]).sum();
         out.push_str(&pct7(sum, period_ns));
     }
-    out.push_str(&pct7(crate::model::cost::network_sum(ns), period_ns));
+    out.push_str(&pct7(network_sum(ns), period_ns));
 }
 
 /// A container as the tables name it: `runtime:` and the short ID, or
@@ -172,13 +174,13 @@ pub(crate) fn process_lines(r: &CostReport) -> Vec<String> {
         let _ = write!(line, "{:>9.3}", c.network_total_ns() as f64 / 1e9);
         lines.push(line);
     }
-    let lost_total = crate::model::cost::network_sum(&p.unattributed_total_ns);
+    let lost_total = network_sum(&p.unattributed_total_ns);
     if lost_total > 0 {
         lines.push(format!(
             "on no process (table of {} full: raise --max-processes): {} of one CPU, {:.3} s in all",
             p.capacity,
             pct7(
-                crate::model::cost::network_sum(&p.unattributed_period_ns),
+                network_sum(&p.unattributed_period_ns),
                 r.period_ns
             )
             .trim(),
